@@ -1,0 +1,33 @@
+"""Embedding many sessions efficiently: length-sorted batches, padded to the batch's longest session."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from training.encoder.model import SessionEncoder
+from training.featurizer import pad_batch
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+    """Index batches of similar-length sessions (cuts padding, which dominates cost for short sessions)."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@torch.inference_mode()
+def embed_encoded(encoder: SessionEncoder, encoded: Sequence[tuple[np.ndarray, np.ndarray]],
+                  batch_size: int = 256, device: torch.device | None = None) -> np.ndarray:
+    """Embeddings [N, E] for already-featurized sessions, in input order."""
+    device = device or next(encoder.parameters()).device
+    was_training = encoder.training
+    encoder.eval()
+    out = np.zeros((len(encoded), encoder.cfg.embedding_dim), dtype=np.float32)
+    for idx in length_sorted_batches([len(c) for c, _ in encoded], batch_size):
+        batch = pad_batch([encoded[i] for i in idx])
+        emb = encoder(torch.from_numpy(batch.categorical).to(device), torch.from_numpy(batch.continuous).to(device))
+        out[idx] = emb.cpu().numpy()
+    encoder.train(was_training)
+    return out

@@ -1,0 +1,141 @@
+"""Pre-train the session encoder on featurized sessions; checkpoint every epoch, keep the best."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from training.encoder.inference import length_sorted_batches
+from training.encoder.model import EncoderConfig, SessionEncoder
+from training.encoder.objectives import ObjectiveConfig, PretrainingHeads, pretraining_loss
+from training.featurizer import Featurizer
+
+log = logging.getLogger(__name__)
+Encoded = Sequence[tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 4
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    seed: int = 7
+    d_model: int = 64
+    embedding_dim: int = 64
+    n_layers: int = 2
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    device: str = "auto"
+    """'auto' picks CUDA when present, else CPU."""
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_encoder(featurizer: Featurizer, cfg: TrainConfig) -> SessionEncoder:
+    return SessionEncoder(EncoderConfig(
+        cardinalities=tuple(featurizer.cardinalities), n_continuous=len(featurizer.to_dict()["continuous_columns"]),
+        max_len=featurizer.config.max_len, d_model=cfg.d_model, embedding_dim=cfg.embedding_dim,
+        n_layers=cfg.n_layers,
+    ))
+
+
+def _shuffled_batches(lengths: list[int], batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    jitter = np.asarray(lengths) + rng.uniform(0, 2, size=len(lengths))  # vary batch composition per epoch
+    batches = length_sorted_batches(jitter.tolist(), batch_size)
+    rng.shuffle(batches)
+    return [b for b in batches if len(b) > 1]  # the contrastive loss needs negatives
+
+
+def _run_epoch(encoder: SessionEncoder, heads: PretrainingHeads, data: Encoded, cfg: TrainConfig,
+               rng: np.random.Generator, device: torch.device, desc: str,
+               optimizer: torch.optim.Optimizer | None = None,
+               scheduler: torch.optim.lr_scheduler.OneCycleLR | None = None) -> dict[str, float]:
+    """One pass over `data`; trains when an optimizer is given, else only measures the losses."""
+    training = optimizer is not None
+    encoder.train(training)
+    heads.train(training)
+    sums: dict[str, float] = {}
+    n = 0
+    batches = _shuffled_batches([len(c) for c, _ in data], cfg.batch_size, rng)
+    with torch.set_grad_enabled(training):
+        for idx in (bar := tqdm(batches, desc=desc, unit="batch", leave=False)):
+            losses = pretraining_loss(encoder, heads, [data[i] for i in idx], rng, cfg.objective, device)
+            if optimizer is not None:
+                optimizer.zero_grad()
+                losses["loss"].backward()
+                torch.nn.utils.clip_grad_norm_(list(encoder.parameters()) + list(heads.parameters()), 1.0)
+                optimizer.step()
+                if scheduler is not None and scheduler.last_epoch + 1 < scheduler.total_steps:
+                    scheduler.step()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
+            n += len(idx)
+            bar.set_postfix(loss=f"{float(losses['loss']):.3f}")
+    return {k: v / max(n, 1) for k, v in sums.items()}
+
+
+def train_encoder(featurizer: Featurizer, train: Encoded, val: Encoded, cfg: TrainConfig,
+                  out_dir: Path) -> tuple[SessionEncoder, list[dict]]:
+    """Returns the best encoder (lowest validation loss) and per-epoch metrics; writes checkpoints."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    device = pick_device(cfg.device)
+    encoder = build_encoder(featurizer, cfg).to(device)
+    heads = PretrainingHeads(cfg.d_model, cfg.embedding_dim, featurizer.cardinalities[0],
+                             featurizer.cardinalities[2]).to(device)
+    params = list(encoder.parameters()) + list(heads.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = cfg.epochs * max(1, len(train) // cfg.batch_size + 1)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=steps, pct_start=0.1)
+    history: list[dict] = []
+    best = float("inf")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log.info("training on %s: %d train / %d validation sessions, %d parameters", device, len(train), len(val),
+             sum(p.numel() for p in encoder.parameters()))
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        train_m = _run_epoch(encoder, heads, train, cfg, rng, device, f"epoch {epoch}/{cfg.epochs}",
+                             optimizer, scheduler)
+        seconds = time.perf_counter() - t0
+        val_m = _run_epoch(encoder, heads, val, cfg, np.random.default_rng(cfg.seed + 1), device,
+                           "validate")
+        row = {"epoch": epoch, "seconds": round(seconds, 2), "sessions_per_s": round(len(train) / seconds, 1),
+               **{f"train_{k}": round(v, 4) for k, v in train_m.items()},
+               **{f"val_{k}": round(v, 4) for k, v in val_m.items()}}
+        history.append(row)
+        log.info("epoch %d: train loss %.3f, val loss %.3f (mem url %.3f, contrastive %.3f), %.0f sessions/s",
+                 epoch, train_m["loss"], val_m["loss"], val_m["mem_url"], val_m["contrastive"], row["sessions_per_s"])
+        save_checkpoint(out_dir / "encoder_last.pt", encoder, featurizer, cfg, row)
+        if val_m["loss"] < best:
+            best = val_m["loss"]
+            save_checkpoint(out_dir / "encoder.pt", encoder, featurizer, cfg, row)
+    (out_dir / "train_metrics.json").write_text(json.dumps(history, indent=2))
+    best_encoder, _ = load_checkpoint(out_dir / "encoder.pt", device)
+    return best_encoder, history
+
+
+def save_checkpoint(path: Path, encoder: SessionEncoder, featurizer: Featurizer, cfg: TrainConfig,
+                    metrics: dict) -> None:
+    torch.save({"encoder_config": encoder.cfg.to_dict(), "state_dict": encoder.state_dict(),
+                "featurizer_version": featurizer.version, "train_config": asdict(cfg), "metrics": metrics}, path)
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[SessionEncoder, dict]:
+    """The encoder in eval mode, plus the checkpoint's metadata (featurizer version, metrics)."""
+    doc = torch.load(path, map_location=device, weights_only=True)
+    encoder = SessionEncoder(EncoderConfig.from_dict(doc["encoder_config"])).to(device)
+    encoder.load_state_dict(doc["state_dict"])
+    encoder.eval()
+    return encoder, {k: v for k, v in doc.items() if k != "state_dict"}

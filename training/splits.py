@@ -1,0 +1,12 @@
+"""Deterministic hold-out split by visitor, so no visitor's sessions leak across train and hold-out."""
+
+from __future__ import annotations
+
+import hashlib
+
+HOLDOUT_PCT = 20
+
+
+def is_holdout(anonymous_id: str, pct: int = HOLDOUT_PCT) -> bool:
+    """Stable across runs and machines (unlike hash()): the first hash byte picks the bucket."""
+    return int(hashlib.sha1(anonymous_id.encode()).hexdigest()[:8], 16) % 100 < pct
