@@ -6,7 +6,7 @@ DATA     ?= data/synthetic
 ARTIFACTS ?= artifacts
 VISITORS ?= 6000
 SEED     ?= 7
-EPOCHS   ?= 4
+EPOCHS   ?= 8
 
 PY := $(VENV)/bin/python
 INTENT := $(VENV)/bin/intent
@@ -28,13 +28,16 @@ venv: $(VENV)/.installed  ## create .venv with the pinned dependencies
 data: venv  ## generate the synthetic bank's clickstream into $(DATA)
 	$(INTENT) data --out $(DATA) --visitors $(VISITORS) --seed $(SEED)
 
-train: venv  ## featurize and train the self-supervised session encoder into $(ARTIFACTS)
-	$(INTENT) train --data $(DATA) --out $(ARTIFACTS) --epochs $(EPOCHS) --seed $(SEED)
+$(DATA)/events.jsonl: | venv
+	$(INTENT) data --out $(DATA) --visitors $(VISITORS) --seed $(SEED)
 
-probe: venv  ## linear probe: embedding vs bag-of-pages -> reports/encoder.json
+train: venv $(DATA)/events.jsonl  ## featurize and train the self-supervised session encoder into $(ARTIFACTS)
+	$(INTENT) train --data $(DATA) --artifacts $(ARTIFACTS) --epochs $(EPOCHS) --seed $(SEED)
+
+probe: venv $(DATA)/events.jsonl  ## linear probe: embedding vs bag-of-pages -> reports/encoder.json
 	$(INTENT) probe --data $(DATA) --artifacts $(ARTIFACTS) --report reports/encoder.json
 
-bench-train: venv  ## training and inference throughput -> reports/bench_train.json
+bench-train: venv $(DATA)/events.jsonl  ## training and inference throughput -> reports/bench_train.json
 	$(INTENT) bench-train --data $(DATA) --report reports/bench_train.json
 
 run: venv  ## the main job on embedded defaults: data -> train -> probe, with a summary

@@ -80,7 +80,7 @@ def _run_epoch(encoder: SessionEncoder, heads: PretrainingHeads, data: Encoded, 
                 if scheduler is not None and scheduler.last_epoch + 1 < scheduler.total_steps:
                     scheduler.step()
             for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx)
             n += len(idx)
             bar.set_postfix(loss=f"{float(losses['loss']):.3f}")
     return {k: v / max(n, 1) for k, v in sums.items()}

@@ -1,0 +1,59 @@
+"""End to end on a small synthetic bank: train lowers the loss; the embedding beats bag-of-pages."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from training.encoder.train import TrainConfig
+from training.featurizer import Featurizer, Vocab
+from training.pipeline import load_artifacts, probe_report, train
+from training.sessions import load_sessions
+
+
+@pytest.fixture(scope="module")
+def trained(small_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("artifacts")
+    result = train(small_data, out, TrainConfig(epochs=6, seed=3))
+    return small_data, out, result
+
+
+def test_training_lowers_the_loss_and_checkpoints(trained):
+    _, out, result = trained
+    history = result.history
+    assert history[-1]["train_loss"] < history[0]["train_loss"] * 0.9
+    assert history[-1]["val_loss"] < history[0]["val_loss"]
+    assert {"encoder.pt", "encoder_last.pt", "featurizer.json", "train_metrics.json"} <= {p.name for p in out.iterdir()}
+
+
+def test_embedding_probe_beats_bag_of_pages(trained, tmp_path):
+    data, out, _ = trained
+    report = probe_report(data, out, tmp_path / "encoder.json")
+    assert json.loads((tmp_path / "encoder.json").read_text()) == report
+    acc = report["probe_accuracy"]
+    assert acc["embedding"] > acc["bag_of_pages"] + 0.01, acc
+    assert acc["embedding"] > 0.6 and report["n_sessions"] > 1000
+
+
+def test_embeddings_do_not_depend_on_padding_or_batch_company(trained):
+    """The serving path pads to the batch's longest session: a session's embedding must not change."""
+    _, out, _ = trained
+    featurizer, encoder, _ = load_artifacts(out)
+    sessions = load_sessions(trained[0]).sessions[:6]
+    singles = [featurizer.batch([s.events]) for s in sessions]
+    alone = [encoder(torch.from_numpy(b.categorical), torch.from_numpy(b.continuous)) for b in singles]
+    batch = featurizer.batch([s.events for s in sessions], pad_to=64)
+    together = encoder(torch.from_numpy(batch.categorical), torch.from_numpy(batch.continuous))
+    np.testing.assert_allclose(torch.cat(alone).detach().numpy(), together.detach().numpy(), atol=1e-5)
+
+
+def test_mismatched_featurizer_is_refused(trained, tmp_path):
+    _, out, _ = trained
+    shutil.copytree(out, tmp_path / "a")
+    original = Featurizer.load(out / "featurizer.json")
+    vocabs = {**original.vocabs, "device": Vocab((*original.vocabs["device"].tokens, "smart_fridge"))}
+    Featurizer(original.config, vocabs, original.stats).save(tmp_path / "a" / "featurizer.json")
+    with pytest.raises(ValueError, match="trained with featurizer"):
+        load_artifacts(tmp_path / "a")

@@ -1,0 +1,167 @@
+"""`intent`: the offline platform's command line (data, train, probe, bench-train, run).
+
+Every flag can also come from the environment as INTENT_<FLAG> (e.g. INTENT_DATA=/logs/web).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+log = logging.getLogger("intent")
+
+
+def _env(flag: str, default: object) -> object:
+    value = os.environ.get("INTENT_" + flag.upper().replace("-", "_"))
+    if value is None:
+        return default
+    return type(default)(value) if default is not None else value
+
+
+def _add(p: argparse.ArgumentParser, flag: str, default: object, help: str, **kw: object) -> None:
+    p.add_argument(f"--{flag}", default=_env(flag, default), help=f"{help} (default: %(default)s)", **kw)
+
+
+def _parse_mix(text: str) -> dict[str, float]:
+    """'fraud_report=3,casual_browsing=0.5' -> {...}."""
+    mix: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, weight = part.partition("=")
+        try:
+            mix[name.strip()] = float(weight)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--intent-mix: {part!r} is not NAME=WEIGHT") from None
+    return mix
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="intent", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("data", help="generate the synthetic bank's data directory")
+    _add(p, "out", "data/synthetic", "output data directory", type=Path)
+    _add(p, "visitors", 6000, "number of web visitors", type=int)
+    _add(p, "seed", 7, "random seed", type=int)
+    _add(p, "days", 60, "days of traffic", type=int)
+    _add(p, "intent-mix", "", "relative intent weights, NAME=W,...", type=_parse_mix)
+
+    for name, text in (("train", "featurize and pre-train the session encoder"),
+                       ("run", "the main job: data -> train -> probe, with a summary")):
+        p = sub.add_parser(name, help=text)
+        _add(p, "data", "data/synthetic", "data directory in the contract's format", type=Path)
+        _add(p, "artifacts", "artifacts", "where featurizer.json and encoder.pt go", type=Path)
+        _add(p, "epochs", 8, "training epochs", type=int)
+        _add(p, "batch-size", 128, "sessions per batch", type=int)
+        _add(p, "lr", 2e-3, "peak learning rate", type=float)
+        _add(p, "max-len", 64, "keep the most recent N events of a session", type=int)
+        _add(p, "seed", 7, "random seed", type=int)
+        _add(p, "device", "auto", "torch device: auto, cpu, cuda")
+        p.add_argument("--strict", action="store_true", help="fail on the first invalid row instead of reporting")
+        if name == "run":
+            _add(p, "visitors", 6000, "visitors to generate when --data does not exist yet", type=int)
+            _add(p, "report", "reports/encoder.json", "probe report path", type=Path)
+
+    p = sub.add_parser("probe", help="linear probe: embedding vs bag-of-pages on held-out visitors")
+    _add(p, "data", "data/synthetic", "data directory with truth/", type=Path)
+    _add(p, "artifacts", "artifacts", "trained featurizer + encoder", type=Path)
+    _add(p, "report", "reports/encoder.json", "report path", type=Path)
+
+    p = sub.add_parser("bench-train", help="training and inference throughput")
+    _add(p, "data", "data/synthetic", "data directory", type=Path)
+    _add(p, "report", "reports/bench_train.json", "report path", type=Path)
+    _add(p, "epochs", 2, "epochs to time", type=int)
+    return parser
+
+
+def cmd_data(args: argparse.Namespace) -> None:
+    from training.synthetic import GeneratorConfig, generate
+
+    cfg = GeneratorConfig(visitors=args.visitors, seed=args.seed, days=args.days, intent_mix=args.intent_mix)
+    counts = generate(cfg, args.out)
+    log.info("wrote %s: %s", args.out, ", ".join(f"{k}={v}" for k, v in counts.items()))
+
+
+def _train_config(args: argparse.Namespace):
+    from training.encoder.train import TrainConfig
+
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from training.featurizer import FeaturizerConfig
+    from training.pipeline import train
+
+    result = train(args.data, args.artifacts, _train_config(args), FeaturizerConfig(max_len=args.max_len),
+                   strict=args.strict)
+    last = result.history[-1]
+    log.info("trained %d epochs on %d sessions: val loss %.3f -> %.3f; checkpoint %s", len(result.history),
+             result.n_train, result.history[0]["val_loss"], last["val_loss"], result.checkpoint)
+
+
+def cmd_probe(args: argparse.Namespace) -> None:
+    from training.pipeline import probe_report
+
+    report = probe_report(args.data, args.artifacts, args.report)
+    print(_probe_table(report))
+
+
+def cmd_bench_train(args: argparse.Namespace) -> None:
+    from training.bench import bench_train
+
+    print(json.dumps(bench_train(args.data, args.report, epochs=args.epochs), indent=2))
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from training.featurizer import FeaturizerConfig
+    from training.pipeline import probe_report, train
+    from training.synthetic import GeneratorConfig, generate
+
+    if not (args.data / "events.jsonl").exists() and not (args.data / "events.parquet").exists():
+        log.info("no data in %s: generating the synthetic bank (%d visitors)", args.data, args.visitors)
+        generate(GeneratorConfig(visitors=args.visitors, seed=args.seed), args.data)
+    result = train(args.data, args.artifacts, _train_config(args), FeaturizerConfig(max_len=args.max_len),
+                   strict=args.strict)
+    report = probe_report(args.data, args.artifacts, args.report)
+    first, last = result.history[0], result.history[-1]
+    print("\n== intent platform: main job ==")
+    print(f"data       {args.data}  ({report['n_sessions']} sessions, {report['n_intents']} hidden intents)")
+    print(f"encoder    {args.artifacts / 'encoder.pt'}  featurizer {result.featurizer_version}")
+    print(f"training   {len(result.history)} epochs, val loss {first['val_loss']:.3f} -> {last['val_loss']:.3f}, "
+          f"{last['sessions_per_s']:.0f} sessions/s")
+    print(_probe_table(report))
+    print(f"report     {args.report}")
+
+
+def _probe_table(report: dict) -> str:
+    rows = [f"{'probe on held-out visitors':<28}{'accuracy':>10}{'macro F1':>10}"]
+    for name, acc in sorted(report["probe_accuracy"].items(), key=lambda kv: -kv[1]):
+        rows.append(f"  {name:<26}{acc:>10.3f}{report['probe_macro_f1'][name]:>10.3f}")
+    return "\n".join(rows)
+
+
+COMMANDS = {"data": cmd_data, "train": cmd_train, "probe": cmd_probe, "bench-train": cmd_bench_train, "run": cmd_run}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from training.contract import DataError
+
+    try:
+        COMMANDS[args.command](args)
+    except (DataError, ValueError, FileNotFoundError) as exc:
+        log.error("%s", exc)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
