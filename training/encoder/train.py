@@ -82,7 +82,7 @@ def _run_epoch(encoder: SessionEncoder, heads: PretrainingHeads, data: Encoded, 
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx)
             n += len(idx)
-            bar.set_postfix(loss=f"{float(losses['loss']):.3f}")
+            bar.set_postfix(loss=f"{losses['loss'].item():.3f}")
     return {k: v / max(n, 1) for k, v in sums.items()}
 
 
