@@ -10,6 +10,7 @@ EPOCHS   ?= 8
 
 PY := $(VENV)/bin/python
 INTENT := $(VENV)/bin/intent
+GENERATE = $(INTENT) data --out $(DATA) --visitors $(VISITORS) --seed $(SEED)
 
 .PHONY: help venv data train probe bench-train run test lint lock clean
 
@@ -26,10 +27,10 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 venv: $(VENV)/.installed  ## create .venv with the pinned dependencies
 
 data: venv  ## generate the synthetic bank's clickstream into $(DATA)
-	$(INTENT) data --out $(DATA) --visitors $(VISITORS) --seed $(SEED)
+	$(GENERATE)
 
 $(DATA)/events.jsonl: | venv
-	$(INTENT) data --out $(DATA) --visitors $(VISITORS) --seed $(SEED)
+	$(GENERATE)
 
 train: venv $(DATA)/events.jsonl  ## featurize and train the self-supervised session encoder into $(ARTIFACTS)
 	$(INTENT) train --data $(DATA) --artifacts $(ARTIFACTS) --epochs $(EPOCHS) --seed $(SEED)

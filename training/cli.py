@@ -88,18 +88,18 @@ def cmd_data(args: argparse.Namespace) -> None:
     log.info("wrote %s: %s", args.out, ", ".join(f"{k}={v}" for k, v in counts.items()))
 
 
-def _train_config(args: argparse.Namespace):
+def _train(args: argparse.Namespace):
+    """The train stage with the flags shared by `train` and `run`."""
     from training.encoder.train import TrainConfig
-
-    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)
-
-
-def cmd_train(args: argparse.Namespace) -> None:
     from training.featurizer import FeaturizerConfig
     from training.pipeline import train
 
-    result = train(args.data, args.artifacts, _train_config(args), FeaturizerConfig(max_len=args.max_len),
-                   strict=args.strict)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)
+    return train(args.data, args.artifacts, cfg, FeaturizerConfig(max_len=args.max_len), strict=args.strict)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    result = _train(args)
     last = result.history[-1]
     log.info("trained %d epochs on %d sessions: val loss %.3f -> %.3f; checkpoint %s", len(result.history),
              result.n_train, result.history[0]["val_loss"], last["val_loss"], result.checkpoint)
@@ -119,15 +119,14 @@ def cmd_bench_train(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from training.featurizer import FeaturizerConfig
-    from training.pipeline import probe_report, train
+    from training.contract import EVENT_FILES
+    from training.pipeline import probe_report
     from training.synthetic import GeneratorConfig, generate
 
-    if not (args.data / "events.jsonl").exists() and not (args.data / "events.parquet").exists():
+    if not any((args.data / name).exists() for name in EVENT_FILES):
         log.info("no data in %s: generating the synthetic bank (%d visitors)", args.data, args.visitors)
         generate(GeneratorConfig(visitors=args.visitors, seed=args.seed), args.data)
-    result = train(args.data, args.artifacts, _train_config(args), FeaturizerConfig(max_len=args.max_len),
-                   strict=args.strict)
+    result = _train(args)
     report = probe_report(args.data, args.artifacts, args.report)
     first, last = result.history[0], result.history[-1]
     print("\n== intent platform: main job ==")

@@ -71,5 +71,3 @@ def _fit_temperature(head: IntentHead, x: np.ndarray, y: Sequence[str]) -> float
         if loss < best_loss:
             best_t, best_loss = float(t), loss
     return best_t
-
-
