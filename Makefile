@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 INTENT := $(VENV)/bin/intent
 GENERATE = $(INTENT) data --out $(DATA) --visitors $(VISITORS) --seed $(SEED)
 
-.PHONY: help venv data train probe bench-train run test lint lock clean
+.PHONY: help venv data train probe taxonomy bench-train run test lint lock clean
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -38,10 +38,32 @@ train: venv $(DATA)/events.jsonl  ## featurize and train the self-supervised ses
 probe: venv $(DATA)/events.jsonl  ## linear probe: embedding vs bag-of-pages -> reports/encoder.json
 	$(INTENT) probe --data $(DATA) --artifacts $(ARTIFACTS) --report reports/encoder.json
 
+taxonomy: venv $(DATA)/events.jsonl  ## LLM taxonomy + labels, distilled head -> $(ARTIFACTS)/taxonomy.yaml, reports/taxonomy.json
+	$(INTENT) taxonomy --data $(DATA) --artifacts $(ARTIFACTS) --taxonomy-report reports/taxonomy.json
+
 bench-train: venv $(DATA)/events.jsonl  ## training and inference throughput -> reports/bench_train.json
 	$(INTENT) bench-train --data $(DATA) --report reports/bench_train.json
 
-run: venv  ## the main job on embedded defaults: data -> train -> probe, with a summary
+# -- serving: export to a Triton model repository, serve it, benchmark it --------------------------------
+TARGET     ?= cpu
+HEAD       ?= $(ARTIFACTS)/intent_head.json
+REPOSITORY ?= model_repository
+NEED_HEAD   = @test -f $(HEAD) || { echo "$(HEAD) is missing: run 'make taxonomy' first (or pass HEAD=path/to/intent_head.json)" >&2; exit 2; }
+
+.PHONY: export serve-triton bench-triton
+
+export: venv  ## encoder + intent head -> ONNX -> Triton repository $(REPOSITORY) (TARGET=cpu|gpu)
+	$(NEED_HEAD)
+	$(PY) -m training.export export --artifacts $(ARTIFACTS) --head $(HEAD) --repository $(REPOSITORY) --target $(TARGET)
+
+serve-triton: venv  ## serve $(REPOSITORY) on the real Triton from the wheel (CPU) until Ctrl-C
+	$(PY) -m training.export serve-triton --repository $(REPOSITORY)
+
+bench-triton: venv $(DATA)/events.jsonl  ## perf_analyzer on the ensemble, c=1..16, with/without batching -> reports/bench_triton.json
+	$(NEED_HEAD)
+	$(PY) -m training.export bench-triton --artifacts $(ARTIFACTS) --head $(HEAD) --data $(DATA) --report reports/bench_triton.json
+
+run: venv  ## the main job on embedded defaults: data -> train -> probe -> taxonomy, with a summary
 	$(INTENT) run --data $(DATA) --artifacts $(ARTIFACTS) --visitors $(VISITORS) --epochs $(EPOCHS) --seed $(SEED)
 
 test: venv  ## lint and the whole test suite

@@ -1,6 +1,8 @@
-"""`intent`: the offline platform's command line (data, train, probe, bench-train, run).
+"""`intent`: the offline platform's command line (data, train, probe, taxonomy, bench-train, run).
 
-Every flag can also come from the environment as INTENT_<FLAG> (e.g. INTENT_DATA=/logs/web).
+Every flag can also come from the environment as INTENT_<FLAG> (e.g. INTENT_DATA=/logs/web). The LLM is
+configured by INTENT_LLM_* variables (see training/taxonomy/llm.py): the bundled local SmolLM2 by default,
+any OpenAI-compatible endpoint with INTENT_LLM_BACKEND=openai, INTENT_LLM_BASE_URL and INTENT_LLM_MODEL.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add(p, "intent-mix", "", "relative intent weights, NAME=W,...", type=_parse_mix)
 
     for name, text in (("train", "featurize and pre-train the session encoder"),
-                       ("run", "the main job: data -> train -> probe, with a summary")):
+                       ("run", "the main job: data -> train -> probe -> taxonomy, with a summary")):
         p = sub.add_parser(name, help=text)
         _add(p, "data", "data/synthetic", "data directory in the contract's format", type=Path)
         _add(p, "artifacts", "artifacts", "where featurizer.json and encoder.pt go", type=Path)
@@ -67,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             _add(p, "visitors", 6000, "visitors to generate when --data does not exist yet", type=int)
             _add(p, "report", "reports/encoder.json", "probe report path", type=Path)
+            _taxonomy_flags(p)
+
+    p = sub.add_parser("taxonomy", help="LLM taxonomy, LLM labels on a sample, distilled intent head")
+    _add(p, "data", "data/synthetic", "data directory", type=Path)
+    _add(p, "artifacts", "artifacts", "trained featurizer + encoder; taxonomy.yaml and intent_head.json go here",
+         type=Path)
+    _taxonomy_flags(p)
+    p.add_argument("--compare", action="store_true", help="also build the other method's taxonomy and score both")
 
     p = sub.add_parser("probe", help="linear probe: embedding vs bag-of-pages on held-out visitors")
     _add(p, "data", "data/synthetic", "data directory with truth/", type=Path)
@@ -78,6 +88,48 @@ def build_parser() -> argparse.ArgumentParser:
     _add(p, "report", "reports/bench_train.json", "report path", type=Path)
     _add(p, "epochs", 2, "epochs to time", type=int)
     return parser
+
+
+def _taxonomy_flags(p: argparse.ArgumentParser) -> None:
+    _add(p, "taxonomy-report", "reports/taxonomy.json", "taxonomy report path", type=Path)
+    _add(p, "method", "cluster_first", "taxonomy generation: cluster_first or minibatch",
+         choices=("cluster_first", "minibatch"))
+    _add(p, "taxonomy", None, "pinned taxonomy YAML to use instead of generating one", type=Path)
+    _add(p, "clusters", 16, "embedding clusters the LLM names (cluster_first)", type=int)
+    _add(p, "label-train", 240, "training sessions the LLM labels for the head", type=int)
+    _add(p, "label-eval", 120, "held-out sessions the LLM labels for scoring", type=int)
+    _add(p, "shortlist", 3, "candidate labels shown to the LLM per session", type=int)
+
+
+def _taxonomy(args: argparse.Namespace) -> dict:
+    from training.taxonomy.generate import TaxonomyConfig
+    from training.taxonomy.stage import StageConfig, run_taxonomy
+
+    cfg = StageConfig(method=args.method, pinned=args.taxonomy, label_train=args.label_train,
+                      label_eval=args.label_eval, shortlist=args.shortlist, compare=getattr(args, "compare", False),
+                      taxonomy=TaxonomyConfig(clusters=args.clusters))
+    return run_taxonomy(args.data, args.artifacts, args.taxonomy_report, cfg)
+
+
+def _taxonomy_summary(report: dict) -> str:
+    d, lat = report["distill"], report["latency"]
+    lines = [report["table"], "",
+             f"taxonomy   {report['taxonomy']['file']}  {report['taxonomy_size']} intents, "
+             f"{report['taxonomy']['version']} ({report['taxonomy']['method']})",
+             f"distilled  head agrees with the LLM on held-out sessions: micro F1 {d['llm_vs_head_micro_f1']:.3f}"]
+    if "drop_pct" in d:
+        t = report["truth"]
+        lines.append(f"           downstream drop vs LLM labels {d['drop_pct']:+.1f}%; NMI with hidden intents: "
+                     f"LLM {t['nmi_llm']:.3f}, head {t['nmi_head']:.3f}")
+    lines.append(f"latency    LLM {lat['llm_s_per_session']:.2f} s/session, head {lat['head_us_per_session']:.2f} "
+                 f"us/session ({lat['head_speedup_over_llm']:,}x faster)")
+    return "\n".join(lines)
+
+
+def cmd_taxonomy(args: argparse.Namespace) -> None:
+    report = _taxonomy(args)
+    print(_taxonomy_summary(report))
+    print(f"report     {args.taxonomy_report}")
 
 
 def cmd_data(args: argparse.Namespace) -> None:
@@ -136,6 +188,9 @@ def cmd_run(args: argparse.Namespace) -> None:
           f"{last['sessions_per_s']:.0f} sessions/s")
     print(_probe_table(report))
     print(f"report     {args.report}")
+    print("\n== intent taxonomy (LLM-named, distilled into the head) ==")
+    print(_taxonomy_summary(_taxonomy(args)))
+    print(f"report     {args.taxonomy_report}")
 
 
 def _probe_table(report: dict) -> str:
@@ -145,7 +200,8 @@ def _probe_table(report: dict) -> str:
     return "\n".join(rows)
 
 
-COMMANDS = {"data": cmd_data, "train": cmd_train, "probe": cmd_probe, "bench-train": cmd_bench_train, "run": cmd_run}
+COMMANDS = {"data": cmd_data, "train": cmd_train, "probe": cmd_probe, "taxonomy": cmd_taxonomy,
+            "bench-train": cmd_bench_train, "run": cmd_run}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

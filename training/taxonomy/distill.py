@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,8 @@ class IntentHead:
     weights: np.ndarray  # float32 [K, E]
     bias: np.ndarray  # float32 [K]
     temperature: float = 1.0
+    taxonomy_version: str = ""
+    """The taxonomy whose labels it predicts (a head is only valid with that taxonomy)."""
 
     def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
         logits = (embeddings @ self.weights.T + self.bias) / self.temperature
@@ -35,26 +37,29 @@ class IntentHead:
 
     def save(self, path: Path | str) -> None:
         Path(path).write_text(json.dumps({"labels": list(self.labels), "weights": self.weights.tolist(),
-                                          "bias": self.bias.tolist(), "temperature": self.temperature}))
+                                          "bias": self.bias.tolist(), "temperature": self.temperature,
+                                          "taxonomy_version": self.taxonomy_version}))
 
     @classmethod
     def load(cls, path: Path | str) -> IntentHead:
         doc = json.loads(Path(path).read_text())
         return cls(tuple(doc["labels"]), np.asarray(doc["weights"], dtype=np.float32),
-                   np.asarray(doc["bias"], dtype=np.float32), float(doc["temperature"]))
+                   np.asarray(doc["bias"], dtype=np.float32), float(doc["temperature"]),
+                   str(doc.get("taxonomy_version", "")))
 
 
 def fit_head(embeddings: np.ndarray, labels: Sequence[str], calibration_x: np.ndarray | None = None,
-             calibration_y: Sequence[str] | None = None, c: float = 1.0, seed: int = 0) -> IntentHead:
+             calibration_y: Sequence[str] | None = None, c: float = 1.0, seed: int = 0,
+             taxonomy_version: str = "") -> IntentHead:
     """Multinomial logistic regression; with a calibration split, a temperature fitted by log loss."""
     if len(set(labels)) < 2:
         raise ValueError(f"need at least two distinct labels to train a head, got {sorted(set(labels))}")
     model = LogisticRegression(C=c, max_iter=3000, random_state=seed).fit(embeddings, labels)
     head = IntentHead(tuple(str(x) for x in model.classes_), model.coef_.astype(np.float32),
-                      model.intercept_.astype(np.float32))
+                      model.intercept_.astype(np.float32), taxonomy_version=taxonomy_version)
     if calibration_x is None or calibration_y is None:
         return head
-    return IntentHead(head.labels, head.weights, head.bias, _fit_temperature(head, calibration_x, calibration_y))
+    return replace(head, temperature=_fit_temperature(head, calibration_x, calibration_y))
 
 
 def _fit_temperature(head: IntentHead, x: np.ndarray, y: Sequence[str]) -> float:
@@ -66,7 +71,7 @@ def _fit_temperature(head: IntentHead, x: np.ndarray, y: Sequence[str]) -> float
     sel, target = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
     best_t, best_loss = 1.0, np.inf
     for t in np.exp(np.linspace(np.log(0.25), np.log(4.0), 41)):
-        p = IntentHead(head.labels, head.weights, head.bias, float(t)).probabilities(x[sel])
+        p = replace(head, temperature=float(t)).probabilities(x[sel])
         loss = -np.mean(np.log(np.clip(p[np.arange(len(sel)), target], 1e-9, None)))
         if loss < best_loss:
             best_t, best_loss = float(t), loss
