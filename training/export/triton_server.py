@@ -1,0 +1,237 @@
+"""Start, wait for and stop the real Triton server that ships in the `nvidia-pytriton` wheel (CPU only).
+
+The wheel carries Triton 2.51 (`pytriton/tritonserver/bin/tritonserver`) with the python backend only.
+What it needs to start (found by trial on this machine, see ARCHITECTURE.md):
+  * a backend directory holding the python backend and the stub for this interpreter's Python version;
+  * this venv's `bin` first on PATH (the stub runs the `python3` it finds there, so model.py sees the
+    venv's onnxruntime and numpy) and the interpreter's LIBDIR plus `nvidia_pytriton.libs` on
+    LD_LIBRARY_PATH;
+  * GPU features off: no GPU metrics, no pinned or CUDA memory pools. CUDA error lines at start-up are
+    harmless on CPU.
+
+    with TritonServer(Path("model_repository")) as server:
+        client = tritonclient.grpc.InferenceServerClient(server.grpc_url)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+LOOPBACK = "127.0.0.1"
+
+
+class TritonStartError(RuntimeError):
+    """Triton exited or did not become ready; the message carries the tail of its log."""
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A port that was free on `host` a moment ago (the OS picks it; a tiny race is accepted)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def pytriton_root() -> Path:
+    """`site-packages/pytriton/tritonserver` of the installed nvidia-pytriton wheel."""
+    import pytriton
+
+    root = Path(pytriton.__file__).parent / "tritonserver"
+    if not (root / "bin" / "tritonserver").exists():
+        raise FileNotFoundError(f"no tritonserver binary under {root}: is nvidia-pytriton installed?")
+    return root
+
+
+def prepare_backends(directory: Path) -> Path:
+    """A backend directory with the wheel's python backend and the stub for this Python (idempotent)."""
+    root = pytriton_root()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.exists():
+        raise FileNotFoundError(f"the pytriton wheel has no python backend stub for Python {version}")
+    python_dir = directory / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    for source in [*sorted((root / "backends" / "python").glob("*.*")), stub]:
+        target = python_dir / source.name
+        if not target.exists() or target.stat().st_size != source.stat().st_size:
+            shutil.copy2(source, target)
+    return directory
+
+
+def triton_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """PATH and LD_LIBRARY_PATH that let tritonserver and the python stub find their libraries and Python."""
+    env = dict(os.environ if base is None else base)
+    libs = [str(Path(pytriton_root()).parent.parent / "nvidia_pytriton.libs"), sysconfig.get_config_var("LIBDIR")]
+    env["LD_LIBRARY_PATH"] = os.pathsep.join([*libs, *filter(None, [env.get("LD_LIBRARY_PATH")])])
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+class TritonServer:
+    """A tritonserver process on loopback, as a context manager (ports default to free ones).
+
+    `start()` returns once every model is ready (gRPC health), or raises TritonStartError with the log's
+    tail; `stop()` sends SIGTERM (Triton drains in-flight requests) and kills the process group after
+    `stop_timeout` seconds.
+    """
+
+    def __init__(self, repository: Path, *, grpc_port: int = 0, http_port: int = 0, metrics_port: int = 0,
+                 host: str = LOOPBACK, log_path: Path | None = None, workdir: Path | None = None,
+                 extra_args: Sequence[str] = (), startup_timeout: float = 90.0, stop_timeout: float = 15.0,
+                 log_verbose: int = 0) -> None:
+        self.repository = Path(repository).resolve()
+        self.host = host
+        self.grpc_port = grpc_port or free_port(host)
+        self.http_port = http_port or free_port(host)
+        self.metrics_port = metrics_port or free_port(host)
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        if workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="triton-")
+            workdir = Path(self._tmp.name)
+        self.workdir = Path(workdir)
+        self.log_path = Path(log_path) if log_path else self.workdir / "tritonserver.log"
+        self.extra_args = list(extra_args)
+        self.startup_timeout = startup_timeout
+        self.stop_timeout = stop_timeout
+        self.log_verbose = log_verbose
+        self.process: subprocess.Popen | None = None
+
+    # -- addresses ------------------------------------------------------------------------------------
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    def command(self) -> list[str]:
+        backends = prepare_backends(self.workdir / "backends")
+        return [
+            str(pytriton_root() / "bin" / "tritonserver"),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={backends}",
+            f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
+            f"--http-address={self.host}", f"--http-port={self.http_port}",
+            f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
+            "--allow-gpu-metrics=false", "--pinned-memory-pool-byte-size=0", "--cuda-memory-pool-byte-size=0:0",
+            "--strict-readiness=true", "--exit-on-error=true", f"--exit-timeout-secs={int(self.stop_timeout)}",
+            f"--log-verbose={self.log_verbose}",
+            *self.extra_args,
+        ]
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def start(self) -> TritonServer:
+        if self.process is not None:
+            raise RuntimeError("this TritonServer is already started")
+        if not self.repository.is_dir():
+            raise FileNotFoundError(f"model repository {self.repository} does not exist (run `make export`)")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        command = self.command()
+        with self.log_path.open("wb") as log:
+            # A new session: stop() can signal Triton and its python stubs as one process group.
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+                                            env=triton_environment(), start_new_session=True)
+        try:
+            self.wait_ready(self.startup_timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        import tritonclient.grpc as grpcclient
+
+        deadline = time.monotonic() + timeout
+        with grpcclient.InferenceServerClient(self.grpc_url) as client:
+            while time.monotonic() < deadline:
+                if self.process is None or self.process.poll() is not None:
+                    code = None if self.process is None else self.process.returncode
+                    raise TritonStartError(f"tritonserver exited with code {code} before it was ready; "
+                                           f"log {self.log_path}:\n{self.log_tail()}")
+                with contextlib.suppress(Exception):
+                    if client.is_server_ready(client_timeout=1.0):
+                        return
+                time.sleep(0.2)
+        raise TritonStartError(f"tritonserver was not ready after {timeout:.0f}s; log {self.log_path}:\n"
+                               f"{self.log_tail()}")
+
+    def stop(self) -> int | None:
+        """Stop Triton (SIGTERM, then SIGKILL to its process group) and return its exit code."""
+        process, self.process = self.process, None
+        code = None
+        if process is not None:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(self.stop_timeout + 5)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)
+                    process.wait(10)
+            code = process.returncode
+            with contextlib.suppress(ProcessLookupError):  # python stubs left behind by a crash
+                os.killpg(process.pid, signal.SIGKILL)
+        return code
+
+    def close(self) -> None:
+        """stop() and remove the temporary work directory (if this server made one)."""
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log written)"
+
+    def metrics(self) -> dict[str, float]:
+        """Triton's Prometheus metrics as {'name{labels}': value}."""
+        import urllib.request
+
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
+            text = response.read().decode()
+        return parse_prometheus(text)
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def parse_prometheus(text: str) -> dict[str, float]:
+    """Prometheus text exposition -> {'metric{labels}': value} (comments skipped)."""
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            with contextlib.suppress(ValueError):
+                values[key] = float(value)
+    return values
+
+
+def model_metric(metrics: dict[str, float], name: str, model: str) -> float:
+    """Sum of `name` over the series of `model` (all versions)."""
+    return sum(v for k, v in metrics.items() if k.startswith(name + "{") and f'model="{model}"' in k)
