@@ -1,0 +1,7 @@
+"""Offline evaluation of the paper's two tasks: tile ranking (macro Recall@1, log loss against an app-only
+baseline) and conversion prediction (micro F1), on a later time window, with seeds and bootstrap intervals.
+
+`scoring` is the numpy-only ranker the gateway serves; importing this package loads nothing heavy.
+"""
+
+__all__ = ["conversion", "evaluate", "features", "metrics", "ranking", "report", "robustness", "scoring", "signals"]

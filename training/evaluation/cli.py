@@ -1,0 +1,138 @@
+"""`python -m training.evaluation`: both datasets -> reports/eval.{json,md} + PNGs, and the served ranker.
+
+Every flag can also come from the environment as INTENT_<FLAG> (dashes as underscores, e.g.
+INTENT_LLM_CUSTOMERS=50); a flag on the command line wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("training.evaluation")
+
+
+@dataclass(frozen=True)
+class Settings:
+    data: Path
+    artifacts: Path
+    head: Path
+    taxonomy: Path
+    reports: Path
+    ranker_out: Path
+    seeds: tuple[int, ...]
+    test_share: float
+    lookback_days: float
+    llm_customers: int
+    n_boot: int
+    robustness: bool
+    robust_data: Path
+    robust_artifacts: Path
+    robust_visitors: int
+    robust_epochs: int
+    robust_llm_customers: int
+    progress: bool
+
+
+def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    env = os.environ if env is None else env
+
+    def d(flag: str, default: str) -> str:
+        return env.get("INTENT_" + flag.upper().replace("-", "_"), default)
+
+    p = argparse.ArgumentParser(prog="python -m training.evaluation", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=d("data", "data/synthetic"))
+    p.add_argument("--artifacts", type=Path, default=d("artifacts", "artifacts"),
+                   help="featurizer.json + encoder.pt (make train)")
+    p.add_argument("--head", type=Path, default=d("head", ""),
+                   help="distilled head (default ARTIFACTS/intent_head.json)")
+    p.add_argument("--taxonomy", type=Path, default=d("taxonomy", ""),
+                   help="taxonomy for LLM labels (default ARTIFACTS/taxonomy.yaml)")
+    p.add_argument("--reports", type=Path, default=d("reports", "reports"), help="where eval.json/.md and PNGs go")
+    p.add_argument("--ranker-out", type=Path, default=d("ranker-out", ""),
+                   help="served ranker (default ARTIFACTS/ranker.json)")
+    p.add_argument("--seeds", default=d("seeds", "0,1,2"), help="comma-separated seeds (at least 3 for the report)")
+    p.add_argument("--test-share", type=float, default=float(d("test-share", "0.3")),
+                   help="latest share of impressions held out as the test window")
+    p.add_argument("--lookback-days", type=float, default=float(d("lookback-days", "21")))
+    p.add_argument("--llm-customers", type=int, default=int(d("llm-customers", "150")),
+                   help="customers whose linked sessions get LLM labels (about 2 sessions, ~1-2 s each; cached)")
+    p.add_argument("--n-boot", type=int, default=int(d("n-boot", "200")), help="bootstrap resamples per seed")
+    p.add_argument("--robustness", action=argparse.BooleanOptionalAction,
+                   default=d("robustness", "1").lower() not in ("0", "false", "no"),
+                   help="also evaluate the second generator configuration")
+    p.add_argument("--robust-data", type=Path, default=d("robust-data", "data/robustness"))
+    p.add_argument("--robust-artifacts", type=Path, default=d("robust-artifacts", "artifacts/robustness"))
+    p.add_argument("--robust-visitors", type=int, default=int(d("robust-visitors", "3000")))
+    p.add_argument("--robust-epochs", type=int, default=int(d("robust-epochs", "5")))
+    p.add_argument("--robust-llm-customers", type=int, default=int(d("robust-llm-customers", "0")))
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False)
+    return p
+
+
+def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    a = build_parser(env).parse_args(argv)
+    try:
+        seeds = tuple(int(s) for s in str(a.seeds).split(",") if s.strip())
+    except ValueError as exc:
+        raise SystemExit(f"--seeds must be comma-separated integers, got {a.seeds!r}") from exc
+    if not seeds:
+        raise SystemExit("--seeds is empty")
+    return Settings(a.data, a.artifacts, a.head if str(a.head) not in ("", ".") else a.artifacts / "intent_head.json",
+                    a.taxonomy if str(a.taxonomy) not in ("", ".") else a.artifacts / "taxonomy.yaml", a.reports,
+                    a.ranker_out if str(a.ranker_out) not in ("", ".") else a.artifacts / "ranker.json", seeds,
+                    a.test_share, a.lookback_days, a.llm_customers, a.n_boot, a.robustness, a.robust_data,
+                    a.robust_artifacts, a.robust_visitors, a.robust_epochs, a.robust_llm_customers, a.progress)
+
+
+def run(s: Settings, llm_client=None) -> dict:
+    from training.evaluation.evaluate import EvalConfig, evaluate_dataset
+    from training.evaluation.report import plots, truth_customer_intents, write_report
+    from training.pipeline import machine_info
+
+    started = time.perf_counter()
+    for path in (s.head, s.artifacts / "encoder.pt"):
+        if not path.exists():
+            raise SystemExit(f"{path} is missing: run `make train` and `make taxonomy` first")
+    taxonomy = s.taxonomy if s.taxonomy.exists() else None
+    cfg = EvalConfig(seeds=s.seeds, test_share=s.test_share, lookback_days=s.lookback_days,
+                     llm_customers=s.llm_customers if taxonomy else 0, n_boot=s.n_boot)
+    results = {"main": evaluate_dataset(s.data, s.artifacts, s.head, taxonomy, cfg, llm_client, s.progress)}
+    if s.robustness:
+        from training.evaluation.robustness import prepare
+
+        if taxonomy is None:
+            raise SystemExit("robustness needs the pinned taxonomy; pass --taxonomy or --no-robustness")
+        head = prepare(s.robust_data, s.robust_artifacts, taxonomy, s.robust_visitors, epochs=s.robust_epochs,
+                       progress=s.progress)
+        rcfg = EvalConfig(seeds=s.seeds, test_share=s.test_share, lookback_days=s.lookback_days,
+                          llm_customers=s.robust_llm_customers, n_boot=s.n_boot)
+        results["robustness"] = evaluate_dataset(s.robust_data, s.robust_artifacts, head, taxonomy, rcfg,
+                                                 llm_client, s.progress)
+    plot_files = {name: plots(r, s.reports, truth_customer_intents(r.summary["data"]), prefix=f"eval_{name}")
+                  for name, r in results.items()}
+    served = next(r.ranker for r in results["main"].runs if r.name == "embedding")
+    served = type(served)(served.spec, served.weights, served.bias,
+                          {**served.meta, "encoder": str(s.artifacts / "encoder.pt"), "head": str(s.head),
+                           "lookback_days": s.lookback_days, "signal_pooling": "mean over linked sessions"})
+    served.save(s.ranker_out)
+    doc = write_report(results, s.reports, plot_files,
+                       {"ranker_artifact": str(s.ranker_out), "seconds": round(time.perf_counter() - started, 1),
+                        "machine": machine_info()})
+    log.info("wrote %s/eval.json, eval.md and %d plots; ranker -> %s", s.reports,
+             sum(map(len, plot_files.values())), s.ranker_out)
+    return doc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    doc = run(parse(argv))
+    print(json.dumps({k: doc[k] for k in ("tile_ranking", "conversion")}, indent=2))
+    return 0

@@ -1,0 +1,182 @@
+"""One dataset's evaluation: tile ranking on a later time window, conversion prediction, with seeds and CIs."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from training.evaluation.conversion import conversion_predictions
+from training.evaluation.features import EvalData, ImpressionTable, conversion_table, impression_table
+from training.evaluation.metrics import (
+    bootstrap_replicates,
+    micro_f1,
+    percentile_interval,
+    rel_change_pct,
+)
+from training.evaluation.ranking import RankerRun, macro_from_hits, run_rankers
+from training.evaluation.signals import llm_sample, session_signals
+
+log = logging.getLogger(__name__)
+RANKERS = ("baseline", "embedding", "llm_labels", "distilled")
+CONVERSION_METHODS = ("embedding", "llm_labels", "distilled", "bag_of_pages")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    seeds: tuple[int, ...] = (0, 1, 2)
+    test_share: float = 0.3
+    """The latest share of impressions (by time) is the test window."""
+    lookback_days: float = 21.0
+    llm_customers: int = 150
+    """LLM-labelled customers (all their linked sessions); 0 skips LLM labels."""
+    n_boot: int = 200
+    """Bootstrap resamples per seed (customers drawn with replacement); intervals pool all seeds."""
+    subsample: float = 0.9
+    """Share of training customers each seed's ranker is trained on."""
+
+    def __post_init__(self) -> None:
+        if len(self.seeds) < 1 or not 0 < self.test_share < 1 or self.lookback_days <= 0:
+            raise ValueError(f"bad evaluation config: {self}")
+
+
+@dataclass
+class DatasetResult:
+    summary: dict
+    test: ImpressionTable
+    runs: list[RankerRun]
+    head_labels: tuple[str, ...]
+    distilled_test: np.ndarray
+    """Mean distilled probabilities per test row ([N, K]; zeros without a session) for the confusion plot."""
+
+
+def _ranking_population(test: ImpressionTable, runs: list[RankerRun], mask: np.ndarray, cfg: EvalConfig) -> dict:
+    y = test.clicked[mask].astype(float)
+    cls, clusters = test.tile[mask], test.customer[mask]
+    by = {(r.name, r.seed): r for r in runs}
+    names = sorted({r.name for r in runs}, key=RANKERS.index)
+    out: dict = {"n_rows": int(mask.sum()), "n_visits": len(np.unique(test.visit[mask])),
+                 "n_clicks": int(y.sum()), "n_customers": len(np.unique(clusters)), "rankers": {}}
+    for name in names:
+        per_seed, gain_reps, ll_reps = [], [], []
+        for seed in cfg.seeds:
+            run, base = by[(name, seed)], by[("baseline", seed)]
+            p = np.clip(run.scores[mask], 1e-12, 1 - 1e-12)
+            pb = np.clip(base.scores[mask], 1e-12, 1 - 1e-12)
+            ll_row = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+            llb_row = -(y * np.log(pb) + (1 - y) * np.log(1 - pb))
+            h, hb = run.hits[mask], base.hits[mask]
+            rel = ~np.isnan(h)
+            per_seed.append({"seed": seed, "macro_recall_at_1": macro_from_hits(h, cls),
+                             "micro_recall_at_1": float(np.nanmean(h)) if rel.any() else float("nan"),
+                             "log_loss": float(ll_row.mean())})
+            if name != "baseline":
+                gain_reps.append(bootstrap_replicates(
+                    lambda ix, h=h, hb=hb: rel_change_pct(macro_from_hits(h[ix], cls[ix]),
+                                                          macro_from_hits(hb[ix], cls[ix])),
+                    clusters, cfg.n_boot, seed))
+                ll_reps.append(bootstrap_replicates(
+                    lambda ix, a=ll_row, b=llb_row: rel_change_pct(a[ix].mean(), b[ix].mean()),
+                    clusters, cfg.n_boot, seed))
+        mean = {k: float(np.mean([s[k] for s in per_seed])) for k in ("macro_recall_at_1", "micro_recall_at_1",
+                                                                      "log_loss")}
+        entry = {**{k: round(v, 5) for k, v in mean.items()},
+                 "per_seed": [{k: round(v, 5) if isinstance(v, float) else v for k, v in s.items()}
+                              for s in per_seed]}
+        if name != "baseline":
+            base_mean = {k: np.mean([s[k] for s in out["rankers"]["baseline"]["per_seed"]])
+                         for k in ("macro_recall_at_1", "log_loss")}
+            per_gain = [rel_change_pct(s["macro_recall_at_1"], b["macro_recall_at_1"])
+                        for s, b in zip(per_seed, out["rankers"]["baseline"]["per_seed"], strict=True)]
+            per_ll = [rel_change_pct(s["log_loss"], b["log_loss"])
+                      for s, b in zip(per_seed, out["rankers"]["baseline"]["per_seed"], strict=True)]
+            entry.update({
+                "recall_at_1_rel_gain_pct": round(rel_change_pct(mean["macro_recall_at_1"],
+                                                                 base_mean["macro_recall_at_1"]), 2),
+                "recall_at_1_rel_gain_ci95": [round(v, 2) for v in percentile_interval(np.concatenate(gain_reps))],
+                "recall_at_1_rel_gain_seed_sd": round(float(np.std(per_gain)), 2),
+                "log_loss_rel_change_pct": round(rel_change_pct(mean["log_loss"], base_mean["log_loss"]), 2),
+                "log_loss_rel_change_ci95": [round(v, 2) for v in percentile_interval(np.concatenate(ll_reps))],
+                "log_loss_rel_change_seed_sd": round(float(np.std(per_ll)), 2),
+            })
+        out["rankers"][name] = entry
+    return out
+
+
+def _conversion_population(y: np.ndarray, preds: dict[str, list[np.ndarray]], customers: list[str],
+                           cfg: EvalConfig) -> dict:
+    out: dict = {"n_customers": len(y), "n_products": len(set(y)),
+                 "majority_class_micro_f1": round(max(np.mean(y == v) for v in set(y)), 4) if len(y) else None,
+                 "micro_f1": {}, "micro_f1_ci95": {}, "micro_f1_per_seed": {}}
+    clusters = np.array(customers)
+    for method, per_seed in preds.items():
+        scores = [micro_f1(y, p) for p in per_seed]
+        reps = np.concatenate([bootstrap_replicates(lambda ix, p=p: float(np.mean(y[ix] == p[ix])), clusters,
+                                                    cfg.n_boot, s) for p, s in zip(per_seed, cfg.seeds, strict=True)])
+        out["micro_f1"][method] = round(float(np.mean(scores)), 4)
+        out["micro_f1_ci95"][method] = [round(v, 4) for v in percentile_interval(reps)]
+        out["micro_f1_per_seed"][method] = [round(v, 4) for v in scores]
+    f1 = out["micro_f1"]
+    if "embedding" in f1 and "llm_labels" in f1:
+        out["embedding_vs_llm_labels_rel_pct"] = round(rel_change_pct(f1["embedding"], f1["llm_labels"]), 2)
+    if "distilled" in f1 and "llm_labels" in f1:
+        out["distilled_vs_llm_labels_rel_pct"] = round(rel_change_pct(f1["distilled"], f1["llm_labels"]), 2)
+    return out
+
+
+def evaluate_dataset(data_dir: Path, artifacts: Path, head_path: Path, taxonomy_path: Path | None, cfg: EvalConfig,
+                     llm_client=None, progress: bool = False) -> DatasetResult:
+    data = EvalData.load(data_dir)
+    table = impression_table(data, cfg.lookback_days)
+    conv = conversion_table(data)
+    sample = llm_sample(conv, cfg.llm_customers, seed=0) if cfg.llm_customers and taxonomy_path else []
+    signals = session_signals(data, artifacts, head_path, taxonomy_path, sample, llm_client, progress)
+    cutoff = int(np.quantile(table.ts, 1 - cfg.test_share))
+    train, test = table.subset(table.ts < cutoff), table.subset(table.ts >= cutoff)
+    log.info("%s: %d training and %d test impressions (cut-off %s)", data_dir, len(train), len(test),
+             datetime.fromtimestamp(cutoff / 1000, UTC).isoformat())
+
+    main_rankers = tuple(r for r in RANKERS if r != "llm_labels")
+    runs = run_rankers(data, train, test, signals, main_rankers, cfg.seeds, cfg.subsample)
+    everyone = np.ones(len(test), bool)
+    ever_linked = np.array([c in data.by_customer for c in test.customer])
+    ranking = {"all": _ranking_population(test, runs, everyone, cfg),
+               "with_session": _ranking_population(test, runs, test.linked, cfg),
+               "no_session": _ranking_population(test, runs, ~test.linked, cfg),
+               "linked_customers": _ranking_population(test, runs, ever_linked, cfg)}
+    if sample:
+        in_sample = set(sample)
+        s_train = train.subset(np.array([c in in_sample for c in train.customer]))
+        s_test_mask = np.array([c in in_sample for c in test.customer])
+        s_runs = run_rankers(data, s_train, test.subset(s_test_mask), signals, RANKERS, cfg.seeds, cfg.subsample)
+        ranking["llm_sample"] = _ranking_population(test.subset(s_test_mask), s_runs,
+                                                    np.ones(int(s_test_mask.sum()), bool), cfg)
+        ranking["llm_sample"]["note"] = ("all four rankers trained on the sampled customers' training impressions "
+                                         "only and scored on their test impressions")
+
+    linked_conv = [c for c, rows in zip(conv.customer, conv.session_rows, strict=True) if rows]
+    methods = [m for m in CONVERSION_METHODS if m != "llm_labels"]
+    y, preds = conversion_predictions(data, conv, signals, linked_conv, methods, cfg.seeds)
+    conversion = {"linked": _conversion_population(y, preds, linked_conv, cfg)}
+    if sample:
+        y, preds = conversion_predictions(data, conv, signals, sample, CONVERSION_METHODS, cfg.seeds)
+        conversion["llm_sample"] = _conversion_population(y, preds, sample, cfg)
+    llm = signals.matrices.get("llm_labels")
+    summary = {
+        "data": str(data_dir), "artifacts": str(artifacts), "head": str(head_path),
+        "taxonomy": str(taxonomy_path) if taxonomy_path else None,
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
+        "split": {"cutoff": datetime.fromtimestamp(cutoff / 1000, UTC).isoformat(),
+                  "n_train_impressions": len(train), "n_test_impressions": len(test),
+                  "test_share_with_session": round(float(test.linked.mean()), 4),
+                  "n_customers": len(data.customers), "n_linked_customers": len(data.by_customer)},
+        "llm_sample": {"customers": len(sample),
+                       "sessions_labelled": int((~np.isnan(llm[:, 0])).sum()) if llm is not None else 0},
+        "tile_ranking": ranking,
+        "conversion": conversion,
+    }
+    dist, has = signals.pooled("distilled", test.session_rows)
+    return DatasetResult(summary, test, runs, signals.names["distilled"], np.where(has[:, None], dist, 0))

@@ -1,0 +1,189 @@
+"""Evaluation data: identity linkage, per-session signals, and per-impression / per-conversion features.
+
+Identity linkage follows the gateway: an anonymous id whose events contain a login by customer X is linked to
+X from the time of that login on. At an impression (or conversion) at time t, a customer's *pre-login signal*
+is built from the sessions of their linked anonymous ids that ended at or before t, within `lookback_days`
+(no lookback for conversions), and only if the link was already known at t. Nothing after t is ever used.
+A customer with no such session gets the explicit no-session input (see `scoring.FeatureSpec`).
+
+Signals per session (rows of `SessionSignals`): the encoder's embedding, the distilled head's intent
+probabilities, and, for a bounded sample of customers, the LLM's label as a one-hot (NaN rows when absent).
+"""
+
+from __future__ import annotations
+
+import logging
+from bisect import bisect_right
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from training.bank import TILES
+from training.contract import Conversion, Customer, Impression, load_dataset
+from training.evaluation.scoring import FeatureSpec
+from training.sessionize import Session, sessionize
+
+log = logging.getLogger(__name__)
+DAY_MS = 86_400_000
+SIGNALS = ("embedding", "llm_labels", "distilled")
+
+
+@dataclass
+class EvalData:
+    """One data directory prepared for evaluation (no truth/ is read here)."""
+
+    customers: dict[str, Customer]
+    tiles: dict[str, str]
+    impressions: list[Impression]
+    conversions: list[Conversion]
+    sessions: list[Session]
+    links: dict[str, tuple[str, int]]
+    """anonymous_id -> (customer_id, time of the first login that linked it)."""
+    by_customer: dict[str, list[int]] = field(default_factory=dict)
+    """customer_id -> indices into `sessions` of their linked sessions, by end time."""
+
+    @classmethod
+    def load(cls, data_dir: Path | str) -> EvalData:
+        ds = load_dataset(data_dir)
+        if ds.report.problems:
+            log.warning("%s", ds.report.summary())
+        if not ds.impressions or not ds.customers:
+            raise ValueError(f"{data_dir}: evaluation needs impressions.jsonl and customers.jsonl")
+        links: dict[str, tuple[str, int]] = {}
+        for e in sorted(ds.events, key=lambda e: e.ts):
+            if e.event_type == "login" and e.customer_id and e.anonymous_id not in links:
+                links[e.anonymous_id] = (e.customer_id, e.ts)
+        sessions = sessionize(ds.events)
+        data = cls({c.customer_id: c for c in ds.customers}, {t.tile_id: t.product for t in ds.tiles} or dict(TILES),
+                   ds.impressions, ds.conversions, sessions, links)
+        by_customer: dict[str, list[int]] = defaultdict(list)
+        for i, s in enumerate(sessions):
+            if s.anonymous_id in links:
+                by_customer[links[s.anonymous_id][0]].append(i)
+        data.by_customer = {c: sorted(ix, key=lambda i: sessions[i].end_ms) for c, ix in by_customer.items()}
+        return data
+
+    def linked_before(self, customer_id: str, t: int, lookback_ms: int | None) -> list[int]:
+        """Indices of the customer's linked sessions that ended in [t - lookback, t], their link known by t."""
+        idx = self.by_customer.get(customer_id, [])
+        ends = [self.sessions[i].end_ms for i in idx]
+        out = []
+        for i in idx[: bisect_right(ends, t)]:
+            s = self.sessions[i]
+            if self.links[s.anonymous_id][1] <= t and (lookback_ms is None or s.end_ms >= t - lookback_ms):
+                out.append(i)
+        return out
+
+    def feature_spec(self, signal: str = "none", signal_dim: int = 0) -> FeatureSpec:
+        tiles = tuple(sorted(self.tiles))
+        segments = tuple(sorted({c.segment for c in self.customers.values()}))
+        return FeatureSpec(tiles, tuple(self.tiles[t] for t in tiles), segments, signal=signal,
+                           signal_dim=signal_dim)
+
+
+@dataclass
+class SessionSignals:
+    """Per-session signal matrices aligned with `EvalData.sessions` (rows of NaN where a signal is absent)."""
+
+    matrices: dict[str, np.ndarray]
+    names: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Column names of the label-like signals (intent labels)."""
+
+    def pooled(self, signal: str, rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """For each list of session indices: the mean of the signal over the sessions that have it, and
+        whether any had it ([N, D], [N] bool)."""
+        m = self.matrices[signal]
+        out = np.zeros((len(rows), m.shape[1]), np.float32)
+        has = np.zeros(len(rows), bool)
+        for k, ix in enumerate(rows):
+            if not ix:
+                continue
+            block = m[list(ix)]
+            block = block[~np.isnan(block).any(axis=1)]
+            if len(block):
+                out[k], has[k] = block.mean(axis=0), True
+        return out, has
+
+
+@dataclass
+class ImpressionTable:
+    """Shown tiles of the app homepage, one row each, in time order, with the app-side inputs."""
+
+    customer: np.ndarray
+    ts: np.ndarray
+    visit: np.ndarray
+    """Group id of the app visit (customer, timestamp): the unit that is ranked."""
+    tile: np.ndarray
+    position: np.ndarray
+    clicked: np.ndarray
+    segment: list[str]
+    tenure: np.ndarray
+    products: list[tuple[str, ...]]
+    session_rows: list[list[int]]
+    """Linked sessions in the lookback before each impression (same list for a visit's tiles)."""
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def subset(self, mask: np.ndarray) -> ImpressionTable:
+        ix = np.flatnonzero(mask)
+        return ImpressionTable(self.customer[ix], self.ts[ix], self.visit[ix], self.tile[ix], self.position[ix],
+                               self.clicked[ix], [self.segment[i] for i in ix], self.tenure[ix],
+                               [self.products[i] for i in ix], [self.session_rows[i] for i in ix])
+
+    @property
+    def linked(self) -> np.ndarray:
+        return np.array([bool(r) for r in self.session_rows])
+
+    def features(self, spec: FeatureSpec, signals: SessionSignals | None = None) -> np.ndarray:
+        if spec.signal_dim == 0:
+            return spec.features(self.tile, self.position, self.segment, self.tenure, self.products)
+        if signals is None:
+            raise ValueError(f"spec uses the {spec.signal!r} signal: pass the session signals")
+        vec, has = signals.pooled(spec.signal, self.session_rows)
+        return spec.features(self.tile, self.position, self.segment, self.tenure, self.products, vec, has)
+
+
+def impression_table(data: EvalData, lookback_days: float) -> ImpressionTable:
+    lookback = int(lookback_days * DAY_MS)
+    imps = sorted(data.impressions, key=lambda r: (r.ts, r.customer_id, r.position))
+    cache: dict[tuple[str, int], list[int]] = {}
+    visits: dict[tuple[str, int], int] = {}
+    rows, visit_ids = [], []
+    for r in imps:
+        key = (r.customer_id, r.ts)
+        if key not in cache:
+            cache[key] = data.linked_before(r.customer_id, r.ts, lookback)
+            visits[key] = len(visits)
+        rows.append(cache[key])
+        visit_ids.append(visits[key])
+    known = [data.customers.get(r.customer_id) for r in imps]
+    return ImpressionTable(
+        np.array([r.customer_id for r in imps]), np.array([r.ts for r in imps], dtype=np.int64),
+        np.array(visit_ids), np.array([r.tile_id for r in imps]), np.array([r.position for r in imps]),
+        np.array([r.clicked for r in imps], dtype=bool), [c.segment if c else "" for c in known],
+        np.array([c.tenure_months if c else 0 for c in known], dtype=float),
+        [tuple(c.products) if c else () for c in known], rows)
+
+
+@dataclass(frozen=True)
+class ConversionTable:
+    """Each customer's first conversion, with the linked sessions that ended before it."""
+
+    customer: np.ndarray
+    ts: np.ndarray
+    product: np.ndarray
+    session_rows: list[list[int]]
+
+
+def conversion_table(data: EvalData) -> ConversionTable:
+    first: dict[str, Conversion] = {}
+    for c in sorted(data.conversions, key=lambda c: c.ts):
+        first.setdefault(c.customer_id, c)
+    convs = sorted(first.values(), key=lambda c: c.customer_id)
+    return ConversionTable(np.array([c.customer_id for c in convs]), np.array([c.ts for c in convs], dtype=np.int64),
+                           np.array([c.product for c in convs]),
+                           [data.linked_before(c.customer_id, c.ts, None) for c in convs])
