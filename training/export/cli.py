@@ -110,7 +110,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from training.export.triton_server import TritonServer
+    from training.export.triton_server import TritonServer, TritonStartError
 
     if not (args.repository / "intent_pipeline" / "config.pbtxt").exists():
         log.error("%s has no intent_pipeline: run `make export` first", args.repository)
@@ -121,7 +121,12 @@ def _serve(args: argparse.Namespace) -> int:
     server = TritonServer(args.repository, grpc_port=args.grpc_port, http_port=args.http_port,
                           metrics_port=args.metrics_port, host=args.host, log_path=args.log, workdir=args.workdir)
     print(f"starting Triton on {args.repository}; log: {server.log_path}", flush=True)
-    with server:
+    try:
+        server.start()
+    except TritonStartError as exc:
+        log.error("%s", exc)
+        return 1
+    with server:  # stops Triton however this block ends
         print(f"ready: gRPC {server.grpc_url}  HTTP {server.http_url}  metrics {server.metrics_url}  "
               "(Ctrl-C stops)", flush=True)
         while not stop.wait(1.0):

@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -33,6 +34,8 @@ PERF_ANALYZER_VERSION = "2.51.0"
 CONCURRENCY = (1, 2, 4, 8, 16)
 PA_STABILITY_ARGS = ("--measurement-interval", "4000", "--stability-percentage", "25", "--max-trials", "8")
 """Windows of 4 s, stable within 25%: what the 2 noisy cores here allow."""
+FALLBACK_STABILITY = "50"
+"""Used (and recorded in the run's row) only when a run cannot settle within 25%, e.g. on a busy machine."""
 _LIBS = {"libb64.so.0d": "libb64-*.so.0d", "libcudart.so.12": "libcudart-*.so.12*"}
 
 
@@ -91,15 +94,48 @@ def write_input_data(encoded: Sequence[tuple[np.ndarray, np.ndarray]], path: Pat
             "max_len": int(lengths.max())}
 
 
+def _jiffies(pgid: int) -> tuple[int, dict[int, int]]:
+    """(busy jiffies of the whole machine, {pid: user+sys jiffies} of process group `pgid`) from /proc."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # minus idle and iowait
+    per_pid = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+            if int(stat[2]) == pgid:  # field 5 of /proc/<pid>/stat: the process group
+                per_pid[int(entry.name)] = int(stat[11]) + int(stat[12])
+    return busy, per_pid
+
+
 def run_level(pa: PerfAnalyzer, server: TritonServer, input_data: Path, concurrency: int, out_csv: Path) -> dict:
-    """One perf_analyzer run at a fixed concurrency; figures from its CSV plus the encoder's mean batch size."""
+    """One perf_analyzer run at a fixed concurrency: figures from its CSV, the encoder's mean batch size, and
+    where the CPU went (Triton and its python stubs, perf_analyzer, and other processes on the machine)."""
+    pgid = server.process.pid if server.process else -1  # Triton leads its own group (python stubs included)
     before = server.metrics()
+    tick = os.sysconf("SC_CLK_TCK")
+    busy0, triton0 = _jiffies(pgid)
+    children0 = os.times()
+    wall0 = time.monotonic()
     cmd = [str(pa.binary), "-m", PIPELINE, "-u", server.grpc_url, "-i", "grpc", "--input-data", str(input_data),
            "-b", "1", "--concurrency-range", f"{concurrency}:{concurrency}", *PA_STABILITY_ARGS, "-f", str(out_csv)]
+    stability = PA_STABILITY_ARGS[3]
     done = subprocess.run(cmd, env=pa.env(), capture_output=True, text=True, timeout=600)
+    if done.returncode != 0 and "stable" in done.stdout + done.stderr:
+        stability = FALLBACK_STABILITY
+        cmd[cmd.index("--stability-percentage") + 1] = stability
+        done = subprocess.run(cmd, env=pa.env(), capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"perf_analyzer failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    wall = time.monotonic() - wall0
+    busy1, triton1 = _jiffies(pgid)
+    children1 = os.times()
     after = server.metrics()
+    triton_s = sum(v - triton0.get(pid, 0) for pid, v in triton1.items()) / tick
+    pa_s = (children1.children_user + children1.children_system) - (children0.children_user + children0.children_system)
+    other_s = max(0.0, (busy1 - busy0) / tick - triton_s - pa_s)
     with out_csv.open() as fh:
         row = next(csv.DictReader(fh))
     requests = model_metric(after, "nv_inference_request_success", ENCODER) - \
@@ -115,7 +151,10 @@ def run_level(pa: PerfAnalyzer, server: TritonServer, input_data: Path, concurre
         "server_queue_ms": round(float(row["Server Queue"]) / 1000, 3),
         "server_compute_ms": round(float(row["Server Compute Infer"]) / 1000, 3),
         "encoder_avg_batch": round(requests / executions, 2) if executions else None,
-        "unstable": "not stable" in done.stdout.lower() or "failed to obtain stable" in done.stdout.lower(),
+        "triton_cpu_ms_per_infer": round(1000 * triton_s / requests, 3) if requests else None,
+        "cpu_used_pct": {"triton": round(100 * triton_s / wall), "perf_analyzer": round(100 * pa_s / wall),
+                         "other_processes": round(100 * other_s / wall)},
+        "stability_percentage": int(stability),
     }
 
 
@@ -124,6 +163,7 @@ def bench_triton(onnx: dict[str, Path], shapes, encoded: Sequence[tuple[np.ndarr
                  concurrency: Sequence[int] = CONCURRENCY, machine: dict | None = None) -> dict:
     """Both variants (dynamic batching on/off) at every concurrency; writes the JSON and a Markdown table."""
     pa = ensure_perf_analyzer()
+    load_at_start = os.getloadavg()[0]
     input_data = work_dir / "input_data.json"
     lengths = write_input_data(encoded, input_data)
     variants: dict[str, list[dict]] = {}
@@ -154,7 +194,9 @@ def bench_triton(onnx: dict[str, Path], shapes, encoded: Sequence[tuple[np.ndarr
         "input_data": lengths,
         "perf_analyzer": {"version": PERF_ANALYZER_VERSION, "args": ["-i", "grpc", "-b", "1", *PA_STABILITY_ARGS]},
         "triton": "2.51.0 (nvidia-pytriton 0.7.0 wheel, python backend + onnxruntime, CPU)",
-        "machine": machine or {},
+        "machine": {**(machine or {}), "load_avg_1m_at_start": round(load_at_start, 2)},
+        "note": "perf_analyzer runs on the same cores as Triton; cpu_used_pct.other_processes is CPU taken by "
+                "unrelated processes during a run (a busy machine lowers every figure).",
     }
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report, indent=2))
@@ -171,13 +213,16 @@ def markdown_table(report: dict) -> str:
              f"(length mean {report['input_data']['mean_len']}, p50 {report['input_data']['p50_len']}, "
              f"p90 {report['input_data']['p90_len']}, max {report['input_data']['max_len']}).",
              f"perf_analyzer {' '.join(report['perf_analyzer']['args'])}.", "",
-             "| variant | concurrency | infer/s | p50 ms | p90 ms | p99 ms | server queue ms | encoder avg batch |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| variant | concurrency | infer/s | p50 ms | p90 ms | p99 ms | encoder avg batch | "
+             "Triton CPU ms/infer | CPU % Triton / perf_analyzer / other processes |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for name, rows in report["variants"].items():
         for r in rows:
+            cpu = r.get("cpu_used_pct", {})
             lines.append(f"| {name} | {r['concurrency']} | {r['throughput_infer_per_s']:.0f} | {r['p50_ms']:.2f} | "
-                         f"{r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['server_queue_ms']:.2f} | "
-                         f"{r['encoder_avg_batch']} |")
+                         f"{r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['encoder_avg_batch']} | "
+                         f"{r.get('triton_cpu_ms_per_infer')} | {cpu.get('triton')} / {cpu.get('perf_analyzer')} / "
+                         f"{cpu.get('other_processes')} |")
     ratio = next(v for k, v in report.items() if k.startswith("throughput_ratio_"))
     lines += ["", f"Throughput ratio, highest over lowest concurrency, with dynamic batching: **{ratio}**.", ""]
     return "\n".join(lines)

@@ -43,6 +43,15 @@ def free_port(host: str = LOOPBACK) -> int:
         return int(sock.getsockname()[1])
 
 
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def pytriton_root() -> Path:
     """`site-packages/pytriton/tritonserver` of the installed nvidia-pytriton wheel."""
     import pytriton
@@ -99,8 +108,8 @@ class TritonServer:
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="triton-")
             workdir = Path(self._tmp.name)
-        self.workdir = Path(workdir)
-        self.log_path = Path(log_path) if log_path else self.workdir / "tritonserver.log"
+        self.workdir = Path(workdir).resolve()  # Triton runs with cwd=workdir: every path it gets is absolute
+        self.log_path = Path(log_path).resolve() if log_path else self.workdir / "tritonserver.log"
         self.extra_args = list(extra_args)
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
@@ -141,7 +150,12 @@ class TritonServer:
             raise RuntimeError("this TritonServer is already started")
         if not self.repository.is_dir():
             raise FileNotFoundError(f"model repository {self.repository} does not exist (run `make export`)")
+        # A port taken by another server would answer our readiness probe: refuse up front instead.
+        for name, port in (("gRPC", self.grpc_port), ("HTTP", self.http_port), ("metrics", self.metrics_port)):
+            if not port_is_free(self.host, port):
+                raise TritonStartError(f"{name} port {self.host}:{port} is already in use (another Triton?)")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.workdir.mkdir(parents=True, exist_ok=True)
         command = self.command()
         with self.log_path.open("wb") as log:
             # A new session: stop() can signal Triton and its python stubs as one process group.
@@ -214,7 +228,7 @@ class TritonServer:
         return parse_prometheus(text)
 
     def __enter__(self) -> TritonServer:
-        return self.start()
+        return self if self.process is not None else self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:

@@ -38,14 +38,15 @@ class TritonPythonModel:
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.n_categorical = len(self.cardinalities)
 
-    def _problem(self, cat, cont):
-        """Why a request cannot run, or None."""
+    def _shape_problem(self, cat, cont):
+        """Why a request's shapes cannot run, or None (ids and values are checked per batch, vectorized)."""
         if cat.shape[:2] != cont.shape[:2]:
             return f"CATEGORICAL {list(cat.shape)} and CONTINUOUS {list(cont.shape)} disagree on batch or length"
         if cat.shape[1] < 1 or cat.shape[1] > self.max_len:
             return f"session length {cat.shape[1]} is outside 1..{self.max_len} (the featurizer keeps the last events)"
-        if cat.shape[-1] != self.n_categorical:
-            return f"CATEGORICAL has {cat.shape[-1]} columns, the featurizer writes {self.n_categorical}"
+        return None
+
+    def _value_problem(self, cat, cont):
         bad = (cat < 0) | (cat >= self.cardinalities)
         if bad.any():
             column = int(np.argwhere(bad)[0][-1])
@@ -60,31 +61,42 @@ class TritonPythonModel:
 
     def execute(self, requests):
         responses = [None] * len(requests)
-        groups = {}  # bucket -> [(request index, categorical, continuous)]
+        groups = {}  # length bucket -> [(request index, categorical, continuous)]
         for i, request in enumerate(requests):
             cat = pb_utils.get_input_tensor_by_name(request, "CATEGORICAL").as_numpy()
             cont = pb_utils.get_input_tensor_by_name(request, "CONTINUOUS").as_numpy()
-            problem = self._problem(cat, cont)
-            if problem is not None:
-                responses[i] = pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(problem, pb_utils.TritonError.INVALID_ARG))
-                continue
-            groups.setdefault(self._bucket(cat.shape[1]), []).append((i, cat, cont))
+            problem = self._shape_problem(cat, cont)
+            if problem is None:
+                groups.setdefault(self._bucket(cat.shape[1]), []).append((i, cat, cont))
+            else:
+                responses[i] = _error(problem)
         for members in groups.values():
             width = max(cat.shape[1] for _, cat, _ in members)
             rows = sum(cat.shape[0] for _, cat, _ in members)
             cat_batch = np.zeros((rows, width, self.n_categorical), dtype=np.int64)
             cont_batch = np.zeros((rows, width, members[0][2].shape[-1]), dtype=np.float32)
-            offsets = []
+            spans = []
             row = 0
             for _, cat, cont in members:
                 cat_batch[row: row + cat.shape[0], : cat.shape[1]] = cat
                 cont_batch[row: row + cat.shape[0], : cat.shape[1]] = cont
-                offsets.append((row, row + cat.shape[0]))
+                spans.append((row, row + cat.shape[0]))
                 row += cat.shape[0]
+            if self._value_problem(cat_batch, cont_batch) is not None:  # rare: find the culprits, blank them
+                for (i, cat, cont), (start, stop) in zip(members, spans, strict=True):
+                    problem = self._value_problem(cat, cont)
+                    if problem is not None:
+                        responses[i] = _error(problem)
+                        cat_batch[start:stop] = 0
+                        cont_batch[start:stop] = 0
             embedding = self.session.run(["EMBEDDING"], {"CATEGORICAL": cat_batch, "CONTINUOUS": cont_batch})[0]
-            for (i, _, _), (start, stop) in zip(members, offsets, strict=True):
-                rows = embedding[start:stop]
-                responses[i] = pb_utils.InferenceResponse(output_tensors=[
-                    pb_utils.Tensor("EMBEDDING", rows), pb_utils.Tensor("EMBEDDING_TO_HEAD", rows)])
+            for (i, _, _), (start, stop) in zip(members, spans, strict=True):
+                if responses[i] is None:
+                    rows = embedding[start:stop]
+                    responses[i] = pb_utils.InferenceResponse(output_tensors=[
+                        pb_utils.Tensor("EMBEDDING", rows), pb_utils.Tensor("EMBEDDING_TO_HEAD", rows)])
         return responses
+
+
+def _error(message):
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))
