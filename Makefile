@@ -66,6 +66,16 @@ bench-triton: venv $(DATA)/events.jsonl  ## perf_analyzer on the ensemble, c=1..
 run: venv  ## the main job on embedded defaults: data -> train -> probe -> taxonomy, with a summary
 	$(INTENT) run --data $(DATA) --artifacts $(ARTIFACTS) --visitors $(VISITORS) --epochs $(EPOCHS) --seed $(SEED)
 
+# -- evaluation: the paper's two tasks on the synthetic bank (issue 4) ---------------------------------------
+LLM_CUSTOMERS ?= 150
+
+.PHONY: eval
+
+eval: venv $(DATA)/events.jsonl  ## tile ranking + conversion eval (+ a 2nd generator config) -> reports/eval.{md,json}, PNGs, $(ARTIFACTS)/ranker.json
+	@test -f $(ARTIFACTS)/encoder.pt || $(MAKE) train
+	@test -f $(ARTIFACTS)/intent_head.json || $(MAKE) taxonomy
+	$(PY) -m training.evaluation --data $(DATA) --artifacts $(ARTIFACTS) --reports reports --llm-customers $(LLM_CUSTOMERS)
+
 test: venv  ## lint and the whole test suite
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q

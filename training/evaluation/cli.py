@@ -133,6 +133,15 @@ def run(s: Settings, llm_client=None) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    doc = run(parse(argv))
+    if "INTENT_TORCH_THREADS" in os.environ or not os.environ.get("OMP_NUM_THREADS"):
+        import torch
+
+        # one thread: the encoder work here is small, and oversubscribed threads on a shared 2-core box
+        # slowed a training run a hundredfold in practice
+        torch.set_num_threads(int(os.environ.get("INTENT_TORCH_THREADS", "1")))
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # small BLAS calls: extra threads only contend on a shared box
+        doc = run(parse(argv))
     print(json.dumps({k: doc[k] for k in ("tile_ranking", "conversion")}, indent=2))
     return 0

@@ -17,7 +17,7 @@ from training.evaluation.metrics import (
     percentile_interval,
     rel_change_pct,
 )
-from training.evaluation.ranking import RankerRun, macro_from_hits, run_rankers
+from training.evaluation.ranking import C_GRID, RankerRun, macro_from_hits, run_rankers
 from training.evaluation.signals import llm_sample, session_signals
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,8 @@ class EvalConfig:
     """Bootstrap resamples per seed (customers drawn with replacement); intervals pool all seeds."""
     subsample: float = 0.9
     """Share of training customers each seed's ranker is trained on."""
+    c_grid: tuple[float, ...] = C_GRID
+    """Ranker L2 strengths tried on a validation slice of the training window (one value: no search)."""
 
     def __post_init__(self) -> None:
         if len(self.seeds) < 1 or not 0 < self.test_share < 1 or self.lookback_days <= 0:
@@ -140,7 +142,7 @@ def evaluate_dataset(data_dir: Path, artifacts: Path, head_path: Path, taxonomy_
              datetime.fromtimestamp(cutoff / 1000, UTC).isoformat())
 
     main_rankers = tuple(r for r in RANKERS if r != "llm_labels")
-    runs = run_rankers(data, train, test, signals, main_rankers, cfg.seeds, cfg.subsample)
+    runs = run_rankers(data, train, test, signals, main_rankers, cfg.seeds, cfg.subsample, cfg.c_grid)
     everyone = np.ones(len(test), bool)
     ever_linked = np.array([c in data.by_customer for c in test.customer])
     ranking = {"all": _ranking_population(test, runs, everyone, cfg),
@@ -151,7 +153,8 @@ def evaluate_dataset(data_dir: Path, artifacts: Path, head_path: Path, taxonomy_
         in_sample = set(sample)
         s_train = train.subset(np.array([c in in_sample for c in train.customer]))
         s_test_mask = np.array([c in in_sample for c in test.customer])
-        s_runs = run_rankers(data, s_train, test.subset(s_test_mask), signals, RANKERS, cfg.seeds, cfg.subsample)
+        s_runs = run_rankers(data, s_train, test.subset(s_test_mask), signals, RANKERS, cfg.seeds, cfg.subsample,
+                             cfg.c_grid)
         ranking["llm_sample"] = _ranking_population(test.subset(s_test_mask), s_runs,
                                                     np.ones(int(s_test_mask.sum()), bool), cfg)
         ranking["llm_sample"]["note"] = ("all four rankers trained on the sampled customers' training impressions "

@@ -48,12 +48,15 @@ def fit_ranker(table: ImpressionTable, spec: FeatureSpec, signals: SessionSignal
                   {"c": c, "seed": seed, "n_train_rows": len(y)})
 
 
-def choose_c(train: ImpressionTable, spec: FeatureSpec, signals: SessionSignals | None) -> float:
-    """The C of `C_GRID` with the best validation log loss, training on the first 80% of the window."""
+def choose_c(train: ImpressionTable, spec: FeatureSpec, signals: SessionSignals | None,
+             grid: tuple[float, ...] = C_GRID) -> float:
+    """The C of `grid` with the best validation log loss, training on the first 80% of the window."""
+    if len(grid) == 1:
+        return grid[0]
     cut = np.quantile(train.ts, 0.8)
     fit_part, val_part = train.subset(train.ts < cut), train.subset(train.ts >= cut)
     losses = {}
-    for c in C_GRID:
+    for c in grid:
         ranker = fit_ranker(fit_part, spec, signals, c)
         losses[c] = log_loss(val_part.clicked, ranker.score(val_part.features(ranker.spec, signals)))
     return min(losses, key=losses.get)
@@ -78,13 +81,14 @@ def spec_for(data: EvalData, name: str, signals: SessionSignals | None) -> Featu
 
 
 def run_rankers(data: EvalData, train: ImpressionTable, test: ImpressionTable, signals: SessionSignals,
-                names: tuple[str, ...], seeds: tuple[int, ...], subsample: float = 0.9) -> list[RankerRun]:
+                names: tuple[str, ...], seeds: tuple[int, ...], subsample: float = 0.9,
+                c_grid: tuple[float, ...] = C_GRID) -> list[RankerRun]:
     """Each ranker, per seed trained on a seeded `subsample` of the training customers, scored on `test`."""
     runs = []
     customers = np.unique(train.customer)
     for name in names:
         spec = spec_for(data, name, signals)
-        c = choose_c(train, spec, signals)
+        c = choose_c(train, spec, signals, c_grid)
         for seed in seeds:
             rng = np.random.default_rng(seed)
             keep = set(rng.choice(customers, size=round(subsample * len(customers)), replace=False))

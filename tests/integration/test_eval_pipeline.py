@@ -1,0 +1,85 @@
+"""End to end on the small synthetic bank: quickly trained encoder, head fitted on hidden intents, no LLM."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from threadpoolctl import threadpool_limits
+
+from training.encoder.inference import embed_encoded
+from training.encoder.train import TrainConfig
+from training.evaluation.cli import Settings, parse
+from training.evaluation.evaluate import EvalConfig, evaluate_dataset
+from training.evaluation.metrics import recall_at_1
+from training.evaluation.report import plots, truth_customer_intents, write_report
+from training.evaluation.scoring import Ranker
+from training.pipeline import load_artifacts, train
+from training.sessions import load_sessions, load_truth_intents
+from training.taxonomy.distill import fit_head
+
+
+@pytest.fixture(scope="module")
+def eval_artifacts(small_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval_artifacts")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: more threads only contend
+    try:
+        train(small_data, out, TrainConfig(epochs=2, seed=3))
+    finally:
+        torch.set_num_threads(threads)
+    featurizer, encoder, _ = load_artifacts(out)
+    truth = load_truth_intents(small_data)
+    sessions = [s for s in load_sessions(small_data).sessions if s.session_id in truth][:800]
+    emb = embed_encoded(encoder, [featurizer.encode(s.events) for s in sessions])
+    y = [truth[s.session_id] for s in sessions]
+    fit_head(emb[:600], y[:600], emb[600:], y[600:]).save(out / "intent_head.json")
+    return out
+
+
+def test_evaluation_end_to_end(small_data, eval_artifacts, tmp_path):
+    cfg = EvalConfig(seeds=(0, 1, 2), llm_customers=0, n_boot=30, c_grid=(0.1,))
+    with threadpool_limits(1):
+        result = evaluate_dataset(small_data, eval_artifacts, eval_artifacts / "intent_head.json", None, cfg)
+    files = plots(result, tmp_path, truth_customer_intents(small_data), prefix="eval_main")
+    doc = write_report({"main": result}, tmp_path, {"main": files})
+
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert saved["tile_ranking"]["recall_at_1_rel_gain_pct"] == doc["tile_ranking"]["recall_at_1_rel_gain_pct"]
+    assert isinstance(saved["tile_ranking"]["log_loss_rel_change_pct"], float)
+    assert set(saved["conversion"]["micro_f1"]) == {"embedding", "llm_labels", "distilled", "bag_of_pages"}
+    assert saved["conversion"]["micro_f1"]["llm_labels"] is None  # no LLM in this test
+    for key in ("embedding", "distilled", "bag_of_pages"):
+        assert 0 <= saved["conversion"]["micro_f1"][key] <= 1
+    pops = saved["datasets"]["main"]["tile_ranking"]
+    assert {"all", "with_session", "no_session", "linked_customers"} <= set(pops)
+    emb = pops["all"]["rankers"]["embedding"]
+    low, high = emb["recall_at_1_rel_gain_ci95"]
+    assert low <= high and len(emb["per_seed"]) == 3
+    assert (tmp_path / "eval.md").read_text().count("| + embedding |") >= 4
+    assert {"eval_main_lift_per_tile.png", "eval_main_calibration.png", "eval_main_intent_confusion.png"} <= set(files)
+    assert all((tmp_path / f).stat().st_size > 1000 for f in files)
+
+    # the embedding ranker beats a random ranker on the same test window
+    test = result.test
+    rng = np.random.default_rng(0)
+    random_r1 = np.mean([recall_at_1(test.visit, rng.random(len(test)), test.clicked, test.tile, test.position)
+                         for _ in range(5)])
+    assert emb["macro_recall_at_1"] > random_r1 + 0.05, (emb["macro_recall_at_1"], random_r1)
+
+    # the served artifact scores exactly like the evaluated ranker, through the numpy-only module
+    run = next(r for r in result.runs if r.name == "embedding" and r.seed == 0)
+    run.ranker.save(tmp_path / "ranker.json")
+    loaded = Ranker.load(tmp_path / "ranker.json")
+    np.testing.assert_allclose(loaded.score(np.eye(len(loaded.weights), dtype=np.float32)[:5]),
+                               run.ranker.score(np.eye(len(run.ranker.weights), dtype=np.float32)[:5]), rtol=1e-6)
+
+
+def test_cli_flags_and_environment():
+    s = parse(["--seeds", "3,4,5", "--no-robustness"], env={"INTENT_LLM_CUSTOMERS": "7", "INTENT_ARTIFACTS": "a"})
+    assert isinstance(s, Settings)
+    assert s.seeds == (3, 4, 5) and s.llm_customers == 7 and not s.robustness
+    assert str(s.head) == "a/intent_head.json" and str(s.ranker_out) == "a/ranker.json"
+    assert parse(["--llm-customers", "9"], env={"INTENT_LLM_CUSTOMERS": "7"}).llm_customers == 9
+    with pytest.raises(SystemExit):
+        parse(["--seeds", "x"], env={})
