@@ -59,3 +59,16 @@ def test_labels_carry_the_hidden_intents_and_the_head_is_fast(stage):
     assert report["truth"]["nmi_head_all_held_out"] > 0.15, report["truth"]
     assert report["latency"]["head_speedup_over_llm"] >= 10_000
     assert client.stats.calls > 0 and report["llm"]["labelling_calls"] == 60
+
+
+def test_a_pinned_taxonomy_is_reused_without_renaming(stage, small_data, tmp_path):
+    artifacts, report, client = stage
+    pinned = tmp_path / "pinned.yaml"
+    pinned.write_text((artifacts / "taxonomy.yaml").read_text())
+    calls_before, hits_before = client.stats.calls, client.stats.cache_hits
+    cfg = StageConfig(pool=800, label_train=40, label_eval=20, pinned=pinned)
+    again = run_taxonomy(small_data, artifacts, tmp_path / "again.json", cfg, client=client, progress=False)
+    assert again["taxonomy"]["version"] == report["taxonomy"]["version"]
+    # same sessions, same prompts: every label replays from the cache (timing uses its own uncached client)
+    assert client.stats.calls == calls_before and client.stats.cache_hits - hits_before == 60
+    assert again["distill"]["llm_vs_head_micro_f1"] == report["distill"]["llm_vs_head_micro_f1"]
