@@ -18,8 +18,12 @@ from training.taxonomy.distill import IntentHead
 log = logging.getLogger(__name__)
 
 
-class ParityError(RuntimeError):
-    """An exported model disagrees with PyTorch beyond the stated tolerance: nothing is written."""
+class ExportError(RuntimeError):
+    """The export cannot be done as asked (the CLI reports it and exits 1)."""
+
+
+class ParityError(ExportError):
+    """An exported model disagrees with its reference beyond the stated tolerance: nothing is written."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,11 @@ def export(artifacts: Path, head_path: Path, repository: Path, cfg: ServingConfi
            work_dir: Path | None = None) -> ExportResult:
     """Export encoder and head, check ONNX parity, build engines (gpu), write the repository."""
     work_dir = work_dir or artifacts / "export"
+    if cfg.target == "gpu":  # fail before minutes of export, not after
+        from training.export.tensorrt_build import gpu_unavailable_reason
+
+        if reason := gpu_unavailable_reason():
+            raise ExportError(f"--target gpu needs TensorRT and a GPU: {reason}")
     models = export_models(artifacts, head_path, work_dir)
     model_files, engine_parity = dict(models.onnx), None
     if cfg.target == "gpu":
@@ -94,13 +103,9 @@ def _build_engines(onnx: dict[str, Path], shapes: ModelShapes, cfg: ServingConfi
         build_engine,
         encoder_profile,
         engine_parity,
-        gpu_unavailable_reason,
         head_profile,
     )
 
-    reason = gpu_unavailable_reason()
-    if reason:
-        raise RuntimeError(f"--target gpu needs TensorRT and a GPU: {reason}")
     cache = work_dir / "timing.cache"
     plans = {
         ENCODER: build_engine(EngineSpec(onnx[ENCODER], work_dir / f"{ENCODER}.plan", encoder_profile(
@@ -122,4 +127,4 @@ def _build_engines(onnx: dict[str, Path], shapes: ModelShapes, cfg: ServingConfi
     return plans, parity
 
 
-__all__ = ["ExportResult", "ExportedModels", "ParityError", "export", "export_models"]
+__all__ = ["ExportError", "ExportResult", "ExportedModels", "ParityError", "export", "export_models"]

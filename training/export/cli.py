@@ -97,10 +97,14 @@ COMMANDS = ("export", "serve-triton", "bench-triton", "fetch-perf-analyzer")
 
 
 def _export(args: argparse.Namespace) -> int:
-    from training.export.build import export
+    from training.export.build import ExportError, export
 
-    result = export(args.artifacts, args.head, args.repository, _serving(args, args.target),
-                    fp16=args.precision == "fp16")
+    try:
+        result = export(args.artifacts, args.head, args.repository, _serving(args, args.target),
+                        fp16=args.precision == "fp16")
+    except ExportError as exc:
+        log.error("%s", exc)
+        return 1
     worst = max(result.onnx_parity.values())
     print(f"wrote {result.repository} for {result.target}: {', '.join(result.configs)}; "
           f"{len(result.labels)} intents; ONNX vs PyTorch max abs diff {worst:.1e}")

@@ -13,6 +13,27 @@ def test_every_command_has_help(command, capsys):
     assert "(default:" in capsys.readouterr().out
 
 
+def test_public_modules_import():
+    import importlib
+
+    import training.export
+
+    for name in training.export.__all__:
+        importlib.import_module(f"training.export.{name}")
+
+
+def test_gpu_target_without_tensorrt_is_a_clean_error(small_artifacts, tmp_path, caplog):
+    from training.export.tensorrt_build import gpu_unavailable_reason
+
+    if gpu_unavailable_reason() is None:
+        pytest.skip("TensorRT and a GPU are present: the gpu target would build")
+    code = main(["export", "--artifacts", str(small_artifacts), "--head", str(small_artifacts / "intent_head.json"),
+                 "--repository", str(tmp_path / "repo"), "--target", "gpu"])
+    assert code == 1
+    assert "needs TensorRT and a GPU" in caplog.text
+    assert not (tmp_path / "repo").exists()
+
+
 def test_env_overrides_defaults(monkeypatch):
     monkeypatch.setenv("INTENT_TARGET", "gpu")
     monkeypatch.setenv("INTENT_LENGTH_BUCKETS", "16,64")
