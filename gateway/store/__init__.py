@@ -1,0 +1,12 @@
+"""Session store: web events and identity links. One interface, two implementations.
+
+- `SqliteStore` (embedded default): one file, WAL mode, synchronous=FULL, so an acknowledged write
+  survives a crash or restart of the gateway.
+- `RedisStore`: for deployments with several gateway replicas sharing one store.
+
+Both pass tests/integration/test_store_conformance.py.
+"""
+
+from gateway.store.base import Link, SessionStore, StoreLimits, open_store
+
+__all__ = ["Link", "SessionStore", "StoreLimits", "open_store"]
