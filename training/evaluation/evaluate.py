@@ -13,6 +13,7 @@ from training.evaluation.conversion import conversion_predictions
 from training.evaluation.features import EvalData, ImpressionTable, conversion_table, impression_table
 from training.evaluation.metrics import (
     bootstrap_replicates,
+    log_loss,
     micro_f1,
     percentile_interval,
     rel_change_pct,
@@ -129,6 +130,17 @@ def _conversion_population(y: np.ndarray, preds: dict[str, list[np.ndarray]], cu
     return out
 
 
+def _baseline_sensitivity(data, train: ImpressionTable, test: ImpressionTable, cfg: EvalConfig) -> dict:
+    """The baseline's test metrics at every C of the grid (mean of seeds): how much of a gain is regularization."""
+    out = {}
+    for c in sorted(set(cfg.c_grid) | {0.03, 0.3}):
+        runs = run_rankers(data, train, test, None, ("baseline",), cfg.seeds, cfg.subsample, (c,))
+        r1 = np.mean([macro_from_hits(r.hits, test.tile) for r in runs])
+        out[str(c)] = {"macro_recall_at_1": round(float(r1), 5),
+                       "log_loss": round(float(np.mean([log_loss(test.clicked, r.scores) for r in runs])), 5)}
+    return out
+
+
 def evaluate_dataset(data_dir: Path, artifacts: Path, head_path: Path, taxonomy_path: Path | None, cfg: EvalConfig,
                      llm_client=None, progress: bool = False) -> DatasetResult:
     data = EvalData.load(data_dir)
@@ -159,6 +171,8 @@ def evaluate_dataset(data_dir: Path, artifacts: Path, head_path: Path, taxonomy_
                                                     np.ones(int(s_test_mask.sum()), bool), cfg)
         ranking["llm_sample"]["note"] = ("all four rankers trained on the sampled customers' training impressions "
                                          "only and scored on their test impressions")
+
+    ranking["baseline_c_sensitivity"] = _baseline_sensitivity(data, train, test, cfg)
 
     linked_conv = [c for c, rows in zip(conv.customer, conv.session_rows, strict=True) if rows]
     methods = [m for m in CONVERSION_METHODS if m != "llm_labels"]
