@@ -83,3 +83,40 @@ def test_cli_flags_and_environment():
     assert parse(["--llm-customers", "9"], env={"INTENT_LLM_CUSTOMERS": "7"}).llm_customers == 9
     with pytest.raises(SystemExit):
         parse(["--seeds", "x"], env={})
+
+
+class FirstCandidateBackend:
+    """A stand-in LLM that always picks the first label the schema allows (no model, no network)."""
+
+    def __init__(self, config=None) -> None:
+        self.calls = 0
+
+    def identity(self) -> str:
+        return "first-candidate:v1"
+
+    def chat(self, messages, json_schema, max_tokens, *, seed=None) -> str:
+        self.calls += 1
+        prop = json_schema["properties"]["label"]
+        return json.dumps({"label": prop["enum"][0] if "enum" in prop else prop["const"]})
+
+
+def test_llm_label_path_with_a_stand_in_llm(small_data, eval_artifacts, tmp_path):
+    from training.bank import INTENTS
+    from training.taxonomy.llm import LLMClient, LLMConfig
+    from training.taxonomy.taxonomy import Label, Taxonomy
+
+    taxonomy = Taxonomy(tuple(Label(i.name, i.description, tuple(i.pages)[:4]) for i in INTENTS), "pinned")
+    taxonomy.save(tmp_path / "taxonomy.yaml")
+    backend = FirstCandidateBackend()
+    client = LLMClient(LLMConfig(backend="first-candidate", cache_dir=None), backend=backend)
+    cfg = EvalConfig(seeds=(0, 1, 2), llm_customers=15, n_boot=10, c_grid=(0.1,))
+    with threadpool_limits(1):
+        result = evaluate_dataset(small_data, eval_artifacts, eval_artifacts / "intent_head.json",
+                                  tmp_path / "taxonomy.yaml", cfg, llm_client=client)
+    s = result.summary
+    assert s["llm_sample"]["customers"] == 15 and s["llm_sample"]["sessions_labelled"] == backend.calls > 0
+    assert set(s["tile_ranking"]["llm_sample"]["rankers"]) == {"baseline", "embedding", "llm_labels", "distilled"}
+    f1 = s["conversion"]["llm_sample"]["micro_f1"]
+    assert set(f1) == {"embedding", "llm_labels", "distilled", "bag_of_pages"}
+    assert all(0 <= v <= 1 for v in f1.values())
+    assert "embedding_vs_llm_labels_rel_pct" in s["conversion"]["llm_sample"]

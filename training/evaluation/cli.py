@@ -121,6 +121,8 @@ def run(s: Settings, llm_client=None) -> dict:
     served = next(r.ranker for r in results["main"].runs if r.name == "embedding")
     served = type(served)(served.spec, served.weights, served.bias,
                           {**served.meta, "encoder": str(s.artifacts / "encoder.pt"), "head": str(s.head),
+                           "featurizer_version": json.loads((s.artifacts / "featurizer.json").read_text()).get(
+                               "version"),
                            "lookback_days": s.lookback_days, "signal_pooling": "mean over linked sessions"})
     served.save(s.ranker_out)
     doc = write_report(results, s.reports, plot_files,
