@@ -1,0 +1,69 @@
+"""Gateway configuration: defaults < YAML file (--config) < environment (GATEWAY_<FIELD>) < flags."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    listen: str = "127.0.0.1:50051"
+    """host:port the gRPC server binds."""
+    store: str = "sqlite://var/gateway.db"
+    """Session store URL: sqlite://PATH (embedded, default) or redis://HOST:PORT/DB (several replicas)."""
+    artifacts: str = "artifacts"
+    """Directory with featurizer.json and ranker.json (the same files the models were exported with)."""
+    triton_url: str = "127.0.0.1:8001"
+    """Triton's gRPC endpoint."""
+    triton_model: str = "intent_pipeline"
+    triton_timeout_s: float = 0.25
+    """Budget for the model call of one request; past it the answer is the baseline ranking, degraded."""
+    lookback_days: float = 0.0
+    """Pre-login sessions older than this do not count; 0 means the ranker's own training lookback."""
+    as_of: str = ""
+    """RFC 3339 time to treat as now when replaying historical traffic; empty means the wall clock."""
+    max_sessions: int = 20
+    """Most recent linked sessions used per customer."""
+    max_batch_events: int = 1000
+    max_tiles: int = 50
+    retention_days: int = 90
+    max_events_per_visitor: int = 5000
+    grace_s: float = 5.0
+    """Graceful shutdown: in-flight calls get this long to finish."""
+    log_level: str = "INFO"
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, env: dict[str, str] | None = None,
+             overrides: dict[str, Any] | None = None) -> GatewayConfig:
+        values: dict[str, Any] = {}
+        if path:
+            doc = yaml.safe_load(Path(path).read_text()) or {}
+            unknown = set(doc) - {f.name for f in fields(cls)}
+            if unknown:
+                raise ValueError(f"{path}: unknown gateway settings {sorted(unknown)}")
+            values.update(doc)
+        env = os.environ if env is None else env
+        for f in fields(cls):
+            raw = env.get("GATEWAY_" + f.name.upper())
+            if raw is not None:
+                values[f.name] = raw
+        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        typed = {}
+        for f in fields(cls):
+            if f.name in values:
+                kind = type(f.default) if f.default is not MISSING else str
+                typed[f.name] = kind(values[f.name])
+        return cls(**typed)
+
+    @classmethod
+    def add_flags(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--config", help="YAML file of settings (env GATEWAY_<NAME> and flags override it)")
+        for f in fields(cls):
+            parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=type(f.default), default=None,
+                                help=f"(default: {f.default}; env GATEWAY_{f.name.upper()})")

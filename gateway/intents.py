@@ -1,0 +1,68 @@
+"""Session intents from the Triton ensemble (session_encoder -> intent_head) over gRPC.
+
+Sessions of one request go to Triton in one call (padded to the longest, in chunks of the model's
+max_batch_size); the channel is opened once and reused. At start-up the client reads the ensemble's
+config and refuses a model built with another featurizer than the gateway's: no train/serve skew.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import tritonclient.grpc.aio as triton
+
+from training.featurizer import Featurizer, pad_batch
+
+
+class ModelMismatch(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class SessionIntents:
+    embeddings: np.ndarray  # float32 [N, E]
+    probabilities: np.ndarray  # float32 [N, K]
+
+
+class IntentClient:
+    def __init__(self, url: str, featurizer: Featurizer, model: str = "intent_pipeline") -> None:
+        self.url = url
+        self.model = model
+        self.featurizer = featurizer
+        self.client = triton.InferenceServerClient(url)
+        self.labels: tuple[str, ...] = ()
+        self.version = ""
+        self.max_batch = 64
+
+    async def connect(self, timeout_s: float = 5.0) -> None:
+        """Read labels, batch limit and versions from the served ensemble; refuse a featurizer mismatch."""
+        config = (await self.client.get_model_config(self.model, as_json=True, client_timeout=timeout_s))["config"]
+        params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        served = params.get("featurizer_version", "")
+        if served != self.featurizer.version:
+            raise ModelMismatch(f"Triton model {self.model!r} was built with featurizer {served!r}, "
+                                f"the gateway has {self.featurizer.version!r}: export and deploy them together")
+        self.labels = tuple(params["labels"].split(","))
+        self.max_batch = int(config.get("max_batch_size", 64)) or 64
+        self.version = f"{served}/{params.get('taxonomy_version', '')}"
+
+    async def infer(self, sessions: Sequence[Sequence], timeout_s: float) -> SessionIntents:
+        """Embeddings and intent probabilities for sessions (each a sequence of contract events)."""
+        encoded = [self.featurizer.encode(events) for events in sessions]
+        embeddings, probabilities = [], []
+        for start in range(0, len(encoded), self.max_batch):
+            batch = pad_batch(encoded[start:start + self.max_batch])
+            inputs = [triton.InferInput("CATEGORICAL", list(batch.categorical.shape), "INT64"),
+                      triton.InferInput("CONTINUOUS", list(batch.continuous.shape), "FP32")]
+            inputs[0].set_data_from_numpy(batch.categorical)
+            inputs[1].set_data_from_numpy(batch.continuous)
+            outputs = [triton.InferRequestedOutput("EMBEDDING"), triton.InferRequestedOutput("INTENT_PROBS")]
+            result = await self.client.infer(self.model, inputs, outputs=outputs, client_timeout=timeout_s)
+            embeddings.append(result.as_numpy("EMBEDDING"))
+            probabilities.append(result.as_numpy("INTENT_PROBS"))
+        return SessionIntents(np.concatenate(embeddings), np.concatenate(probabilities))
+
+    async def close(self) -> None:
+        await self.client.close()

@@ -1,0 +1,114 @@
+"""`python -m gateway.server`: the gRPC gateway with health checking, reflection and graceful shutdown."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from gateway.api import SERVICE_NAME, pb_grpc
+from gateway.config import GatewayConfig
+from gateway.intents import IntentClient
+from gateway.service import Gateway, GatewayServicer
+from gateway.store import StoreLimits, open_store
+from training.evaluation.scoring import Ranker
+from training.featurizer import Featurizer
+
+log = logging.getLogger("gateway")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: what log pipelines parse without regexes."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {"ts": self.formatTime(record), "level": record.levelname, "logger": record.name,
+               "msg": record.getMessage()}
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
+
+
+class GatewayServer:
+    """The assembled server: store, Triton client, ranker, gRPC services. `start()` then `stop()`."""
+
+    def __init__(self, cfg: GatewayConfig) -> None:
+        self.cfg = cfg
+        artifacts = Path(cfg.artifacts)
+        self.featurizer = Featurizer.load(artifacts / "featurizer.json")
+        self.ranker = Ranker.load(artifacts / "ranker.json")
+        self.store = open_store(cfg.store, StoreLimits(cfg.retention_days, cfg.max_events_per_visitor))
+        self.intents = IntentClient(cfg.triton_url, self.featurizer, cfg.triton_model)
+        self.gateway = Gateway(cfg, self.store, self.intents, self.ranker)
+        self.health = health.aio.HealthServicer()
+        self.server = grpc.aio.server()
+        self.port = 0
+
+    async def start(self) -> int:
+        try:
+            await self.intents.connect()
+        except Exception as exc:  # Triton may come up later: serve degraded rankings meanwhile
+            if "featurizer" in str(exc):
+                raise
+            log.warning("Triton at %s not reachable yet (%s): rankings are degraded until it is",
+                        self.cfg.triton_url, exc)
+        pb_grpc.add_IntentGatewayServiceServicer_to_server(GatewayServicer(self.gateway), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
+        self.port = self.server.add_insecure_port(self.cfg.listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.cfg.listen}")
+        await self.server.start()
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("gateway serving on port %d (store %s, triton %s, model %s)", self.port, self.cfg.store,
+                 self.cfg.triton_url, self.gateway.model_version)
+        return self.port
+
+    async def stop(self) -> None:
+        """Report NOT_SERVING, let in-flight calls finish within grace_s, then close the store."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.cfg.grace_s)
+        await self.intents.close()
+        await self.store.close()
+        log.info("gateway stopped")
+
+
+async def serve(cfg: GatewayConfig) -> None:
+    server = GatewayServer(cfg)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutdown requested; draining for up to %.1f s", cfg.grace_s)
+    await server.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gateway.server", description=__doc__)
+    GatewayConfig.add_flags(parser)
+    args = vars(parser.parse_args(argv))
+    cfg = GatewayConfig.load(args.pop("config"), overrides=args)
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=cfg.log_level, handlers=[handler])
+    try:
+        asyncio.run(serve(cfg))
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        log.error("%s", exc)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

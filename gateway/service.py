@@ -1,0 +1,231 @@
+"""The gateway's logic (`Gateway`) and its gRPC face (`GatewayServicer`).
+
+RankTiles: the customer's links -> their visitors' events in the lookback window -> sessions -> (cached per
+session version, else one Triton call for all) embeddings and intent probabilities -> the mean embedding as
+the ranker's pre-login signal -> tile scores. When Triton is down or slower than `triton_timeout_s`, the
+same ranker scores the tiles with the no-session input and the answer says `degraded`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import grpc
+import numpy as np
+
+from gateway.api import pb, pb_grpc
+from gateway.config import GatewayConfig
+from gateway.errors import GatewayError, invalid_argument, not_found
+from gateway.intents import IntentClient, SessionIntents
+from gateway.store import SessionStore
+from gateway.validation import check_id, require_ids, to_events
+from training.contract import Event, parse_ts
+from training.evaluation.scoring import Ranker
+from training.sessionize import Session, sessionize
+
+log = logging.getLogger("gateway")
+DAY_MS = 86_400_000
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Ranking:
+    tiles: list[tuple[str, float]]
+    intents: list[tuple[str, float]]
+    sessions_used: int
+    degraded: bool
+    reason: str
+    model_version: str
+
+
+class Gateway:
+    def __init__(self, cfg: GatewayConfig, store: SessionStore, intents: IntentClient, ranker: Ranker) -> None:
+        self.cfg, self.store, self.intents, self.ranker = cfg, store, intents, ranker
+        self.lookback_ms = int((cfg.lookback_days or float(ranker.meta.get("lookback_days", 30))) * DAY_MS)
+        self.fixed_now = parse_ts(cfg.as_of) if cfg.as_of else None
+
+    def now_ms(self) -> int:
+        return self.fixed_now if self.fixed_now is not None else int(time.time() * 1000)
+
+    @property
+    def model_version(self) -> str:
+        return f"{self.intents.version or 'unknown'}+ranker-{self.ranker.meta.get('signal', 'embedding')}"
+
+    # -- writes
+
+    async def record(self, messages: Sequence[pb.WebEvent]) -> tuple[int, int]:
+        events = to_events(messages, self.cfg.max_batch_events)
+        accepted = await self.store.append(events)
+        links = 0
+        for e in events:
+            if e.customer_id and e.event_type == "login":
+                links += (await self.store.link(e.anonymous_id, e.customer_id, "login", e.ts))[1]
+        return accepted, links
+
+    # -- reads
+
+    async def sessions_of(self, anonymous_ids: Sequence[str], since_ms: int) -> list[Session]:
+        events: list[Event] = []
+        for anon in anonymous_ids:
+            events += await self.store.events(anon, since_ms)
+        sessions = sorted(sessionize(events), key=lambda s: s.start_ms)
+        return sessions[-self.cfg.max_sessions:]
+
+    async def session_intents(self, sessions: Sequence[Session]) -> tuple[SessionIntents | None, str]:
+        """Per-session embeddings and probabilities, from the cache or one Triton call; (None, why) if late."""
+        if not sessions:
+            return SessionIntents(np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)), ""
+        keys = [f"{s.session_id}:{len(s.events)}:{self.intents.version}" for s in sessions]
+        cached = [await self.store.cache_get(k) for k in keys]
+        missing = [i for i, c in enumerate(cached) if c is None]
+        fresh: SessionIntents | None = None
+        if missing:
+            try:
+                fresh = await asyncio.wait_for(self.intents.infer([sessions[i].events for i in missing],
+                                                                  self.cfg.triton_timeout_s),
+                                               self.cfg.triton_timeout_s)
+            except TimeoutError:
+                return None, f"model server slower than {self.cfg.triton_timeout_s * 1000:.0f} ms"
+            except Exception as exc:  # any model-server failure degrades, never fails the caller
+                log.warning("triton call failed: %s", exc)
+                return None, f"model server unavailable: {type(exc).__name__}"
+        dim, k = self.ranker.spec.signal_dim, len(self.intents.labels)
+        emb, probs = np.zeros((len(sessions), dim), np.float32), np.zeros((len(sessions), k), np.float32)
+        for i, blob in enumerate(cached):
+            if blob is not None:
+                row = np.frombuffer(blob, np.float32)
+                emb[i], probs[i] = row[:dim], row[dim:]
+        for j, i in enumerate(missing):
+            emb[i], probs[i] = fresh.embeddings[j], fresh.probabilities[j]
+            await self.store.cache_put(keys[i], np.concatenate([emb[i], probs[i]]).astype(np.float32).tobytes())
+        return SessionIntents(emb, probs), ""
+
+    def top_intents(self, probs: np.ndarray, n: int = 3) -> list[tuple[str, float]]:
+        return [(self.intents.labels[i], float(probs[i])) for i in np.argsort(-probs)[:n]]
+
+    async def customer_sessions(self, customer_id: str) -> list[Session]:
+        links = await self.store.links(customer_id)
+        return await self.sessions_of([lk.anonymous_id for lk in links], self.now_ms() - self.lookback_ms)
+
+    async def rank(self, request: pb.RankTilesRequest) -> Ranking:
+        self._check_rank_request(request)
+        sessions = await self.customer_sessions(request.customer_id)
+        intents, reason = await self.session_intents(sessions)
+        has_session = bool(sessions) and intents is not None
+        signal = intents.embeddings.mean(axis=0) if has_session else np.zeros(self.ranker.spec.signal_dim)
+        n, ctx = len(request.tile_ids), request.context
+        features = self.ranker.spec.features(
+            list(request.tile_ids), [0] * n, [ctx.segment] * n, [ctx.tenure_months] * n,
+            [list(ctx.products_held)] * n, np.tile(signal, (n, 1)), [has_session] * n)
+        scores = self.ranker.score(features)
+        order = np.argsort(-scores, kind="stable")
+        explanation = self.top_intents(intents.probabilities.mean(axis=0)) if has_session else []
+        return Ranking([(request.tile_ids[i], float(scores[i])) for i in order], explanation,
+                       len(sessions) if has_session else 0, intents is None, reason, self.model_version)
+
+    def _check_rank_request(self, request: pb.RankTilesRequest) -> None:
+        violations: list[tuple[str, str]] = []
+        check_id(request.customer_id, "customer_id", violations)
+        if not request.tile_ids:
+            violations.append(("tile_ids", "at least one candidate tile is required"))
+        if len(request.tile_ids) > self.cfg.max_tiles:
+            violations.append(("tile_ids", f"at most {self.cfg.max_tiles} tiles, got {len(request.tile_ids)}"))
+        known, seen = set(self.ranker.spec.tiles), set()
+        for i, tile in enumerate(request.tile_ids):
+            if tile not in known:
+                violations.append((f"tile_ids[{i}]", f"unknown tile {tile!r}"))
+            elif tile in seen:
+                violations.append((f"tile_ids[{i}]", f"duplicate tile {tile!r}"))
+            seen.add(tile)
+        if request.context.tenure_months < 0:
+            violations.append(("context.tenure_months", "must be >= 0"))
+        if violations:
+            raise invalid_argument(violations)
+
+
+class GatewayServicer(pb_grpc.IntentGatewayServiceServicer):
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+
+    async def _guard(self, context: grpc.aio.ServicerContext, call):
+        try:
+            return await call
+        except GatewayError as exc:
+            await context.abort_with_status(exc.status)
+
+    async def RecordEvents(self, request, context):
+        accepted, links = await self._guard(context, self.gw.record(request.events))
+        return pb.RecordEventsResponse(accepted=accepted, links_created=links)
+
+    async def LinkIdentity(self, request, context):
+        async def do():
+            require_ids(anonymous_id=request.anonymous_id, customer_id=request.customer_id)
+            return await self.gw.store.link(request.anonymous_id, request.customer_id, "api", self.gw.now_ms())
+        link, created = await self._guard(context, do())
+        return pb.LinkIdentityResponse(created=created, link=pb.IdentityLink(
+            anonymous_id=link.anonymous_id, customer_id=link.customer_id, linked_at=iso(link.linked_at_ms),
+            source=pb.LINK_SOURCE_LOGIN if link.source == "login" else pb.LINK_SOURCE_API))
+
+    async def UnlinkIdentity(self, request, context):
+        async def do():
+            require_ids(anonymous_id=request.anonymous_id, customer_id=request.customer_id)
+            return await self.gw.store.unlink(request.anonymous_id, request.customer_id)
+        return pb.UnlinkIdentityResponse(removed=await self._guard(context, do()))
+
+    async def ForgetCustomer(self, request, context):
+        async def do():
+            require_ids(customer_id=request.customer_id)
+            return await self.gw.store.forget_customer(request.customer_id)
+        links, events = await self._guard(context, do())
+        log.info("forgot customer %s: %d links, %d events", request.customer_id, links, events)
+        return pb.ForgetCustomerResponse(links_deleted=links, events_deleted=events)
+
+    async def GetSessions(self, request, context):
+        return await self._guard(context, self._get_sessions(request))
+
+    async def _get_sessions(self, request: pb.GetSessionsRequest) -> pb.GetSessionsResponse:
+        subject = request.WhichOneof("subject")
+        if subject is None:
+            raise invalid_argument([("subject", "set anonymous_id or customer_id")])
+        if not 0 <= request.max_sessions <= 100:
+            raise invalid_argument([("max_sessions", "must be between 0 and 100")])
+        value = getattr(request, subject)
+        require_ids(**{subject: value})
+        if subject == "customer_id":
+            if not await self.gw.store.links(value):
+                raise not_found("customer", value, "no linked web visitor")
+            sessions = await self.gw.customer_sessions(value)
+        else:
+            sessions = await self.gw.sessions_of([value], 0)
+            if not sessions:
+                raise not_found("visitor", value, "no recorded events")
+        sessions = sessions[-(request.max_sessions or self.gw.cfg.max_sessions):]
+        intents, _ = await self.gw.session_intents(sessions)
+        out = pb.GetSessionsResponse(degraded=intents is None, model_version=self.gw.model_version)
+        for i, s in enumerate(sessions):
+            msg = out.sessions.add(session_id=s.session_id, anonymous_id=s.anonymous_id, start=iso(s.start_ms),
+                                   end=iso(s.events[-1].ts), n_events=len(s.events))
+            if intents is not None:
+                msg.intents.extend(pb.IntentScore(label=lb, probability=p)
+                                   for lb, p in self.gw.top_intents(intents.probabilities[i]))
+                if request.include_embedding:
+                    msg.embedding.extend(intents.embeddings[i].tolist())
+        return out
+
+    async def RankTiles(self, request, context):
+        r = await self._guard(context, self.gw.rank(request))
+        if r.degraded:
+            log.warning("degraded ranking for %s: %s", request.customer_id, r.reason)
+        return pb.RankTilesResponse(
+            tiles=[pb.RankedTile(tile_id=t, score=s) for t, s in r.tiles],
+            intents=[pb.IntentScore(label=lb, probability=p) for lb, p in r.intents],
+            sessions_used=r.sessions_used, degraded=r.degraded, degraded_reason=r.reason,
+            model_version=r.model_version)

@@ -1,0 +1,253 @@
+"""The gateway over real gRPC on loopback, as its own process, in front of the real Triton ensemble."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import torch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gateway.api import pb, pb_grpc
+from gateway.errors import field_violations
+from training.bank import SEGMENTS, TILES
+from training.contract import Event
+from training.evaluation.scoring import FeatureSpec, Ranker
+from training.export.triton_server import TritonServer
+from training.featurizer import Featurizer
+from training.pipeline import load_artifacts
+from training.sessionize import sessionize
+from training.sessions import load_sessions
+
+pytestmark = pytest.mark.slow
+DAY_MS = 86_400_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def triton(exported_cpu, tmp_path_factory):
+    with TritonServer(Path(exported_cpu.repository), workdir=tmp_path_factory.mktemp("gw_triton")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def gw_artifacts(small_artifacts, tmp_path_factory) -> Path:
+    """The serving artifacts plus a seeded ranker over the bank's tiles with the embedding signal."""
+    out = tmp_path_factory.mktemp("gw_artifacts")
+    for name in ("featurizer.json", "encoder.pt", "intent_head.json"):
+        shutil.copy(small_artifacts / name, out / name)
+    spec = FeatureSpec(tuple(TILES), tuple(TILES.values()), tuple(sorted(SEGMENTS)), 4, "embedding", 64,
+                       np.zeros(64, np.float32), np.ones(64, np.float32))
+    n = len(spec.feature_names())
+    Ranker(spec, np.random.default_rng(0).normal(0, 0.3, n).astype(np.float32), -2.0,
+           {"lookback_days": 3650.0}).save(out / "ranker.json")
+    return out
+
+
+@pytest.fixture(scope="module")
+def visitor(small_data):
+    """A real visitor's events from the synthetic bank, and a time just after them."""
+    sessions = load_sessions(small_data).sessions
+    anon = max({s.anonymous_id for s in sessions[:300]}, key=lambda a: sum(s.anonymous_id == a for s in sessions))
+    events = sorted((e for s in sessions if s.anonymous_id == anon for e in s.events), key=lambda e: e.ts)
+    return anon, events
+
+
+class Gateway:
+    """`python -m gateway.server` as a subprocess; restartable on the same store."""
+
+    def __init__(self, artifacts: Path, store: str, triton_url: str, as_of_ms: int, **extra: str) -> None:
+        self.port = free_port()
+        self.args = [sys.executable, "-m", "gateway.server", "--listen", f"127.0.0.1:{self.port}", "--store", store,
+                     "--artifacts", str(artifacts), "--triton-url", triton_url, "--as-of", str(as_of_ms),
+                     "--max-batch-events", "50", "--triton-timeout-s", "2.0"]
+        for k, v in extra.items():
+            self.args += [f"--{k.replace('_', '-')}", v]
+        self.process: subprocess.Popen | None = None
+        self.log_path = Path(store.removeprefix("sqlite://")).with_suffix(f".{self.port}.log")
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def start(self) -> Gateway:
+        with self.log_path.open("a") as log:
+            self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT,
+                                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        stub = health_pb2_grpc.HealthStub(self.channel)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    self.stub = pb_grpc.IntentGatewayServiceStub(self.channel)
+                    return self
+            except grpc.RpcError:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"gateway exited: {self.log()}") from None
+                time.sleep(0.2)
+        raise RuntimeError("gateway did not become healthy in 60 s")
+
+    def stop(self) -> int:
+        self.channel.close()
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def gateway(gw_artifacts, triton, visitor, tmp_path_factory):
+    as_of = visitor[1][-1].ts + DAY_MS
+    gw = Gateway(gw_artifacts, f"sqlite://{tmp_path_factory.mktemp('gw_store') / 'gw.db'}", triton.grpc_url, as_of)
+    yield gw.start()
+    gw.stop()
+
+
+def to_pb(e: Event, **override) -> pb.WebEvent:
+    fields = {"anonymous_id": e.anonymous_id, "ts": str(e.ts), "event_type": e.event_type, "url": e.url,
+              "device": e.device or "", "referrer": e.referrer or "", "query": e.query or ""}
+    msg = pb.WebEvent(**{**fields, **override})
+    if e.dwell_ms is not None:
+        msg.dwell_ms = e.dwell_ms
+    return msg
+
+
+def code_and_fields(call, request) -> tuple[grpc.StatusCode, list[str]]:
+    with pytest.raises(grpc.RpcError) as info:
+        call(request, timeout=10)
+    return info.value.code(), [f for f, _ in field_violations(info.value)]
+
+
+def test_record_link_and_rank_through_triton(gateway, visitor, gw_artifacts):
+    anon, events = visitor
+    stub = gateway.stub
+    reply = stub.RecordEvents(pb.RecordEventsRequest(events=[to_pb(e) for e in events[:50]]), timeout=10)
+    assert reply.accepted == min(len(events), 50)
+    assert stub.RecordEvents(pb.RecordEventsRequest(events=[to_pb(e) for e in events[:50]]), timeout=10).accepted == 0
+    login = pb.WebEvent(anonymous_id=anon, ts=str(events[-1].ts + 1), event_type="login", url="/login",
+                        customer_id="C-test")
+    assert stub.RecordEvents(pb.RecordEventsRequest(events=[login]), timeout=10).links_created == 1
+
+    sessions = stub.GetSessions(pb.GetSessionsRequest(anonymous_id=anon, include_embedding=True), timeout=10)
+    stored = sorted(sessionize([*events[:50], Event(anonymous_id=anon, ts=events[-1].ts + 1, event_type="login",
+                                                     url="/login", customer_id="C-test")]), key=lambda s: s.start_ms)
+    assert [s.session_id for s in sessions.sessions] == [s.session_id for s in stored] and not sessions.degraded
+    featurizer, encoder, _ = load_artifacts(gw_artifacts)
+    with torch.no_grad():
+        expected = np.stack([encoder(*(torch.from_numpy(a[None]) for a in featurizer.encode(s.events)))[0].numpy()
+                             for s in stored])
+    np.testing.assert_allclose([list(s.embedding) for s in sessions.sessions], expected, atol=1e-4)
+    assert all(len(s.intents) == 3 and s.intents[0].probability >= s.intents[1].probability for s in sessions.sessions)
+
+    tiles = ["tile_refinance_rates", "tile_cash_back_card", "tile_open_checking", "tile_auto_loan"]
+    ranked = stub.RankTiles(pb.RankTilesRequest(customer_id="C-test", tile_ids=tiles, context=pb.CustomerContext(
+        segment="mass", tenure_months=12, products_held=["checking"])), timeout=10)
+    assert not ranked.degraded and ranked.sessions_used == len(stored) and len(ranked.intents) == 3
+    ranker = Ranker.load(gw_artifacts / "ranker.json")
+    features = ranker.spec.features(tiles, [0] * 4, ["mass"] * 4, [12] * 4, [["checking"]] * 4,
+                                    np.tile(expected.mean(0), (4, 1)), [True] * 4)
+    want = ranker.score(features)
+    assert [t.tile_id for t in ranked.tiles] == [tiles[i] for i in np.argsort(-want, kind="stable")]
+    np.testing.assert_allclose([t.score for t in ranked.tiles], np.sort(want)[::-1], atol=1e-4)
+
+
+def test_every_rpc_names_the_bad_field(gateway, visitor):
+    _, events = visitor
+    stub = gateway.stub
+    good = to_pb(events[0])
+    cases = [
+        (stub.RecordEvents, pb.RecordEventsRequest(events=[good, to_pb(events[1], ts="2026-09-01T10:00:00")]),
+         ["events[1].ts"]),
+        (stub.RecordEvents, pb.RecordEventsRequest(events=[to_pb(events[0], anonymous_id="", url="")]),
+         ["events[0].anonymous_id", "events[0].url"]),
+        (stub.RecordEvents, pb.RecordEventsRequest(events=[good] * 51), ["events"]),
+        (stub.RecordEvents, pb.RecordEventsRequest(), ["events"]),
+        (stub.LinkIdentity, pb.LinkIdentityRequest(anonymous_id="A1"), ["customer_id"]),
+        (stub.UnlinkIdentity, pb.UnlinkIdentityRequest(customer_id="C1"), ["anonymous_id"]),
+        (stub.ForgetCustomer, pb.ForgetCustomerRequest(), ["customer_id"]),
+        (stub.GetSessions, pb.GetSessionsRequest(), ["subject"]),
+        (stub.GetSessions, pb.GetSessionsRequest(anonymous_id="A1", max_sessions=500), ["max_sessions"]),
+        (stub.RankTiles, pb.RankTilesRequest(customer_id="C1", tile_ids=["tile_auto_loan", "tile_nope"]),
+         ["tile_ids[1]"]),
+        (stub.RankTiles, pb.RankTilesRequest(customer_id="C1", tile_ids=["tile_auto_loan", "tile_auto_loan"]),
+         ["tile_ids[1]"]),
+        (stub.RankTiles, pb.RankTilesRequest(tile_ids=[]), ["customer_id", "tile_ids"]),
+    ]
+    for call, request, fields in cases:
+        code, got = code_and_fields(call, request)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and got == fields, (request, got)
+    for request in (pb.GetSessionsRequest(anonymous_id="nobody"), pb.GetSessionsRequest(customer_id="nobody")):
+        assert code_and_fields(stub.GetSessions, request)[0] == grpc.StatusCode.NOT_FOUND
+    # a rejected batch stored nothing, not even its valid first event
+    assert stub.RecordEvents(pb.RecordEventsRequest(events=[to_pb(events[0], anonymous_id="fresh")]),
+                             timeout=10).accepted == 1
+
+
+def test_unknown_customer_gets_the_no_session_ranking_and_forget_deletes(gateway, visitor):
+    _, events = visitor
+    stub = gateway.stub
+    tiles = ["tile_auto_loan", "tile_heloc"]
+    nobody = stub.RankTiles(pb.RankTilesRequest(customer_id="C-none", tile_ids=tiles), timeout=10)
+    assert nobody.sessions_used == 0 and not nobody.degraded and not nobody.intents
+    stub.RecordEvents(pb.RecordEventsRequest(events=[to_pb(e, anonymous_id="A-forget") for e in events[:5]]),
+                      timeout=10)
+    link = stub.LinkIdentity(pb.LinkIdentityRequest(anonymous_id="A-forget", customer_id="C-forget"), timeout=10)
+    assert link.created and link.link.source == pb.LINK_SOURCE_API
+    forgot = stub.ForgetCustomer(pb.ForgetCustomerRequest(customer_id="C-forget"), timeout=10)
+    assert (forgot.links_deleted, forgot.events_deleted) == (1, 5)
+    gone = code_and_fields(stub.GetSessions, pb.GetSessionsRequest(anonymous_id="A-forget"))
+    assert gone[0] == grpc.StatusCode.NOT_FOUND
+
+
+def test_nothing_accepted_is_lost_across_a_restart(gw_artifacts, triton, visitor, tmp_path):
+    anon, events = visitor
+    store = f"sqlite://{tmp_path / 'gw.db'}"
+    gw = Gateway(gw_artifacts, store, triton.grpc_url, events[-1].ts + DAY_MS).start()
+    accepted = gw.stub.RecordEvents(pb.RecordEventsRequest(events=[to_pb(e) for e in events[:20]]), timeout=10).accepted
+    gw.stub.LinkIdentity(pb.LinkIdentityRequest(anonymous_id=anon, customer_id="C-restart"), timeout=10)
+    assert gw.stop() == 0
+    gw = Gateway(gw_artifacts, store, triton.grpc_url, events[-1].ts + DAY_MS).start()
+    try:
+        got = gw.stub.GetSessions(pb.GetSessionsRequest(customer_id="C-restart"), timeout=10)
+        assert sum(s.n_events for s in got.sessions) == accepted == 20
+    finally:
+        gw.stop()
+
+
+def test_a_dead_model_server_degrades_to_the_baseline_never_an_error(gw_artifacts, visitor, tmp_path):
+    anon, events = visitor
+    gw = Gateway(gw_artifacts, f"sqlite://{tmp_path / 'gw.db'}", f"127.0.0.1:{free_port()}", events[-1].ts + DAY_MS,
+                 triton_timeout_s="0.3").start()
+    try:
+        gw.stub.RecordEvents(pb.RecordEventsRequest(events=[to_pb(e) for e in events[:10]]), timeout=10)
+        gw.stub.LinkIdentity(pb.LinkIdentityRequest(anonymous_id=anon, customer_id="C1"), timeout=10)
+        tiles = ["tile_auto_loan", "tile_heloc", "tile_open_checking"]
+        started = time.monotonic()
+        ranked = gw.stub.RankTiles(pb.RankTilesRequest(customer_id="C1", tile_ids=tiles), timeout=10)
+        assert ranked.degraded and ranked.degraded_reason and time.monotonic() - started < 5
+        assert sorted(t.tile_id for t in ranked.tiles) == sorted(tiles) and ranked.sessions_used == 0
+    finally:
+        gw.stop()
+
+
+def test_gateway_never_imports_torch():
+    out = subprocess.run([sys.executable, "-c", "import gateway.server, sys; print('torch' in sys.modules)"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_featurizer_is_the_training_one(gw_artifacts):
+    assert Featurizer.load(gw_artifacts / "featurizer.json").version.startswith("1-")
