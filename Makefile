@@ -13,6 +13,8 @@ INTENT := $(VENV)/bin/intent
 GENERATE = $(INTENT) data --out $(DATA) --visitors $(VISITORS) --seed $(SEED)
 
 .PHONY: help venv data train probe taxonomy bench-train run test lint lock clean
+HEAD       ?= $(ARTIFACTS)/intent_head.json
+REPOSITORY ?= model_repository
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -63,8 +65,12 @@ bench-triton: venv $(DATA)/events.jsonl  ## perf_analyzer on the ensemble, c=1..
 	$(NEED_HEAD)
 	$(PY) -m training.export bench-triton --artifacts $(ARTIFACTS) --head $(HEAD) --data $(DATA) --report reports/bench_triton.json
 
-run: venv  ## the main job on embedded defaults: data -> train -> probe -> taxonomy, with a summary
+run: venv  ## the main job: data -> train -> probe -> taxonomy -> ranker -> export -> Triton + gateway, ranked tiles
 	$(INTENT) run --data $(DATA) --artifacts $(ARTIFACTS) --visitors $(VISITORS) --epochs $(EPOCHS) --seed $(SEED)
+	$(PY) -m training.evaluation --data $(DATA) --artifacts $(ARTIFACTS) --reports $(ARTIFACTS)/run_eval \
+		--seeds 0 --llm-customers 0 --no-robustness --n-boot 20 --no-progress > /dev/null
+	$(PY) -m training.export export --artifacts $(ARTIFACTS) --head $(HEAD) --repository $(REPOSITORY) --target cpu
+	$(PY) -m gateway.replay --data $(DATA) --artifacts $(ARTIFACTS) --repository $(REPOSITORY)
 
 # -- evaluation: the paper's two tasks on the synthetic bank (issue 4) ---------------------------------------
 LLM_CUSTOMERS ?= 150
@@ -76,7 +82,29 @@ eval: venv $(DATA)/events.jsonl  ## tile ranking + conversion eval (+ a 2nd gene
 	@test -f $(ARTIFACTS)/intent_head.json || $(MAKE) taxonomy
 	$(PY) -m training.evaluation --data $(DATA) --artifacts $(ARTIFACTS) --reports reports --llm-customers $(LLM_CUSTOMERS)
 
-test: venv  ## lint and the whole test suite
+# -- gateway: gRPC contract, session store, serving ------------------------------------------------------------
+BUF := .cache/buf/node_modules/.bin/buf
+
+.PHONY: proto proto-lint redis serve
+
+proto: venv  ## generate the gateway's Python stubs from proto/ into gateway/_gen (never edit them by hand)
+	$(PY) -c "from gateway.api import generate; generate()"
+
+$(BUF):
+	npm install --silent --prefix .cache/buf @bufbuild/buf@1.50.0
+
+proto-lint: $(BUF)  ## buf lint of proto/ (STANDARD rules)
+	cd proto && ../$(BUF) lint
+
+redis:  ## install redis-server (the Redis store's tests start their own on a free loopback port)
+	@command -v redis-server > /dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get install -y -qq redis-server > /dev/null || { apt-get update -qq && apt-get install -y -qq redis-server > /dev/null; }; \
+		else sudo apt-get install -y -qq redis-server > /dev/null; fi; }
+
+serve: venv  ## the gateway on 127.0.0.1:50051 (config: --config FILE, GATEWAY_* env); needs make serve-triton
+	$(PY) -m gateway.server
+
+test: venv redis proto-lint  ## lint, buf lint and the whole test suite
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q
 
