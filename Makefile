@@ -85,7 +85,7 @@ eval: venv $(DATA)/events.jsonl  ## tile ranking + conversion eval (+ a 2nd gene
 # -- gateway: gRPC contract, session store, serving ------------------------------------------------------------
 BUF := .cache/buf/node_modules/.bin/buf
 
-.PHONY: proto proto-lint redis serve
+.PHONY: proto proto-lint redis serve bench-gateway
 
 proto: venv  ## generate the gateway's Python stubs from proto/ into gateway/_gen (never edit them by hand)
 	$(PY) -c "from gateway.api import generate; generate()"
@@ -103,6 +103,9 @@ redis:  ## install redis-server (the Redis store's tests start their own on a fr
 
 serve: venv  ## the gateway on 127.0.0.1:50051 (config: --config FILE, GATEWAY_* env); needs make serve-triton
 	$(PY) -m gateway.server
+
+bench-gateway: venv  ## RankTiles p50/p99 and throughput at c=1,8,32 beside raw Triton -> reports/bench_gateway.json (needs make export)
+	$(PY) -m gateway.bench --data $(DATA) --artifacts $(ARTIFACTS) --repository $(REPOSITORY) --report reports/bench_gateway.json
 
 test: venv redis proto-lint  ## lint, buf lint and the whole test suite
 	$(VENV)/bin/ruff check .

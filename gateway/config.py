@@ -28,6 +28,8 @@ class GatewayConfig:
     """Pre-login sessions older than this do not count; 0 means the ranker's own training lookback."""
     as_of: str = ""
     """RFC 3339 time to treat as now when replaying historical traffic; empty means the wall clock."""
+    cache_embeddings: bool = True
+    """Keep each session's embedding and intents in the store, keyed by session version (its event count)."""
     max_sessions: int = 20
     """Most recent linked sessions used per customer."""
     max_batch_events: int = 1000
@@ -58,12 +60,24 @@ class GatewayConfig:
         for f in fields(cls):
             if f.name in values:
                 kind = type(f.default) if f.default is not MISSING else str
-                typed[f.name] = kind(values[f.name])
+                typed[f.name] = _to_bool(values[f.name]) if kind is bool else kind(values[f.name])
         return cls(**typed)
 
     @classmethod
     def add_flags(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--config", help="YAML file of settings (env GATEWAY_<NAME> and flags override it)")
         for f in fields(cls):
-            parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=type(f.default), default=None,
+            kind = _to_bool if isinstance(f.default, bool) else type(f.default)
+            parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None,
                                 help=f"(default: {f.default}; env GATEWAY_{f.name.upper()})")
+
+
+def _to_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")

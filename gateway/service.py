@@ -84,7 +84,8 @@ class Gateway:
         if not sessions:
             return SessionIntents(np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)), ""
         keys = [f"{s.session_id}:{len(s.events)}:{self.intents.version}" for s in sessions]
-        cached = [await self.store.cache_get(k) for k in keys]
+        use_cache = self.cfg.cache_embeddings
+        cached = [await self.store.cache_get(k) if use_cache else None for k in keys]
         missing = [i for i, c in enumerate(cached) if c is None]
         fresh: SessionIntents | None = None
         if missing:
@@ -105,7 +106,8 @@ class Gateway:
                 emb[i], probs[i] = row[:dim], row[dim:]
         for j, i in enumerate(missing):
             emb[i], probs[i] = fresh.embeddings[j], fresh.probabilities[j]
-            await self.store.cache_put(keys[i], np.concatenate([emb[i], probs[i]]).astype(np.float32).tobytes())
+            if use_cache:
+                await self.store.cache_put(keys[i], np.concatenate([emb[i], probs[i]]).astype(np.float32).tobytes())
         return SessionIntents(emb, probs), ""
 
     def top_intents(self, probs: np.ndarray, n: int = 3) -> list[tuple[str, float]]:

@@ -1,7 +1,7 @@
 """Session store: web events and identity links. One interface, two implementations.
 
 - `SqliteStore` (embedded default): one file, WAL mode, synchronous=FULL, so an acknowledged write
-  survives a crash or restart of the gateway.
+  survives a crash or restart of the gateway; its embedding cache is in memory.
 - `RedisStore`: for deployments with several gateway replicas sharing one store.
 
 Both pass tests/integration/test_store_conformance.py.

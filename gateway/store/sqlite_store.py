@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,8 +29,9 @@ CREATE TABLE IF NOT EXISTS links (
     PRIMARY KEY (anonymous_id, customer_id)
 );
 CREATE INDEX IF NOT EXISTS links_by_customer ON links (customer_id, linked_at);
-CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires REAL NOT NULL);
 """
+CACHE_ENTRIES = 100_000
+"""The embedding cache lives in memory: an embedded store serves one replica, and a cache needs no fsync."""
 
 
 class SqliteStore:
@@ -43,6 +45,7 @@ class SqliteStore:
         self._db.execute("PRAGMA synchronous=FULL")  # an acknowledged write is on disk
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
+        self._cache: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
 
     async def _run(self, fn, *args):
         def locked():
@@ -121,13 +124,17 @@ class SqliteStore:
     # -- embedding cache
 
     async def cache_get(self, key: str) -> bytes | None:
-        row = await self._run(lambda: self._db.execute(
-            "SELECT value FROM cache WHERE key = ? AND expires > ?", (key, time.time())).fetchone())
-        return None if row is None else bytes(row[0])
+        hit = self._cache.get(key)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        self._cache.move_to_end(key)
+        return hit[1]
 
     async def cache_put(self, key: str, value: bytes) -> None:
-        await self._run(lambda: self._db.execute("INSERT OR REPLACE INTO cache VALUES (?, ?, ?)",
-                                                 (key, value, time.time() + self.limits.cache_ttl_s)))
+        self._cache[key] = (time.monotonic() + self.limits.cache_ttl_s, value)
+        self._cache.move_to_end(key)
+        while len(self._cache) > CACHE_ENTRIES:
+            self._cache.popitem(last=False)
 
     async def close(self) -> None:
         await self._run(self._db.close)

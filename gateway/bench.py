@@ -1,0 +1,181 @@
+"""`python -m gateway.bench`: RankTiles latency and throughput beside the raw Triton ensemble, same run.
+
+For each concurrency level, a bounded number of requests goes to (a) Triton's `intent_pipeline` directly,
+with each customer's sessions already featurized and padded (the model-server floor), and (b) the gateway's
+RankTiles for the same customers (store lookup + sessionize + featurize + Triton + ranker), once with the
+embedding cache off (every request reaches Triton) and once warm (the steady state for repeat visitors).
+The gateway runs as its own process; the load generator is grpc.aio in this one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+import grpc
+import numpy as np
+import tritonclient.grpc.aio as triton_aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gateway.api import pb, pb_grpc
+from gateway.replay import pick_visitors, replay
+from training.contract import Customer, LoadReport, load_events, read_rows
+from training.export.triton_server import TritonServer, free_port
+from training.featurizer import Featurizer, pad_batch
+from training.sessionize import sessionize
+
+DAY_MS = 86_400_000
+
+
+async def measure(call: Callable[[int], Awaitable[object]], concurrency: int, requests: int) -> dict:
+    """`requests` calls from `concurrency` workers; latency percentiles and completed calls per second."""
+    latencies: list[float] = []
+    counter = iter(range(requests))
+
+    async def worker() -> None:
+        for i in counter:
+            started = time.perf_counter()
+            await call(i)
+            latencies.append(time.perf_counter() - started)
+
+    for i in range(min(concurrency, 4)):  # warm-up: channels, Triton's first calls
+        await call(i)
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall = time.perf_counter() - started
+    ms = np.array(latencies) * 1000
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3),
+            "throughput_per_s": round(len(ms) / wall, 1), "requests": len(ms)}
+
+
+def start_gateway(artifacts: Path, store: str, triton_url: str, as_of: int, cache: bool, log: Path) -> tuple:
+    port = free_port()
+    args = [sys.executable, "-m", "gateway.server", "--listen", f"127.0.0.1:{port}", "--store", store,
+            "--artifacts", str(artifacts), "--triton-url", triton_url, "--as-of", str(as_of),
+            "--triton-timeout-s", "5", "--cache-embeddings", str(cache).lower(), "--log-level", "WARNING"]
+    process = subprocess.Popen(args, stdout=log.open("a"), stderr=subprocess.STDOUT)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    health = health_pb2_grpc.HealthStub(channel)
+    for _ in range(300):
+        try:
+            status = health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+            if status == health_pb2.HealthCheckResponse.SERVING:
+                channel.close()
+                return process, port
+        except grpc.RpcError:
+            if process.poll() is not None:
+                raise RuntimeError(f"gateway exited: {log.read_text()[-2000:]}") from None
+            time.sleep(0.2)
+    raise RuntimeError("gateway did not become healthy")
+
+
+async def run(args: argparse.Namespace) -> dict:
+    events = pick_visitors(load_events(args.data), args.visitors)
+    as_of = events[-1].ts + 1
+    customers = {c.customer_id: c for c in read_rows(args.data / "customers.jsonl", Customer, LoadReport())}
+    tiles = [json.loads(line)["tile_id"] for line in (args.data / "tiles.jsonl").read_text().splitlines()]
+    featurizer = Featurizer.load(args.artifacts / "featurizer.json")
+    lookback = float(json.loads((args.artifacts / "ranker.json").read_text())["meta"].get("lookback_days", 21))
+    anon_of: dict[str, set[str]] = {}
+    for e in events:
+        if e.customer_id in customers:
+            anon_of.setdefault(e.customer_id, set()).add(e.anonymous_id)
+    recent = [s for s in sessionize(events) if s.start_ms >= as_of - lookback * DAY_MS]
+    sessions_of = {c: [s for s in recent if s.anonymous_id in anons] for c, anons in anon_of.items()}
+    active = sorted(c for c, ss in sessions_of.items() if ss)
+    if not active:
+        raise ValueError("no replayed customer has a session inside the ranker's lookback window")
+    batches = [pad_batch([featurizer.encode(s.events) for s in sessions_of[c][-20:]]) for c in active]
+
+    work = Path(tempfile.mkdtemp(prefix="intent-bench-"))
+    report: dict = {"levels": {}, "customers": len(active),
+                    "mean_sessions_per_customer": round(float(np.mean([len(sessions_of[c]) for c in active])), 2)}
+    with TritonServer(args.repository, workdir=work / "triton") as triton:
+        client = triton_aio.InferenceServerClient(triton.grpc_url)
+
+        async def triton_call(i: int) -> None:
+            b = batches[i % len(batches)]
+            inputs = [triton_aio.InferInput("CATEGORICAL", list(b.categorical.shape), "INT64"),
+                      triton_aio.InferInput("CONTINUOUS", list(b.continuous.shape), "FP32")]
+            inputs[0].set_data_from_numpy(b.categorical)
+            inputs[1].set_data_from_numpy(b.continuous)
+            await client.infer("intent_pipeline", inputs)
+
+        for cache in (False, True):
+            name = "gateway_warm" if cache else "gateway"
+            process, port = start_gateway(args.artifacts, f"sqlite://{work / f'{name}.db'}", triton.grpc_url, as_of,
+                                          cache, work / f"{name}.log")
+            try:
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                    stub = pb_grpc.IntentGatewayServiceStub(channel)
+                    await replay(stub, events, 500)
+
+                    async def rank_call(i: int, stub=stub) -> None:
+                        c = customers[active[i % len(active)]]
+                        ctx = pb.CustomerContext(segment=c.segment, tenure_months=c.tenure_months,
+                                                 products_held=c.products)
+                        reply = await stub.RankTiles(pb.RankTilesRequest(customer_id=c.customer_id, tile_ids=tiles,
+                                                                         context=ctx), timeout=30)
+                        if reply.degraded:
+                            raise RuntimeError(f"degraded answer in the benchmark: {reply.degraded_reason}")
+
+                    for c in args.concurrency:
+                        level = report["levels"].setdefault(f"c{c}", {})
+                        if not cache:
+                            level["triton"] = await measure(triton_call, c, args.requests)
+                        level[name] = await measure(rank_call, c, args.requests)
+            finally:
+                process.terminate()
+                process.wait(timeout=30)
+        await client.close()
+    levels = report["levels"]
+    report["p50_ms"] = {f"{k}_c{c}": levels[f"c{c}"][k]["p50_ms"] for c in args.concurrency
+                        for k in ("gateway", "gateway_warm", "triton")}
+    report["throughput_ratio_c8"] = round(levels["c8"]["gateway"]["throughput_per_s"]
+                                          / levels["c8"]["triton"]["throughput_per_s"], 3) if "c8" in levels else None
+    report["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()}
+    report["config"] = {"requests_per_level": args.requests, "visitors_replayed": args.visitors, "tiles": len(tiles)}
+    return report
+
+
+def table(report: dict) -> str:
+    rows = ["| concurrency | target | p50 ms | p99 ms | requests/s |", "| --- | --- | --- | --- | --- |"]
+    for level, targets in report["levels"].items():
+        for name, m in targets.items():
+            rows.append(f"| {level} | {name} | {m['p50_ms']} | {m['p99_ms']} | {m['throughput_per_s']} |")
+    return "\n".join(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gateway.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("data/synthetic"), help="(default: %(default)s)")
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="(default: %(default)s)")
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="(default: %(default)s)")
+    parser.add_argument("--visitors", type=int, default=600, help="logged-in visitors replayed (default: %(default)s)")
+    parser.add_argument("--requests", type=int, default=400, help="requests per level (default: %(default)s)")
+    parser.add_argument("--concurrency", type=lambda t: [int(x) for x in t.split(",")], default=[1, 8, 32],
+                        help="levels, comma-separated (default: 1,8,32)")
+    parser.add_argument("--report", type=Path, default=Path("reports/bench_gateway.json"),
+                        help="(default: %(default)s)")
+    args = parser.parse_args(argv)
+    report = asyncio.run(run(args))
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text(json.dumps(report, indent=2))
+    args.report.with_suffix(".md").write_text("# Gateway benchmark\n\n" + table(report) + "\n")
+    print(table(report))
+    print(json.dumps({k: report[k] for k in ("p50_ms", "throughput_ratio_c8")}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
