@@ -121,3 +121,10 @@ lock:  ## re-resolve requirements.lock from pyproject (needs network)
 
 clean:  ## remove generated data and artifacts (keeps .venv)
 	rm -rf data artifacts .pytest_cache
+
+# -- Helm chart (issue 8): strict lint, render every variant, validate offline (no helm binary, no cluster) ------
+.PHONY: chart
+
+chart: venv  ## helm lint --strict + render every values variant -> reports/chart/*.yaml, validated for Kubernetes 1.33
+	$(PY) deploy/helm/chart_check.py --out reports/chart
+	$(VENV)/bin/pytest -q tests/chart
