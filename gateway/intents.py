@@ -3,16 +3,24 @@
 Sessions of one request go to Triton in one call (padded to the longest, in chunks of the model's
 max_batch_size); the channel is opened once and reused. At start-up the client reads the ensemble's
 config and refuses a model built with another featurizer than the gateway's: no train/serve skew.
+
+`url` is Triton's gRPC endpoint (`HOST:8001`), or its HTTP endpoint written `http://HOST:8000`: Triton 2.51
+keeps every W3C `traceparent` sent as an HTTP header but drops a few sent as gRPC metadata, so traced
+deployments use HTTP (see gateway/telemetry.py). The spans `featurize` and `triton.infer` are made here.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import tritonclient.grpc.aio as triton
+import tritonclient.http.aio as triton_http
+from opentelemetry.trace import SpanKind
 
+from gateway.telemetry import inject_headers, tracer
 from training.featurizer import Featurizer, pad_batch
 
 
@@ -31,14 +39,20 @@ class IntentClient:
         self.url = url
         self.model = model
         self.featurizer = featurizer
-        self.client = triton.InferenceServerClient(url)
+        self.http = url.startswith("http://")
+        self.api = triton_http if self.http else triton
+        self.client = (triton_http.InferenceServerClient(url.removeprefix("http://")) if self.http
+                       else triton.InferenceServerClient(url))
         self.labels: tuple[str, ...] = ()
         self.version = ""
         self.max_batch = 64
 
     async def connect(self, timeout_s: float = 5.0) -> None:
         """Read labels, batch limit and versions from the served ensemble; refuse a featurizer mismatch."""
-        config = (await self.client.get_model_config(self.model, as_json=True, client_timeout=timeout_s))["config"]
+        if self.http:
+            config = await asyncio.wait_for(self.client.get_model_config(self.model), timeout_s)
+        else:
+            config = (await self.client.get_model_config(self.model, as_json=True, client_timeout=timeout_s))["config"]
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         served = params.get("featurizer_version", "")
         if served != self.featurizer.version:
@@ -50,16 +64,28 @@ class IntentClient:
 
     async def infer(self, sessions: Sequence[Sequence], timeout_s: float) -> SessionIntents:
         """Embeddings and intent probabilities for sessions (each a sequence of contract events)."""
-        encoded = [self.featurizer.encode(events) for events in sessions]
+        with tracer.start_as_current_span("featurize") as span:
+            encoded = [self.featurizer.encode(events) for events in sessions]
+            batches = [pad_batch(encoded[start:start + self.max_batch])
+                       for start in range(0, len(encoded), self.max_batch)]
+            span.set_attribute("sessions", len(encoded))
         embeddings, probabilities = [], []
-        for start in range(0, len(encoded), self.max_batch):
-            batch = pad_batch(encoded[start:start + self.max_batch])
-            inputs = [triton.InferInput("CATEGORICAL", list(batch.categorical.shape), "INT64"),
-                      triton.InferInput("CONTINUOUS", list(batch.continuous.shape), "FP32")]
+        api = self.api
+        for batch in batches:
+            inputs = [api.InferInput("CATEGORICAL", list(batch.categorical.shape), "INT64"),
+                      api.InferInput("CONTINUOUS", list(batch.continuous.shape), "FP32")]
             inputs[0].set_data_from_numpy(batch.categorical)
             inputs[1].set_data_from_numpy(batch.continuous)
-            outputs = [triton.InferRequestedOutput("EMBEDDING"), triton.InferRequestedOutput("INTENT_PROBS")]
-            result = await self.client.infer(self.model, inputs, outputs=outputs, client_timeout=timeout_s)
+            outputs = [api.InferRequestedOutput("EMBEDDING"), api.InferRequestedOutput("INTENT_PROBS")]
+            with tracer.start_as_current_span("triton.infer", kind=SpanKind.CLIENT) as span:
+                span.set_attribute("triton.model", self.model)
+                span.set_attribute("triton.batch", int(batch.categorical.shape[0]))
+                headers = inject_headers() or None
+                if self.http:
+                    result = await self.client.infer(self.model, inputs, outputs=outputs, headers=headers)
+                else:
+                    result = await self.client.infer(self.model, inputs, outputs=outputs, client_timeout=timeout_s,
+                                                     headers=headers)
             embeddings.append(result.as_numpy("EMBEDDING"))
             probabilities.append(result.as_numpy("INTENT_PROBS"))
         return SessionIntents(np.concatenate(embeddings), np.concatenate(probabilities))

@@ -20,6 +20,8 @@ from gateway.config import GatewayConfig
 from gateway.intents import IntentClient
 from gateway.service import Gateway, GatewayServicer
 from gateway.store import StoreLimits, open_store
+from gateway.telemetry import TelemetrySettings, server_interceptors
+from gateway.telemetry import setup as setup_telemetry
 from training.evaluation.scoring import Ranker
 from training.featurizer import Featurizer
 
@@ -40,8 +42,9 @@ class JsonFormatter(logging.Formatter):
 class GatewayServer:
     """The assembled server: store, Triton client, ranker, gRPC services. `start()` then `stop()`."""
 
-    def __init__(self, cfg: GatewayConfig) -> None:
+    def __init__(self, cfg: GatewayConfig, telemetry: TelemetrySettings | None = None) -> None:
         self.cfg = cfg
+        telemetry = telemetry or TelemetrySettings.from_env({})
         artifacts = Path(cfg.artifacts)
         self.featurizer = Featurizer.load(artifacts / "featurizer.json")
         self.ranker = Ranker.load(artifacts / "ranker.json")
@@ -49,7 +52,7 @@ class GatewayServer:
         self.intents = IntentClient(cfg.triton_url, self.featurizer, cfg.triton_model)
         self.gateway = Gateway(cfg, self.store, self.intents, self.ranker)
         self.health = health.aio.HealthServicer()
-        self.server = grpc.aio.server()
+        self.server = grpc.aio.server(interceptors=server_interceptors(telemetry))
         self.port = 0
 
     async def start(self) -> int:
@@ -82,8 +85,9 @@ class GatewayServer:
         log.info("gateway stopped")
 
 
-async def serve(cfg: GatewayConfig) -> None:
-    server = GatewayServer(cfg)
+async def serve(cfg: GatewayConfig, telemetry: TelemetrySettings) -> None:
+    provider = setup_telemetry(telemetry)
+    server = GatewayServer(cfg, telemetry)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -92,6 +96,8 @@ async def serve(cfg: GatewayConfig) -> None:
     await stop.wait()
     log.info("shutdown requested; draining for up to %.1f s", cfg.grace_s)
     await server.stop()
+    if provider is not None:
+        provider.shutdown()  # flush the last spans
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -103,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=cfg.log_level, handlers=[handler])
     try:
-        asyncio.run(serve(cfg))
+        telemetry = TelemetrySettings.from_env()
+        asyncio.run(serve(cfg, telemetry))
     except (FileNotFoundError, ValueError, OSError) as exc:
         log.error("%s", exc)
         return 2

@@ -23,6 +23,7 @@ from gateway.config import GatewayConfig
 from gateway.errors import GatewayError, invalid_argument, not_found
 from gateway.intents import IntentClient, SessionIntents
 from gateway.store import SessionStore
+from gateway.telemetry import METRICS, tracer
 from gateway.validation import check_id, require_ids, to_events
 from training.contract import Event, parse_ts
 from training.evaluation.scoring import Ranker
@@ -119,19 +120,29 @@ class Gateway:
 
     async def rank(self, request: pb.RankTilesRequest) -> Ranking:
         self._check_rank_request(request)
-        sessions = await self.customer_sessions(request.customer_id)
+        with tracer.start_as_current_span("store.lookup") as span:
+            sessions = await self.customer_sessions(request.customer_id)
+            span.set_attribute("sessions", len(sessions))
         intents, reason = await self.session_intents(sessions)
-        has_session = bool(sessions) and intents is not None
-        signal = intents.embeddings.mean(axis=0) if has_session else np.zeros(self.ranker.spec.signal_dim)
-        n, ctx = len(request.tile_ids), request.context
-        features = self.ranker.spec.features(
-            list(request.tile_ids), [0] * n, [ctx.segment] * n, [ctx.tenure_months] * n,
-            [list(ctx.products_held)] * n, np.tile(signal, (n, 1)), [has_session] * n)
-        scores = self.ranker.score(features)
-        order = np.argsort(-scores, kind="stable")
-        explanation = self.top_intents(intents.probabilities.mean(axis=0)) if has_session else []
-        return Ranking([(request.tile_ids[i], float(scores[i])) for i in order], explanation,
-                       len(sessions) if has_session else 0, intents is None, reason, self.model_version)
+        return self.rank_with(request, sessions, intents, reason)
+
+    def rank_with(self, request: pb.RankTilesRequest, sessions: Sequence[Session], intents: SessionIntents | None,
+                  reason: str) -> Ranking:
+        """The ranking core shared by RankTiles and the KServe v2 endpoint: tile scores from session intents."""
+        with tracer.start_as_current_span("rank") as span:
+            has_session = bool(sessions) and intents is not None
+            signal = intents.embeddings.mean(axis=0) if has_session else np.zeros(self.ranker.spec.signal_dim)
+            n, ctx = len(request.tile_ids), request.context
+            features = self.ranker.spec.features(
+                list(request.tile_ids), [0] * n, [ctx.segment] * n, [ctx.tenure_months] * n,
+                [list(ctx.products_held)] * n, np.tile(signal, (n, 1)), [has_session] * n)
+            scores = self.ranker.score(features)
+            order = np.argsort(-scores, kind="stable")
+            explanation = self.top_intents(intents.probabilities.mean(axis=0)) if has_session else []
+            span.set_attribute("tiles", n)
+            span.set_attribute("degraded", intents is None)
+            return Ranking([(request.tile_ids[i], float(scores[i])) for i in order], explanation,
+                           len(sessions) if has_session else 0, intents is None, reason, self.model_version)
 
     def _check_rank_request(self, request: pb.RankTilesRequest) -> None:
         violations: list[tuple[str, str]] = []
@@ -211,6 +222,8 @@ class GatewayServicer(pb_grpc.IntentGatewayServiceServicer):
                 raise not_found("visitor", value, "no recorded events")
         sessions = sessions[-(request.max_sessions or self.gw.cfg.max_sessions):]
         intents, _ = await self.gw.session_intents(sessions)
+        if intents is None:
+            METRICS.degraded.labels("GetSessions").inc()
         out = pb.GetSessionsResponse(degraded=intents is None, model_version=self.gw.model_version)
         for i, s in enumerate(sessions):
             msg = out.sessions.add(session_id=s.session_id, anonymous_id=s.anonymous_id, start=iso(s.start_ms),
@@ -225,6 +238,7 @@ class GatewayServicer(pb_grpc.IntentGatewayServiceServicer):
     async def RankTiles(self, request, context):
         r = await self._guard(context, self.gw.rank(request))
         if r.degraded:
+            METRICS.degraded.labels("RankTiles").inc()
             log.warning("degraded ranking for %s: %s", request.customer_id, r.reason)
         return pb.RankTilesResponse(
             tiles=[pb.RankedTile(tile_id=t, score=s) for t, s in r.tiles],

@@ -1,0 +1,251 @@
+"""`python -m gateway.tracing_check`: are traces whole from a caller through the gateway into Triton, and what
+does tracing cost? -> reports/tracing.json.
+
+One run: a local OTLP receiver, the real Triton with OpenTelemetry tracing (every request, TIMESTAMPS), and
+gateway processes that differ only in their Triton transport (gRPC metadata vs HTTP headers) and in whether
+tracing is on. Each RankTiles call carries its own caller `traceparent`; a trace is *whole* when Triton's
+own spans (ensemble, models, compute) carry the caller's trace id and hang under the gateway's
+`triton.infer` span. Throughput with tracing on vs off is measured in alternating rounds on the same
+Triton (its trace level switched between TIMESTAMPS and OFF at runtime), medians compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+import numpy as np
+import tritonclient.grpc as triton_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gateway.api import pb, pb_grpc
+from gateway.otlp_receiver import OtlpReceiver, ReceivedSpan
+from training.export.triton_server import TritonServer, free_port
+
+DAY_MS = 86_400_000
+GATEWAY_SERVICE = "intent-gateway"
+
+
+def triton_trace_args(endpoint: str) -> list[str]:
+    """Triton flags: OpenTelemetry traces of every request to `endpoint`/v1/traces, exported every 0.5 s."""
+    url = endpoint.removeprefix("http://") + "/v1/traces"
+    return ["--trace-config", "mode=opentelemetry", "--trace-config", f"opentelemetry,url={url}",
+            "--trace-config", "rate=1", "--trace-config", "level=TIMESTAMPS",
+            "--trace-config", "opentelemetry,bsp_schedule_delay=500",
+            "--trace-config", "opentelemetry,bsp_max_queue_size=65536",
+            "--trace-config", "opentelemetry,resource=service.name=triton"]
+
+
+def otel_env(endpoint: str | None) -> dict[str, str]:
+    """The gateway's OTEL_* environment: OTLP/HTTP protobuf to `endpoint`, quick export; None = off."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    if endpoint is None:
+        return {**env, "OTEL_TRACES_EXPORTER": "none"}
+    return {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_SERVICE_NAME": GATEWAY_SERVICE, "OTEL_BSP_SCHEDULE_DELAY": "200",
+            "OTEL_BSP_MAX_QUEUE_SIZE": "65536"}
+
+
+class GatewayProcess:
+    """`python -m gateway.server` with its own store, the embedding cache off (every request reaches Triton)."""
+
+    def __init__(self, artifacts: Path, triton_url: str, as_of_ms: int, work: Path, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.log_path = work / f"gateway.{self.port}.log"
+        args = [sys.executable, "-m", "gateway.server", "--listen", f"127.0.0.1:{self.port}",
+                "--store", f"sqlite://{work / f'gw.{self.port}.db'}", "--artifacts", str(artifacts),
+                "--triton-url", triton_url, "--as-of", str(as_of_ms), "--cache-embeddings", "false",
+                "--triton-timeout-s", "5", "--log-level", "WARNING"]
+        with self.log_path.open("a") as log:
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                            env={**env, "PYTHONUNBUFFERED": "1"})
+        self.address = f"127.0.0.1:{self.port}"
+        channel = grpc.insecure_channel(self.address)
+        health = health_pb2_grpc.HealthStub(channel)
+        deadline = time.monotonic() + 60
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
+                            health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    if self.process.poll() is not None:
+                        raise RuntimeError(f"gateway exited: {self.log_path.read_text()[-2000:]}") from None
+                    time.sleep(0.2)
+            raise RuntimeError("gateway did not become healthy in 60 s")
+        finally:
+            channel.close()
+
+    def seed(self, events: Sequence, customer_id: str) -> None:
+        """Store the visitor's events and link them to `customer_id`."""
+        with grpc.insecure_channel(self.address) as channel:
+            stub = pb_grpc.IntentGatewayServiceStub(channel)
+            for start in range(0, len(events), 500):
+                stub.RecordEvents(pb.RecordEventsRequest(events=[to_pb(e) for e in events[start:start + 500]]),
+                                  timeout=30)
+            stub.LinkIdentity(pb.LinkIdentityRequest(anonymous_id=events[0].anonymous_id, customer_id=customer_id),
+                              timeout=10)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
+
+
+def to_pb(e) -> pb.WebEvent:
+    msg = pb.WebEvent(anonymous_id=e.anonymous_id, ts=str(e.ts), event_type=e.event_type, url=e.url,
+                      device=e.device or "", referrer=e.referrer or "", query=e.query or "")
+    if e.dwell_ms is not None:
+        msg.dwell_ms = e.dwell_ms
+    return msg
+
+
+def traceparent() -> tuple[str, str]:
+    """A fresh caller context: (trace id, W3C traceparent header), as a client span would send it."""
+    trace_id = secrets.token_hex(16)
+    return trace_id, f"00-{trace_id}-{secrets.token_hex(8)}-01"
+
+
+def trace_report(spans: Sequence[ReceivedSpan], trace_ids: Sequence[str]) -> dict:
+    """Per caller trace id: does Triton's compute span sit in it, under the gateway's triton.infer span?"""
+    by_trace: dict[str, list[ReceivedSpan]] = {}
+    for s in spans:
+        by_trace.setdefault(s.trace_id, []).append(s)
+    whole = 0
+    for tid in trace_ids:
+        trace = by_trace.get(tid, [])
+        infer_ids = {s.span_id for s in trace if s.service == GATEWAY_SERVICE and s.name == "triton.infer"}
+        triton = [s for s in trace if s.service != GATEWAY_SERVICE]
+        triton_ids = {s.span_id for s in triton}
+        roots_linked = [s for s in triton if s.parent_id not in triton_ids]
+        if (infer_ids and any("compute" in s.name.lower() for s in triton) and roots_linked
+                and all(s.parent_id in infer_ids for s in roots_linked)):
+            whole += 1
+    asked = set(trace_ids)
+    orphans = {s.trace_id for s in spans if s.service != GATEWAY_SERVICE and s.trace_id not in asked}
+    return {"requests": len(trace_ids), "whole": whole, "whole_pct": round(100.0 * whole / max(1, len(trace_ids)), 2),
+            "triton_traces_with_a_fresh_trace_id": len(orphans)}
+
+
+def fire(address: str, customer_id: str, tiles: Sequence[str], n: int) -> list[str]:
+    """n RankTiles calls, each with its own caller traceparent; their trace ids."""
+    ids = []
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.IntentGatewayServiceStub(channel)
+        for _ in range(n):
+            tid, header = traceparent()
+            reply = stub.RankTiles(pb.RankTilesRequest(customer_id=customer_id, tile_ids=list(tiles)), timeout=10,
+                                   metadata=[("traceparent", header)])
+            if reply.degraded:
+                raise RuntimeError(f"degraded answer: {reply.degraded_reason}")
+            ids.append(tid)
+    return ids
+
+
+async def throughput(address: str, customer_id: str, tiles: Sequence[str], concurrency: int, requests: int) -> float:
+    from gateway.bench import measure
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.IntentGatewayServiceStub(channel)
+        request = pb.RankTilesRequest(customer_id=customer_id, tile_ids=list(tiles))
+
+        async def call(_: int) -> None:
+            await stub.RankTiles(request, timeout=10)
+
+        return (await measure(call, concurrency, requests))["throughput_per_s"]
+
+
+def set_triton_tracing(triton: TritonServer, on: bool) -> None:
+    with triton_grpc.InferenceServerClient(triton.grpc_url) as client:
+        client.update_trace_settings(settings={"trace_level": ["TIMESTAMPS"] if on else ["OFF"]})
+
+
+def pick_visitor(data: Path):
+    from training.sessions import load_sessions
+
+    sessions = load_sessions(data).sessions
+    anon = max({s.anonymous_id for s in sessions[:300]}, key=lambda a: sum(s.anonymous_id == a for s in sessions))
+    return sorted((e for s in sessions if s.anonymous_id == anon for e in s.events), key=lambda e: e.ts)
+
+
+def run(repository: Path, artifacts: Path, data: Path, requests: int, rounds: int, round_requests: int,
+        concurrency: int, work: Path) -> dict:
+    events = pick_visitor(data)
+    as_of = events[-1].ts + DAY_MS
+    tiles = list(json.loads((artifacts / "ranker.json").read_text())["tiles"])[:4]
+    report: dict = {"requests_per_path": requests}
+    with OtlpReceiver() as rx, TritonServer(repository, workdir=work / "triton",
+                                            extra_args=triton_trace_args(rx.endpoint)) as triton:
+        http_url = f"http://{triton.http_url}"
+        gateways = {
+            "grpc_traced": GatewayProcess(artifacts, triton.grpc_url, as_of, work, otel_env(rx.endpoint)),
+            "http_traced": GatewayProcess(artifacts, http_url, as_of, work, otel_env(rx.endpoint)),
+            "grpc_off": GatewayProcess(artifacts, triton.grpc_url, as_of, work, otel_env(None)),
+            "http_off": GatewayProcess(artifacts, http_url, as_of, work, otel_env(None)),
+        }
+        try:
+            for gw in gateways.values():
+                gw.seed(events, "C-trace")
+            paths = {}
+            for name, transport in (("grpc_traced", "grpc_metadata"), ("http_traced", "http_header")):
+                ids = fire(gateways[name].address, "C-trace", tiles, requests)
+                paths[transport] = ids
+            all_ids = [i for ids in paths.values() for i in ids]
+            spans = rx.wait_for(lambda ss: trace_report(ss, all_ids)["whole"] == len(all_ids), timeout=15)
+            report["paths"] = {t: trace_report(spans, ids) for t, ids in paths.items()}
+            report["trace_whole_pct"] = report["paths"]["http_header"]["whole_pct"]
+            report["trace_path"] = "gateway -> Triton HTTP (traceparent header), tritonclient.http.aio"
+
+            runs: dict[str, list[float]] = {k: [] for k in ("grpc_off", "http_off", "http_traced")}
+            for _ in range(rounds):
+                for name in runs:
+                    set_triton_tracing(triton, name.endswith("traced"))
+                    runs[name].append(asyncio.run(throughput(gateways[name].address, "C-trace", tiles, concurrency,
+                                                             round_requests)))
+            set_triton_tracing(triton, True)
+            med = {k: float(np.median(v)) for k, v in runs.items()}
+            report["throughput_per_s"] = {k: {"median": round(m, 1), "rounds": runs[k]} for k, m in med.items()}
+            report["tracing_throughput_overhead_pct"] = round(100 * (med["http_off"] - med["http_traced"])
+                                                              / med["http_off"], 2)
+            report["overhead_vs_untraced_grpc_pct"] = round(100 * (med["grpc_off"] - med["http_traced"])
+                                                            / med["grpc_off"], 2)
+            report["load"] = {"concurrency": concurrency, "requests_per_round": round_requests, "rounds": rounds}
+            report["receiver_errors"] = rx.errors[:5]
+        finally:
+            for gw in gateways.values():
+                gw.stop()
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gateway.tracing_check", description=__doc__)
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    parser.add_argument("--data", type=Path, default=Path("data"))
+    parser.add_argument("--requests", type=int, default=200, help="traced requests per transport")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--round-requests", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--out", type=Path, default=Path("reports/tracing.json"))
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="intent-tracing-") as work:
+        report = run(args.repository, args.artifacts, args.data, args.requests, args.rounds, args.round_requests,
+                     args.concurrency, Path(work))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in report.items() if k != "throughput_per_s"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

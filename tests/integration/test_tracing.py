@@ -1,0 +1,77 @@
+"""One trace id from a caller's client span through the gateway (its own process) into Triton's compute spans.
+
+A local OTLP/HTTP receiver takes the gateway's protobuf export and Triton's JSON export; the gateway reaches
+Triton over HTTP (the transport that keeps every traceparent in Triton 2.51).
+"""
+
+from __future__ import annotations
+
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+from opentelemetry import propagate
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from test_gateway_grpc import gw_artifacts, visitor  # noqa: F401 (fixtures)
+
+from gateway.api import pb, pb_grpc
+from gateway.otlp_receiver import OtlpReceiver
+from gateway.tracing_check import GATEWAY_SERVICE, GatewayProcess, otel_env, trace_report, triton_trace_args
+from training.export.triton_server import TritonServer, free_port
+
+pytestmark = pytest.mark.slow
+DAY_MS = 86_400_000
+TILES = ["tile_refinance_rates", "tile_cash_back_card", "tile_open_checking", "tile_auto_loan"]
+
+
+@pytest.fixture(scope="module")
+def traced(exported_cpu, tmp_path_factory):
+    with OtlpReceiver() as rx, TritonServer(Path(exported_cpu.repository),
+                                            workdir=tmp_path_factory.mktemp("traced_triton"),
+                                            extra_args=triton_trace_args(rx.endpoint)) as triton:
+        yield rx, triton
+
+
+def test_one_trace_from_the_caller_into_tritons_compute_spans(traced, gw_artifacts, visitor, tmp_path):  # noqa: F811
+    rx, triton = traced
+    _, events = visitor
+    metrics_port = free_port()
+    env = {**otel_env(rx.endpoint), "OTEL_METRICS_EXPORTER": "prometheus",
+           "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1", "OTEL_EXPORTER_PROMETHEUS_PORT": str(metrics_port)}
+    gw = GatewayProcess(gw_artifacts, f"http://{triton.http_url}", events[-1].ts + DAY_MS, tmp_path, env)
+    try:
+        gw.seed(events[:40], "C-traced")
+        client = TracerProvider()
+        memory = InMemorySpanExporter()
+        client.add_span_processor(SimpleSpanProcessor(memory))
+        with client.get_tracer("test-client").start_as_current_span("client.rank") as span:
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            with grpc.insecure_channel(gw.address) as channel:
+                reply = pb_grpc.IntentGatewayServiceStub(channel).RankTiles(
+                    pb.RankTilesRequest(customer_id="C-traced", tile_ids=TILES), timeout=10,
+                    metadata=list(carrier.items()))
+        assert not reply.degraded and reply.sessions_used > 0
+        trace_id = format(span.get_span_context().trace_id, "032x")
+        client_span_id = format(span.get_span_context().span_id, "016x")
+
+        spans = rx.wait_for(lambda ss: trace_report(ss, [trace_id])["whole"] == 1, timeout=15)
+        assert trace_report(spans, [trace_id])["whole"] == 1, sorted({(s.service, s.name) for s in spans})
+        mine = [s for s in spans if s.trace_id == trace_id]
+        gateway_spans = {s.name: s for s in mine if s.service == GATEWAY_SERVICE}
+        server = next(s for s in gateway_spans.values() if s.name.endswith("RankTiles"))
+        assert server.parent_id == client_span_id
+        assert {"store.lookup", "featurize", "triton.infer", "rank"} <= set(gateway_spans)
+        triton_names = [s.name.lower() for s in mine if s.service != GATEWAY_SERVICE]
+        assert sum("compute" in n for n in triton_names) >= 2  # encoder and head
+        assert len(triton_names) >= 5, triton_names
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        assert 'gateway_requests_total{code="OK",method="RankTiles"}' in text
+        assert "gateway_request_duration_seconds_bucket" in text
+    finally:
+        gw.stop()
