@@ -16,8 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import tritonclient.grpc.aio as triton
-import tritonclient.http.aio as triton_http
 from opentelemetry.trace import SpanKind
 
 from gateway.telemetry import inject_headers, tracer
@@ -34,15 +32,30 @@ class SessionIntents:
     probabilities: np.ndarray  # float32 [N, K]
 
 
+def served_model(config: dict, model: str, featurizer: Featurizer) -> tuple[tuple[str, ...], int, str]:
+    """(labels, max batch, version) from the ensemble's config (JSON); refuses another featurizer version."""
+    params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+    served = params.get("featurizer_version", "")
+    if served != featurizer.version:
+        raise ModelMismatch(f"Triton model {model!r} was built with featurizer {served!r}, "
+                            f"the gateway has {featurizer.version!r}: export and deploy them together")
+    labels = tuple(params["labels"].split(","))
+    return labels, int(config.get("max_batch_size", 64)) or 64, f"{served}/{params.get('taxonomy_version', '')}"
+
+
 class IntentClient:
     def __init__(self, url: str, featurizer: Featurizer, model: str = "intent_pipeline") -> None:
         self.url = url
         self.model = model
         self.featurizer = featurizer
         self.http = url.startswith("http://")
-        self.api = triton_http if self.http else triton
-        self.client = (triton_http.InferenceServerClient(url.removeprefix("http://")) if self.http
-                       else triton.InferenceServerClient(url))
+        # imported here: tritonclient.grpc's protos clash with kserve's (both declare package `inference`)
+        if self.http:
+            import tritonclient.http.aio as api
+        else:
+            import tritonclient.grpc.aio as api
+        self.api = api
+        self.client = api.InferenceServerClient(url.removeprefix("http://"))
         self.labels: tuple[str, ...] = ()
         self.version = ""
         self.max_batch = 64
@@ -53,14 +66,7 @@ class IntentClient:
             config = await asyncio.wait_for(self.client.get_model_config(self.model), timeout_s)
         else:
             config = (await self.client.get_model_config(self.model, as_json=True, client_timeout=timeout_s))["config"]
-        params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
-        served = params.get("featurizer_version", "")
-        if served != self.featurizer.version:
-            raise ModelMismatch(f"Triton model {self.model!r} was built with featurizer {served!r}, "
-                                f"the gateway has {self.featurizer.version!r}: export and deploy them together")
-        self.labels = tuple(params["labels"].split(","))
-        self.max_batch = int(config.get("max_batch_size", 64)) or 64
-        self.version = f"{served}/{params.get('taxonomy_version', '')}"
+        self.labels, self.max_batch, self.version = served_model(config, self.model, self.featurizer)
 
     async def infer(self, sessions: Sequence[Sequence], timeout_s: float) -> SessionIntents:
         """Embeddings and intent probabilities for sessions (each a sequence of contract events)."""

@@ -1,0 +1,260 @@
+"""`python -m gateway.kserve_transformer`: the reranker on the Open Inference Protocol v2, as a KServe transformer.
+
+KServe's native shape: this process (REST on --http_port 8080, gRPC on --grpc_port 8081) is the
+transformer; its predictor is Triton's `intent_pipeline` over grpc-v2 (`--predictor_host H:P
+--predictor_protocol grpc-v2`). preprocess validates and featurizes, predict forwards the featurized
+sessions to Triton (KServe's own grpc-v2 client), postprocess scores the tiles with the gateway's ranking
+core (`Gateway.rank_with`, the same code RankTiles runs). Stateless: the caller sends the customer's
+linked pre-login events, no store is read.
+
+Model `reranker` (v2 tensors; BYTES elements are UTF-8):
+
+  inputs   EVENTS        BYTES [E]   one JSON web event each (RecordEvents' WebEvent fields: anonymous_id, ts,
+                                     event_type, url, dwell_ms, device, referrer, query); E may be 0
+           TILE_IDS      BYTES [T]   candidate tiles, 1..max_tiles, known to the ranker, no duplicates
+           CONTEXT       BYTES [1]   optional JSON {"segment", "tenure_months", "products_held"}
+  outputs  TILE_IDS      BYTES [T]   the tiles, best first
+           SCORES        FP32  [T]   their scores, same order
+           INTENTS       BYTES [K]   top intent labels (K <= 3; 0 without sessions)
+           INTENT_PROBS  FP32  [K]
+           SESSIONS_USED INT32 [1]
+           DEGRADED      BOOL  [1]   true when Triton failed or was late: the no-session ranking
+
+A bad request is a 400 (REST) / INVALID_ARGUMENT (gRPC) naming the field, as in the gateway's gRPC API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextvars
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+from google.protobuf import json_format
+
+from gateway.api import pb
+from gateway.config import GatewayConfig
+from gateway.errors import GatewayError
+from gateway.intents import SessionIntents, served_model
+from gateway.service import Gateway
+from gateway.telemetry import tracer
+from gateway.validation import to_events
+from training.evaluation.scoring import Ranker
+from training.featurizer import Featurizer, pad_batch
+from training.sessionize import Session, sessionize
+
+log = logging.getLogger("gateway.kserve")
+MODEL_NAME = "reranker"
+
+
+@dataclass
+class _Pending:
+    """What preprocess learned about one request, for postprocess (kept in a contextvar of the request's task)."""
+
+    request_id: str
+    request: pb.RankTilesRequest
+    sessions: list[Session]
+    reason: str = ""
+
+
+_pending: contextvars.ContextVar[_Pending] = contextvars.ContextVar("kserve_pending")
+
+
+def _strings(tensor) -> list[str]:
+    """A BYTES tensor's elements as str, whether it came over REST (a list) or gRPC (raw bytes)."""
+    data = tensor.data if isinstance(tensor.data, list) else tensor.as_numpy().ravel().tolist()
+    return [x.decode() if isinstance(x, bytes) else str(x) for x in data]
+
+
+def _invalid(field: str, why: str):
+    from kserve.errors import InvalidInput
+
+    return InvalidInput(f"{field}: {why}")
+
+
+def build_model(name: str, cfg: GatewayConfig, featurizer: Featurizer, ranker: Ranker, labels: Sequence[str],
+                version: str, predictor_model: str):
+    """The kserve.Model serving `name`; `labels`/`version` come from the served ensemble's config.
+
+    kserve is imported here and in main(), never at import time (it parses sys.argv when imported)."""
+    import kserve
+    from kserve import InferInput, InferOutput, InferRequest, InferResponse
+
+    intents_info = SimpleNamespace(labels=tuple(labels), version=version)
+    core = Gateway(cfg, store=None, intents=intents_info, ranker=ranker)
+
+    class Reranker(kserve.Model):
+        def __init__(self) -> None:
+            super().__init__(name, return_response_headers=False)
+            self.ready = True
+
+        async def preprocess(self, payload: InferRequest, headers: dict[str, str] | None = None):
+            inputs = {i.name: i for i in payload.inputs}
+            unknown = set(inputs) - {"EVENTS", "TILE_IDS", "CONTEXT"}
+            if unknown:
+                raise _invalid("inputs", f"unknown tensors {sorted(unknown)}")
+            if "TILE_IDS" not in inputs:
+                raise _invalid("TILE_IDS", "required")
+            request = pb.RankTilesRequest(customer_id="kserve", tile_ids=_strings(inputs["TILE_IDS"]))
+            try:
+                if "CONTEXT" in inputs:
+                    docs = _strings(inputs["CONTEXT"])
+                    if len(docs) != 1:
+                        raise _invalid("CONTEXT", "one JSON object expected")
+                    json_format.ParseDict(json.loads(docs[0]), request.context)
+                raw = _strings(inputs["EVENTS"]) if "EVENTS" in inputs else []
+                messages = [json_format.ParseDict(json.loads(doc), pb.WebEvent()) for doc in raw]
+            except (ValueError, json_format.ParseError) as exc:
+                raise _invalid("EVENTS/CONTEXT", f"not valid JSON for the contract: {exc}") from None
+            try:
+                core._check_rank_request(request)
+                events = to_events(messages, cfg.max_batch_events) if messages else []
+            except GatewayError as exc:
+                raise _invalid("request", str(exc)) from None
+            since = core.now_ms() - core.lookback_ms
+            with tracer.start_as_current_span("featurize"):
+                sessions = sorted(sessionize([e for e in events if e.ts >= since]), key=lambda s: s.start_ms)
+                sessions = sessions[-cfg.max_sessions:]
+                _pending.set(_Pending(payload.id or "", request, sessions))
+                if not sessions:
+                    return InferRequest(model_name=predictor_model, infer_inputs=[], request_id=payload.id)
+                batch = pad_batch([featurizer.encode(s.events) for s in sessions])
+            tensors = [InferInput("CATEGORICAL", list(batch.categorical.shape), "INT64"),
+                       InferInput("CONTINUOUS", list(batch.continuous.shape), "FP32")]
+            tensors[0].set_data_from_numpy(batch.categorical, binary_data=True)
+            tensors[1].set_data_from_numpy(batch.continuous, binary_data=True)
+            return InferRequest(model_name=predictor_model, infer_inputs=tensors, request_id=payload.id)
+
+        async def predict(self, payload, headers=None, response_headers=None):
+            pending = _pending.get()
+            if not pending.sessions:
+                return None
+            try:
+                with tracer.start_as_current_span("triton.infer"):
+                    return await asyncio.wait_for(super().predict(payload, headers), cfg.triton_timeout_s)
+            except TimeoutError:
+                pending.reason = f"model server slower than {cfg.triton_timeout_s * 1000:.0f} ms"
+            except Exception as exc:  # the predictor failing degrades the answer, never fails it
+                log.warning("predictor call failed: %s", exc)
+                pending.reason = f"model server unavailable: {type(exc).__name__}"
+            return None
+
+        async def postprocess(self, result, headers=None, response_headers=None):
+            pending = _pending.get()
+            intents = None
+            if result is not None:
+                out = {o.name: o.as_numpy() for o in result.outputs}
+                intents = SessionIntents(out["EMBEDDING"], out["INTENT_PROBS"])
+            elif not pending.sessions:
+                intents = SessionIntents(np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32))
+            r = core.rank_with(pending.request, pending.sessions, intents, pending.reason)
+            tiles, scores = [t for t, _ in r.tiles], [s for _, s in r.tiles]
+            labels_out, probs = [lb for lb, _ in r.intents], [p for _, p in r.intents]
+            outputs = [InferOutput("TILE_IDS", [len(tiles)], "BYTES", tiles),
+                       InferOutput("SCORES", [len(scores)], "FP32", scores),
+                       InferOutput("INTENTS", [len(labels_out)], "BYTES", labels_out),
+                       InferOutput("INTENT_PROBS", [len(probs)], "FP32", probs),
+                       InferOutput("SESSIONS_USED", [1], "INT32", [r.sessions_used]),
+                       InferOutput("DEGRADED", [1], "BOOL", [r.degraded])]
+            return InferResponse(pending.request_id, self.name, outputs,
+                                 parameters={"model_version": r.model_version, "degraded_reason": r.reason})
+
+    return Reranker()
+
+
+def read_served_model(url: str, featurizer: Featurizer, model: str) -> tuple[tuple[str, ...], str]:
+    """Labels and version of the served ensemble; refuses a featurizer mismatch (as the gateway does).
+
+    Triton's ModelConfig RPC over a plain grpc channel: tritonclient.grpc cannot be imported beside kserve
+    (both register protos of package `inference`), so the request is encoded by hand and the reply parsed
+    with Triton's model_config.proto, loaded from tritonclient's file without its package.
+    """
+    import importlib.util
+
+    import grpc
+    import tritonclient
+
+    path = Path(tritonclient.__file__).parent / "grpc" / "model_config_pb2.py"
+    spec = importlib.util.spec_from_file_location("_triton_model_config_pb2", path)
+    model_config_pb2 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(model_config_pb2)
+    name = model.encode()
+    request = b"\x0a" + _varint(len(name)) + name  # ModelConfigRequest{name = 1}
+    with grpc.insecure_channel(url) as channel:
+        reply = channel.unary_unary("/inference.GRPCInferenceService/ModelConfig")(request, timeout=10)
+    config = model_config_pb2.ModelConfig()
+    if reply[:1] == b"\x0a":  # ModelConfigResponse{config = 1}
+        length, start = _read_varint(reply, 1)
+        config.ParseFromString(reply[start:start + length])
+    doc = json_format.MessageToDict(config, preserving_proto_field_name=True)
+    labels, _, version = served_model(doc, model, featurizer)
+    return labels, version
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos += 1
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+def parser() -> argparse.ArgumentParser:
+    """KServe's model-server flags (--http_port, --grpc_port, --predictor_host, --predictor_protocol, ...)
+    plus the gateway's settings (--artifacts, --triton-model, ...; env GATEWAY_*)."""
+    from kserve import model_server
+
+    p = argparse.ArgumentParser(prog="python -m gateway.kserve_transformer", parents=[model_server.parser],
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    GatewayConfig.add_flags(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = vars(parser().parse_args(argv))
+    from kserve import ModelServer
+    from kserve.predictor_config import PredictorConfig
+
+    if args["predictor_protocol"] != "grpc-v2" or not args["predictor_host"]:
+        print("--predictor_host HOST:PORT and --predictor_protocol grpc-v2 are required", file=sys.stderr)
+        return 2
+    gateway_args = {k: args.get(k) for k in GatewayConfig.__dataclass_fields__}
+    cfg = GatewayConfig.load(args.get("config"), overrides=gateway_args)
+    artifacts = Path(cfg.artifacts)
+    featurizer = Featurizer.load(artifacts / "featurizer.json")
+    ranker = Ranker.load(artifacts / "ranker.json")
+    labels, version = read_served_model(args["predictor_host"], featurizer, cfg.triton_model)
+    model = build_model(args["model_name"] if args["model_name"] != "model" else MODEL_NAME, cfg, featurizer,
+                        ranker, labels, version, cfg.triton_model)
+    predictor = PredictorConfig(predictor_host=args["predictor_host"], predictor_protocol="grpc-v2",
+                                predictor_use_ssl=args["predictor_use_ssl"],
+                                predictor_request_timeout_seconds=args["predictor_request_timeout_seconds"],
+                                predictor_request_retries=args["predictor_request_retries"])
+    server = ModelServer(http_port=args["http_port"], grpc_port=args["grpc_port"], workers=1,
+                         enable_grpc=args["enable_grpc"], enable_docs_url=False,
+                         enable_latency_logging=args["enable_latency_logging"], predictor_config=predictor)
+    server.start([model])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
