@@ -107,6 +107,12 @@ serve: venv  ## the gateway on 127.0.0.1:50051 (config: --config FILE, GATEWAY_*
 bench-gateway: venv  ## RankTiles p50/p99 and throughput at c=1,8,32 beside raw Triton -> reports/bench_gateway.json (needs make export)
 	$(PY) -m gateway.bench --data $(DATA) --artifacts $(ARTIFACTS) --repository $(REPOSITORY) --report reports/bench_gateway.json
 
+tracing-check: venv  ## whole-trace share (gRPC metadata vs HTTP into Triton) + tracing overhead -> reports/tracing.json (needs make export)
+	$(PY) -m gateway.tracing_check --data $(DATA) --artifacts $(ARTIFACTS) --repository $(REPOSITORY) --out reports/tracing.json
+
+serve-kserve: venv  ## the reranker on KServe v2 (REST 8080, gRPC 8081) in front of Triton's gRPC (PREDICTOR=127.0.0.1:8001)
+	$(PY) -m gateway.kserve_transformer --predictor_host $(or $(PREDICTOR),127.0.0.1:8001) --predictor_protocol grpc-v2 --artifacts $(ARTIFACTS)
+
 test: venv redis proto-lint  ## lint, buf lint and the whole test suite
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q
