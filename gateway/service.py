@@ -115,8 +115,8 @@ class Gateway:
         return [(self.intents.labels[i], float(probs[i])) for i in np.argsort(-probs)[:n]]
 
     async def customer_sessions(self, customer_id: str) -> list[Session]:
-        links = await self.store.links(customer_id)
-        return await self.sessions_of([lk.anonymous_id for lk in links], self.now_ms() - self.lookback_ms)
+        events = await self.store.customer_events(customer_id, self.now_ms() - self.lookback_ms)
+        return sorted(sessionize(events), key=lambda s: s.start_ms)[-self.cfg.max_sessions:]
 
     async def rank(self, request: pb.RankTilesRequest) -> Ranking:
         self._check_rank_request(request)

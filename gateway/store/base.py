@@ -52,6 +52,9 @@ class SessionStore(Protocol):
     async def events(self, anonymous_id: str, since_ms: int = 0) -> list[Event]:
         """A visitor's events with ts >= since_ms, in time order."""
 
+    async def customer_events(self, customer_id: str, since_ms: int = 0) -> list[Event]:
+        """The events with ts >= since_ms of every visitor linked to the customer, in time order."""
+
     async def link(self, anonymous_id: str, customer_id: str, source: LinkSourceName, at_ms: int
                    ) -> tuple[Link, bool]:
         """Idempotent: returns the (possibly existing) link and whether it was created."""

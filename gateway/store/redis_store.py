@@ -91,6 +91,13 @@ class RedisStore:
         bodies = await self._redis.hmget(self._k("evb", anonymous_id), keys)
         return sorted((from_json(b) for b in bodies if b is not None), key=lambda e: e.ts)
 
+    async def customer_events(self, customer_id: str, since_ms: int = 0) -> list[Event]:
+        anons = [a.decode() for a in await self._redis.hkeys(self._k("link", customer_id))]
+        events: list[Event] = []
+        for anon in anons:
+            events += await self.events(anon, since_ms)
+        return sorted(events, key=lambda e: e.ts)
+
     async def prune(self, now_ms: int) -> int:
         cutoff = now_ms - self.limits.retention_days * DAY_MS
         removed = 0

@@ -1,4 +1,9 @@
-"""The embedded store: SQLite in WAL mode, one connection behind a lock, calls run in a worker thread."""
+"""The embedded store: SQLite in WAL mode.
+
+Writes go through one connection behind a lock in a worker thread (they fsync). Reads use a second
+connection directly on the event loop: in WAL mode readers never wait for the writer, and a lookup of a
+customer's few sessions takes tens of microseconds, less than a hop to a thread.
+"""
 
 from __future__ import annotations
 
@@ -44,6 +49,8 @@ class SqliteStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # an acknowledged write is on disk
         self._db.executescript(SCHEMA)
+        self._reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None) \
+            if self.path != ":memory:" else self._db
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
 
@@ -81,9 +88,14 @@ class SqliteStore:
         return added
 
     async def events(self, anonymous_id: str, since_ms: int = 0) -> list[Event]:
-        rows = await self._run(lambda: self._db.execute(
-            "SELECT body FROM events WHERE anonymous_id = ? AND ts >= ? ORDER BY ts", (anonymous_id, since_ms)
-        ).fetchall())
+        rows = self._reader.execute("SELECT body FROM events WHERE anonymous_id = ? AND ts >= ? ORDER BY ts",
+                                    (anonymous_id, since_ms)).fetchall()
+        return [from_json(r[0]) for r in rows]
+
+    async def customer_events(self, customer_id: str, since_ms: int = 0) -> list[Event]:
+        rows = self._reader.execute(
+            "SELECT e.body FROM links l JOIN events e ON e.anonymous_id = l.anonymous_id "
+            "WHERE l.customer_id = ? AND e.ts >= ? ORDER BY e.ts", (customer_id, since_ms)).fetchall()
         return [from_json(r[0]) for r in rows]
 
     async def prune(self, now_ms: int) -> int:
@@ -107,9 +119,8 @@ class SqliteStore:
             "DELETE FROM links WHERE anonymous_id = ? AND customer_id = ?", (anonymous_id, customer_id)).rowcount == 1)
 
     async def links(self, customer_id: str) -> list[Link]:
-        rows = await self._run(lambda: self._db.execute(
-            "SELECT anonymous_id, customer_id, source, linked_at FROM links WHERE customer_id = ? "
-            "ORDER BY linked_at, anonymous_id", (customer_id,)).fetchall())
+        rows = self._reader.execute("SELECT anonymous_id, customer_id, source, linked_at FROM links "
+                                    "WHERE customer_id = ? ORDER BY linked_at, anonymous_id", (customer_id,)).fetchall()
         return [Link(*r) for r in rows]
 
     async def forget_customer(self, customer_id: str) -> tuple[int, int]:
@@ -137,4 +148,6 @@ class SqliteStore:
             self._cache.popitem(last=False)
 
     async def close(self) -> None:
+        if self._reader is not self._db:
+            self._reader.close()
         await self._run(self._db.close)
