@@ -113,6 +113,12 @@ tracing-check: venv  ## whole-trace share (gRPC metadata vs HTTP into Triton) + 
 serve-kserve: venv  ## the reranker on KServe v2 (REST 8080, gRPC 8081) in front of Triton's gRPC (PREDICTOR=127.0.0.1:8001)
 	$(PY) -m gateway.kserve_transformer --predictor_host $(or $(PREDICTOR),127.0.0.1:8001) --predictor_protocol grpc-v2 --artifacts $(ARTIFACTS)
 
+# -- one benchmark of both tiers (issue 7): perf_analyzer on Triton and the KServe v2 transformer, typed gRPC load --
+.PHONY: bench
+
+bench: venv $(DATA)/events.jsonl  ## Triton ensemble + KServe v2 reranker + typed RankTiles at c=1,4,8 -> reports/bench.{md,json} (needs make export)
+	$(PY) -m gateway.bench_all --data $(DATA) --artifacts $(ARTIFACTS) --repository $(REPOSITORY) --report reports/bench.json
+
 test: venv redis proto-lint  ## lint, buf lint and the whole test suite
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q

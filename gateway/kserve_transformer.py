@@ -68,8 +68,10 @@ _pending: contextvars.ContextVar[_Pending] = contextvars.ContextVar("kserve_pend
 
 
 def _strings(tensor) -> list[str]:
-    """A BYTES tensor's elements as str, whether it came over REST (a list) or gRPC (raw bytes)."""
-    data = tensor.data if isinstance(tensor.data, list) else tensor.as_numpy().ravel().tolist()
+    """A BYTES tensor's elements as str, whether it came over REST (a list) or gRPC (typed contents, or
+    raw_input_contents as tritonclient and perf_analyzer send them: then `data` is an empty list)."""
+    raw = getattr(tensor, "_raw_data", None) is not None
+    data = tensor.data if isinstance(tensor.data, list) and not raw else tensor.as_numpy().ravel().tolist()
     return [x.decode() if isinstance(x, bytes) else str(x) for x in data]
 
 
