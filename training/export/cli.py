@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add(p, "concurrency", "1,2,4,8,16", "concurrency levels", type=_ints)
     _add(p, "report", "reports/bench_triton.json", "JSON report (a .md table is written beside it)", type=Path)
     _add(p, "workdir", ".cache/bench_triton", "repositories, input data and logs of the runs", type=Path)
+    _add(p, "max-other-cpu", 15, "repeat a run when unrelated processes took more CPU than this (%%)", type=int)
+    _add(p, "attempts", 3, "runs per level at most (the least disturbed one is kept)", type=int)
     _add_serving(p)
 
     p = sub.add_parser("fetch-perf-analyzer", help="get perf_analyzer from the tritonclient 2.51.0 wheel (idempotent)")
@@ -154,7 +156,7 @@ def _bench(args: argparse.Namespace) -> int:
     sessions = load_sessions(args.data).part(holdout=True)[: args.sessions]
     encoded = [featurizer.encode(s.events) for s in sessions]
     report = bench_triton(models.onnx, models.shapes, encoded, args.report, _serving(args), args.workdir,
-                          args.concurrency, machine_info())
+                          args.concurrency, machine_info(), args.max_other_cpu, args.attempts)
     print(args.report.with_suffix(".md").read_text())
     ratio = next(v for k, v in report.items() if k.startswith("throughput_ratio_"))
     print(f"wrote {args.report}; throughput ratio {ratio}")

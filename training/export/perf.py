@@ -158,9 +158,25 @@ def run_level(pa: PerfAnalyzer, server: TritonServer, input_data: Path, concurre
     }
 
 
+def measure(pa: PerfAnalyzer, server: TritonServer, input_data: Path, concurrency: int, out_csv: Path,
+            max_other_cpu_pct: int, attempts: int) -> dict:
+    """run_level, repeated (up to `attempts`) while unrelated processes took more than `max_other_cpu_pct` of
+    the CPU; keeps the least disturbed run and records how many were made."""
+    runs = []
+    for _ in range(attempts):
+        runs.append(run_level(pa, server, input_data, concurrency, out_csv))
+        if runs[-1]["cpu_used_pct"]["other_processes"] <= max_other_cpu_pct:
+            break
+        log.warning("c=%d: other processes took %d%% CPU during the run; measuring again", concurrency,
+                    runs[-1]["cpu_used_pct"]["other_processes"])
+    best = min(runs, key=lambda r: r["cpu_used_pct"]["other_processes"])
+    return {**best, "attempts": len(runs), "disturbed": best["cpu_used_pct"]["other_processes"] > max_other_cpu_pct}
+
+
 def bench_triton(onnx: dict[str, Path], shapes, encoded: Sequence[tuple[np.ndarray, np.ndarray]],
                  report_path: Path, cfg: ServingConfig, work_dir: Path,
-                 concurrency: Sequence[int] = CONCURRENCY, machine: dict | None = None) -> dict:
+                 concurrency: Sequence[int] = CONCURRENCY, machine: dict | None = None,
+                 max_other_cpu_pct: int = 15, attempts: int = 3) -> dict:
     """Both variants (dynamic batching on/off) at every concurrency; writes the JSON and a Markdown table."""
     pa = ensure_perf_analyzer()
     load_at_start = os.getloadavg()[0]
@@ -173,7 +189,7 @@ def bench_triton(onnx: dict[str, Path], shapes, encoded: Sequence[tuple[np.ndarr
         with TritonServer(repository, log_path=work_dir / f"{name}.log") as server:
             variants[name] = []
             for c in concurrency:
-                row = run_level(pa, server, input_data, c, work_dir / f"{name}_c{c}.csv")
+                row = measure(pa, server, input_data, c, work_dir / f"{name}_c{c}.csv", max_other_cpu_pct, attempts)
                 log.info("%s c=%d: %.0f infer/s, p50 %.2f ms, encoder batch %s", name, c,
                          row["throughput_infer_per_s"], row["p50_ms"], row["encoder_avg_batch"])
                 variants[name].append(row)
@@ -196,7 +212,9 @@ def bench_triton(onnx: dict[str, Path], shapes, encoded: Sequence[tuple[np.ndarr
         "triton": "2.51.0 (nvidia-pytriton 0.7.0 wheel, python backend + onnxruntime, CPU)",
         "machine": {**(machine or {}), "load_avg_1m_at_start": round(load_at_start, 2)},
         "note": "perf_analyzer runs on the same cores as Triton; cpu_used_pct.other_processes is CPU taken by "
-                "unrelated processes during a run (a busy machine lowers every figure).",
+                "unrelated processes during a run (a busy machine lowers every figure). A run disturbed by more "
+                f"than {max_other_cpu_pct}% is repeated up to {attempts} times; the least disturbed one is kept "
+                "and flagged `disturbed` if still above.",
     }
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report, indent=2))
@@ -222,7 +240,7 @@ def markdown_table(report: dict) -> str:
             lines.append(f"| {name} | {r['concurrency']} | {r['throughput_infer_per_s']:.0f} | {r['p50_ms']:.2f} | "
                          f"{r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['encoder_avg_batch']} | "
                          f"{r.get('triton_cpu_ms_per_infer')} | {cpu.get('triton')} / {cpu.get('perf_analyzer')} / "
-                         f"{cpu.get('other_processes')} |")
+                         f"{cpu.get('other_processes')}{' (disturbed)' if r.get('disturbed') else ''} |")
     ratio = next(v for k, v in report.items() if k.startswith("throughput_ratio_"))
     lines += ["", f"Throughput ratio, highest over lowest concurrency, with dynamic batching: **{ratio}**.", ""]
     return "\n".join(lines)
