@@ -344,7 +344,13 @@ def run(args: argparse.Namespace) -> dict:
                     f"implement (gRPC: `{pa_errors['grpc']}`; HTTP, whose /v2/models/{TRANSFORMER_MODEL}/config is "
                     f"a 404: `{pa_errors['http']}`). The transformer row is measured with a v2 load generator "
                     "instead: tritonclient.grpc.aio ModelInfer with the same requests as perf_analyzer's input data "
-                    "(BYTES in raw_input_contents, the wire form perf_analyzer uses), through gateway.bench.measure.")
+                    "(BYTES in raw_input_contents, the wire form perf_analyzer uses), through gateway.bench.measure. "
+                    "Checked by hand through a scratch gRPC proxy that answers ModelConfig and ModelMetadata (with "
+                    "the reranker's tensors) and forwards ModelInfer: perf_analyzer 2.51 then segfaults on the "
+                    "transformer's first reply, whose outputs come as typed `contents` (Triton always answers in "
+                    "`raw_output_contents`); with the proxy re-encoding outputs as raw_output_contents, perf_analyzer "
+                    "drives the reranker. So the transformer needs ModelConfig/ModelMetadata and raw outputs for "
+                    "raw-input gRPC requests before perf_analyzer can measure it directly.")
                 for c in args.concurrency:
                     row("transformer", TRANSFORMER_MODEL, "v2 grpc", "v2 load generator", c,
                         asyncio.run(v2_load(f"127.0.0.1:{grpc_port}", wl.requests, c, args.requests)))
