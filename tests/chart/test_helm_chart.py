@@ -262,6 +262,11 @@ def test_tracing_wires_gateway_env_and_triton_flags() -> None:
     assert "--trace-config=mode=opentelemetry" in args
     assert "--trace-config=opentelemetry,url=http://collector.obs:4318/v1/traces" in args
     assert "--trace-config=rate=1" in args
+    # with tracing on, the gateway reaches Triton over HTTP (every traceparent kept) and may egress only there
+    assert e["GATEWAY_TRITON_URL"] == "http://intent-intent-platform-triton:8000"
+    gw = one(docs, "NetworkPolicy", "gateway")["spec"]
+    assert {p["port"] for r in gw["egress"] for p in r["ports"]} >= {8000} and 8001 not in {
+        p["port"] for r in gw["egress"] for p in r["ports"]}
 
 
 def test_inline_artifacts_configmap() -> None:

@@ -85,10 +85,14 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (printf "%s-predictor.%s:80" (include "intent-platform.fullname" .) .Release.Namespace) .Values.kserve.transformer.predictorHost -}}
 {{- end -}}
 
-{{/* intent-platform.tritonUrl: Triton's gRPC endpoint as the gateway sees it (its Service, or KServe's predictor). */}}
+{{/* intent-platform.tritonUrl: Triton's endpoint as the gateway sees it (its Service, or KServe's predictor).
+With tracing on, HTTP: Triton 2.51 honours every traceparent sent as an HTTP header, but drops some sent as
+gRPC metadata (reports/tracing.json: 200/200 vs 195/200 whole traces). */}}
 {{- define "intent-platform.tritonUrl" -}}
 {{- if eq .Values.mode "kserve" -}}
 {{- include "intent-platform.predictorHost" . -}}
+{{- else if .Values.otel.enabled -}}
+{{- printf "http://%s:%d" (include "intent-platform.componentName" (dict "root" . "component" "triton")) (int .Values.triton.ports.http) -}}
 {{- else -}}
 {{- printf "%s:%d" (include "intent-platform.componentName" (dict "root" . "component" "triton")) (int .Values.triton.ports.grpc) -}}
 {{- end -}}
