@@ -7,9 +7,11 @@ loopback, and measures at a few concurrency levels:
   triton       intent_pipeline  KServe v2 gRPC  perf_analyzer, --input-data: real featurized sessions
   transformer  reranker         KServe v2 gRPC  perf_analyzer, --input-data: real RankTiles requests as BYTES
                                                 tensors (each customer's linked pre-login events, all tiles);
-                                                if perf_analyzer cannot drive it, the error is recorded and a
-                                                v2 load generator (tritonclient.grpc.aio, the same
-                                                ModelInfer wire form) sends the same requests instead
+                                                the transformer answers Triton's ModelConfig and raw outputs,
+                                                which perf_analyzer needs. If perf_analyzer still cannot drive
+                                                it, the error is recorded and a v2 load generator
+                                                (tritonclient.grpc.aio, the same ModelInfer wire form) sends
+                                                the same requests instead
   gateway      RankTiles        typed gRPC      gateway.bench.measure (grpc.aio), the same customers
 
 Everything shares the machine's cores with the load generators: the figures are for comparing tiers on
@@ -242,11 +244,10 @@ async def v2_load(url: str, requests: Sequence[dict], concurrency: int, count: i
 
     async def call(i: int) -> None:
         result = await client.infer(TRANSFORMER_MODEL, prepared[i % len(prepared)], client_timeout=30)
-        # the transformer answers in typed contents; tritonclient's as_numpy reads only raw outputs
-        out = {o.name: o.contents for o in result.get_response().outputs}
-        if out["DEGRADED"].bool_contents[0]:
+        # raw inputs in, raw outputs back (as from Triton)
+        if result.as_numpy("DEGRADED")[0]:
             raise RuntimeError("degraded answer from the transformer during the benchmark")
-        used.append(out["SESSIONS_USED"].int_contents[0])
+        used.append(int(result.as_numpy("SESSIONS_USED")[0]))
 
     try:
         result = await measure(call, concurrency, count)
@@ -339,18 +340,13 @@ def run(args: argparse.Namespace) -> dict:
                 break
             if len(pa_errors) == 2:
                 notes.append(
-                    "perf_analyzer cannot drive the KServe transformer: before sending load it reads the model's "
-                    "configuration through Triton's ModelConfig extension, which KServe's v2 server does not "
-                    f"implement (gRPC: `{pa_errors['grpc']}`; HTTP, whose /v2/models/{TRANSFORMER_MODEL}/config is "
-                    f"a 404: `{pa_errors['http']}`). The transformer row is measured with a v2 load generator "
-                    "instead: tritonclient.grpc.aio ModelInfer with the same requests as perf_analyzer's input data "
-                    "(BYTES in raw_input_contents, the wire form perf_analyzer uses), through gateway.bench.measure. "
-                    "Checked by hand through a scratch gRPC proxy that answers ModelConfig and ModelMetadata (with "
-                    "the reranker's tensors) and forwards ModelInfer: perf_analyzer 2.51 then segfaults on the "
-                    "transformer's first reply, whose outputs come as typed `contents` (Triton always answers in "
-                    "`raw_output_contents`); with the proxy re-encoding outputs as raw_output_contents, perf_analyzer "
-                    "drives the reranker. So the transformer needs ModelConfig/ModelMetadata and raw outputs for "
-                    "raw-input gRPC requests before perf_analyzer can measure it directly.")
+                    "perf_analyzer cannot drive the KServe transformer (the transformer serves Triton's "
+                    "ModelConfig and ModelMetadata over gRPC and answers raw-input requests with "
+                    f"raw_output_contents, yet perf_analyzer stopped: gRPC `{pa_errors['grpc']}`; HTTP, which has "
+                    f"no /v2/models/{TRANSFORMER_MODEL}/config: `{pa_errors['http']}`). The transformer row is "
+                    "measured with a v2 load generator instead: tritonclient.grpc.aio ModelInfer with the same "
+                    "requests as perf_analyzer's input data (BYTES in raw_input_contents, the wire form "
+                    "perf_analyzer uses), through gateway.bench.measure.")
                 for c in args.concurrency:
                     row("transformer", TRANSFORMER_MODEL, "v2 grpc", "v2 load generator", c,
                         asyncio.run(v2_load(f"127.0.0.1:{grpc_port}", wl.requests, c, args.requests)))

@@ -21,6 +21,10 @@ Model `reranker` (v2 tensors; BYTES elements are UTF-8):
            DEGRADED      BOOL  [1]   true when Triton failed or was late: the no-session ranking
 
 A bad request is a 400 (REST) / INVALID_ARGUMENT (gRPC) naming the field, as in the gateway's gRPC API.
+
+So that Triton's perf_analyzer (and tritonclient) can drive it like a Triton model: ModelMetadata lists the tensors
+above, the gRPC server also answers Triton's ModelConfig RPC (which KServe's v2 server lacks), and a gRPC request
+sent with raw_input_contents is answered with raw_output_contents, as Triton answers.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextvars
+import functools
 import json
 import logging
 import sys
@@ -52,6 +57,11 @@ from training.sessionize import Session, sessionize
 
 log = logging.getLogger("gateway.kserve")
 MODEL_NAME = "reranker"
+# (name, v2 datatype, shape, optional): the reranker's tensors, for ModelMetadata and ModelConfig
+INPUTS = (("EVENTS", "BYTES", [-1], False), ("TILE_IDS", "BYTES", [-1], False), ("CONTEXT", "BYTES", [1], True))
+OUTPUTS = (("TILE_IDS", "BYTES", [-1]), ("SCORES", "FP32", [-1]), ("INTENTS", "BYTES", [-1]),
+           ("INTENT_PROBS", "FP32", [-1]), ("SESSIONS_USED", "INT32", [1]), ("DEGRADED", "BOOL", [1]))
+_NUMPY = {"BYTES": np.object_, "FP32": np.float32, "INT32": np.int32, "BOOL": np.bool_}
 
 
 @dataclass
@@ -62,6 +72,7 @@ class _Pending:
     request: pb.RankTilesRequest
     sessions: list[Session]
     reason: str = ""
+    raw_outputs: bool = False  # a gRPC request with raw_input_contents: answer with raw_output_contents
 
 
 _pending: contextvars.ContextVar[_Pending] = contextvars.ContextVar("kserve_pending")
@@ -97,6 +108,12 @@ def build_model(name: str, cfg: GatewayConfig, featurizer: Featurizer, ranker: R
             super().__init__(name, return_response_headers=False)
             self.ready = True
 
+        def get_input_types(self) -> list[dict]:
+            return [{"name": n, "datatype": d, "shape": s} for n, d, s, _ in INPUTS]
+
+        def get_output_types(self) -> list[dict]:
+            return [{"name": n, "datatype": d, "shape": s} for n, d, s in OUTPUTS]
+
         async def preprocess(self, payload: InferRequest, headers: dict[str, str] | None = None):
             inputs = {i.name: i for i in payload.inputs}
             unknown = set(inputs) - {"EVENTS", "TILE_IDS", "CONTEXT"}
@@ -124,7 +141,8 @@ def build_model(name: str, cfg: GatewayConfig, featurizer: Featurizer, ranker: R
             with tracer.start_as_current_span("featurize"):
                 sessions = sorted(sessionize([e for e in events if e.ts >= since]), key=lambda s: s.start_ms)
                 sessions = sessions[-cfg.max_sessions:]
-                _pending.set(_Pending(payload.id or "", request, sessions))
+                _pending.set(_Pending(payload.id or "", request, sessions,
+                                      raw_outputs=bool(payload.from_grpc and payload.use_binary_outputs)))
                 if not sessions:
                     return InferRequest(model_name=predictor_model, infer_inputs=[], request_id=payload.id)
                 batch = pad_batch([featurizer.encode(s.events) for s in sessions])
@@ -159,13 +177,20 @@ def build_model(name: str, cfg: GatewayConfig, featurizer: Featurizer, ranker: R
             r = core.rank_with(pending.request, pending.sessions, intents, pending.reason)
             tiles, scores = [t for t, _ in r.tiles], [s for _, s in r.tiles]
             labels_out, probs = [lb for lb, _ in r.intents], [p for _, p in r.intents]
-            outputs = [InferOutput("TILE_IDS", [len(tiles)], "BYTES", tiles),
-                       InferOutput("SCORES", [len(scores)], "FP32", scores),
-                       InferOutput("INTENTS", [len(labels_out)], "BYTES", labels_out),
-                       InferOutput("INTENT_PROBS", [len(probs)], "FP32", probs),
-                       InferOutput("SESSIONS_USED", [1], "INT32", [r.sessions_used]),
-                       InferOutput("DEGRADED", [1], "BOOL", [r.degraded])]
-            return InferResponse(pending.request_id, self.name, outputs,
+            values = {"TILE_IDS": tiles, "SCORES": scores, "INTENTS": labels_out, "INTENT_PROBS": probs,
+                      "SESSIONS_USED": [r.sessions_used], "DEGRADED": [r.degraded]}
+            outputs = []
+            for out_name, dtype, _ in OUTPUTS:
+                data = values[out_name]
+                if not pending.raw_outputs:
+                    outputs.append(InferOutput(out_name, [len(data)], dtype, data))
+                    continue
+                # every output raw, even an empty one, so that raw_output_contents line up with the outputs
+                out = InferOutput(out_name, [len(data)], dtype)
+                out.set_data_from_numpy(np.array([x.encode() for x in data] if dtype == "BYTES" else data,
+                                                 dtype=_NUMPY[dtype]), binary_data=True)
+                outputs.append(out)
+            return InferResponse(pending.request_id, self.name, outputs, use_binary_outputs=pending.raw_outputs,
                                  parameters={"model_version": r.model_version, "degraded_reason": r.reason})
 
     return Reranker()
@@ -178,15 +203,9 @@ def read_served_model(url: str, featurizer: Featurizer, model: str) -> tuple[tup
     (both register protos of package `inference`), so the request is encoded by hand and the reply parsed
     with Triton's model_config.proto, loaded from tritonclient's file without its package.
     """
-    import importlib.util
-
     import grpc
-    import tritonclient
 
-    path = Path(tritonclient.__file__).parent / "grpc" / "model_config_pb2.py"
-    spec = importlib.util.spec_from_file_location("_triton_model_config_pb2", path)
-    model_config_pb2 = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(model_config_pb2)
+    model_config_pb2 = _model_config_pb2()
     name = model.encode()
     request = b"\x0a" + _varint(len(name)) + name  # ModelConfigRequest{name = 1}
     with grpc.insecure_channel(url) as channel:
@@ -198,6 +217,99 @@ def read_served_model(url: str, featurizer: Featurizer, model: str) -> tuple[tup
     doc = json_format.MessageToDict(config, preserving_proto_field_name=True)
     labels, _, version = served_model(doc, model, featurizer)
     return labels, version
+
+
+@functools.cache
+def _model_config_pb2():
+    """Triton's model_config_pb2, loaded from tritonclient's file under another module name (importing
+    tritonclient.grpc itself would clash with kserve's protos of package `inference`)."""
+    import importlib.util
+
+    import tritonclient
+
+    path = Path(tritonclient.__file__).parent / "grpc" / "model_config_pb2.py"
+    spec = importlib.util.spec_from_file_location("_triton_model_config_pb2", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def model_config(name: str) -> bytes:
+    """The reranker's Triton ModelConfig (serialized): no batching (max_batch_size 0), the tensors of INPUTS
+    and OUTPUTS; what perf_analyzer reads before it sends load."""
+    mc = _model_config_pb2()
+    config = mc.ModelConfig(name=name, backend="python", max_batch_size=0)
+    for tensor_name, datatype, dims, optional in INPUTS:
+        config.input.add(name=tensor_name, data_type=mc.DataType.Value(_config_type(datatype)), dims=dims,
+                         optional=optional)
+    for tensor_name, datatype, dims in OUTPUTS:
+        config.output.add(name=tensor_name, data_type=mc.DataType.Value(_config_type(datatype)), dims=dims)
+    return config.SerializeToString()
+
+
+def _config_type(datatype: str) -> str:
+    return "TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"
+
+
+def model_config_handler(model_name: str):
+    """A generic gRPC handler for Triton's `inference.GRPCInferenceService/ModelConfig`, beside KServe's servicer
+    (whose proto has no ModelConfig). Messages are bytes: ModelConfigRequest{name = 1, version = 2} is read by
+    hand, the answer is ModelConfigResponse{config = 1}."""
+    import grpc
+
+    config = model_config(model_name)
+    response = b"\x0a" + _varint(len(config)) + config
+
+    async def handle(request: bytes, context) -> bytes:
+        requested, pos = "", 0
+        while pos < len(request):  # find field 1 (name); skip the rest
+            key, pos = _read_varint(request, pos)
+            if key & 7 == 2:
+                length, pos = _read_varint(request, pos)
+                if key >> 3 == 1:
+                    requested = request[pos:pos + length].decode()
+                pos += length
+            elif key & 7 == 0:
+                _, pos = _read_varint(request, pos)
+            else:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed ModelConfigRequest")
+        if requested != model_name:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"Model with name {requested} does not exist.")
+        return response
+
+    identity = None  # bytes in, bytes out
+    return grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {
+        "ModelConfig": grpc.unary_unary_rpc_method_handler(handle, request_deserializer=identity,
+                                                           response_serializer=identity)})
+
+
+def grpc_server(port: int, dataplane, model_repository_extension, kwargs: dict, grace_period: int, model_name: str):
+    """KServe's GRPCServer (its servicer, interceptors and options) with the ModelConfig handler added."""
+    from concurrent import futures
+
+    from grpc import aio
+    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
+    from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, LoggingInterceptor
+    from kserve.protocol.grpc.server import GRPCServer
+    from kserve.protocol.grpc.servicer import InferenceServicer
+
+    class Server(GRPCServer):
+        async def start(self, max_workers):  # kserve 0.21's GRPCServer.start, plus add_generic_rpc_handlers
+            self._server = aio.server(
+                futures.ThreadPoolExecutor(max_workers=max_workers),
+                interceptors=(LoggingInterceptor(), ExceptionToStatusInterceptor()),
+                options=[("grpc.max_send_message_length", self._kwargs.get("grpc_max_send_message_length")),
+                         ("grpc.max_receive_message_length", self._kwargs.get("grpc_max_receive_message_length"))])
+            grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+                InferenceServicer(self._data_plane, self._model_repository_extension), self._server)
+            self._server.add_generic_rpc_handlers((model_config_handler(model_name),))
+            self._server.add_insecure_port(f"[::]:{self._port}")
+            log.info("Starting gRPC server (with Triton's ModelConfig) on [::]:%d, %d workers", self._port,
+                     max_workers)
+            await self._server.start()
+            await self._server.wait_for_termination()
+
+    return Server(port, dataplane, model_repository_extension, kwargs=kwargs, grace_period=grace_period)
 
 
 def _varint(n: int) -> bytes:
@@ -251,9 +363,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 predictor_use_ssl=args["predictor_use_ssl"],
                                 predictor_request_timeout_seconds=args["predictor_request_timeout_seconds"],
                                 predictor_request_retries=args["predictor_request_retries"])
-    server = ModelServer(http_port=args["http_port"], grpc_port=args["grpc_port"], workers=1,
-                         enable_grpc=args["enable_grpc"], enable_docs_url=False,
-                         enable_latency_logging=args["enable_latency_logging"], predictor_config=predictor)
+    # gRPC is started here, not by ModelServer, so that its server also answers Triton's ModelConfig
+    server = ModelServer(http_port=args["http_port"], grpc_port=args["grpc_port"], workers=1, enable_grpc=False,
+                         enable_docs_url=False, enable_latency_logging=args["enable_latency_logging"],
+                         predictor_config=predictor)
+    if args["enable_grpc"]:
+        server._grpc_server = grpc_server(args["grpc_port"], server.dataplane, server.model_repository_extension,
+                                          args, server.grace_period, model.name)
+        server.servers.append(server._grpc_server.start(server.max_threads))
     server.start([model])
     return 0
 
