@@ -10,23 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from training.flags import add_flag
+
 log = logging.getLogger("intent")
-
-
-def _env(flag: str, default: object) -> object:
-    value = os.environ.get("INTENT_" + flag.upper().replace("-", "_"))
-    if value is None:
-        return default
-    return type(default)(value) if default is not None else value
-
-
-def _add(p: argparse.ArgumentParser, flag: str, default: object, help: str, **kw: object) -> None:
-    p.add_argument(f"--{flag}", default=_env(flag, default), help=f"{help} (default: %(default)s)", **kw)
 
 
 def _parse_mix(text: str) -> dict[str, float]:
@@ -48,57 +38,57 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("data", help="generate the synthetic bank's data directory")
-    _add(p, "out", "data/synthetic", "output data directory", type=Path)
-    _add(p, "visitors", 6000, "number of web visitors", type=int)
-    _add(p, "seed", 7, "random seed", type=int)
-    _add(p, "days", 60, "days of traffic", type=int)
-    _add(p, "intent-mix", "", "relative intent weights, NAME=W,...", type=_parse_mix)
+    add_flag(p, "out", "data/synthetic", "output data directory", type=Path)
+    add_flag(p, "visitors", 6000, "number of web visitors", type=int)
+    add_flag(p, "seed", 7, "random seed", type=int)
+    add_flag(p, "days", 60, "days of traffic", type=int)
+    add_flag(p, "intent-mix", "", "relative intent weights, NAME=W,...", type=_parse_mix)
 
     for name, text in (("train", "featurize and pre-train the session encoder"),
                        ("run", "the main job: data -> train -> probe -> taxonomy, with a summary")):
         p = sub.add_parser(name, help=text)
-        _add(p, "data", "data/synthetic", "data directory in the contract's format", type=Path)
-        _add(p, "artifacts", "artifacts", "where featurizer.json and encoder.pt go", type=Path)
-        _add(p, "epochs", 8, "training epochs", type=int)
-        _add(p, "batch-size", 128, "sessions per batch", type=int)
-        _add(p, "lr", 2e-3, "peak learning rate", type=float)
-        _add(p, "max-len", 64, "keep the most recent N events of a session", type=int)
-        _add(p, "seed", 7, "random seed", type=int)
-        _add(p, "device", "auto", "torch device: auto, cpu, cuda")
+        add_flag(p, "data", "data/synthetic", "data directory in the contract's format", type=Path)
+        add_flag(p, "artifacts", "artifacts", "where featurizer.json and encoder.pt go", type=Path)
+        add_flag(p, "epochs", 8, "training epochs", type=int)
+        add_flag(p, "batch-size", 128, "sessions per batch", type=int)
+        add_flag(p, "lr", 2e-3, "peak learning rate", type=float)
+        add_flag(p, "max-len", 64, "keep the most recent N events of a session", type=int)
+        add_flag(p, "seed", 7, "random seed", type=int)
+        add_flag(p, "device", "auto", "torch device: auto, cpu, cuda")
         p.add_argument("--strict", action="store_true", help="fail on the first invalid row instead of reporting")
         if name == "run":
-            _add(p, "visitors", 6000, "visitors to generate when --data does not exist yet", type=int)
-            _add(p, "report", "reports/encoder.json", "probe report path", type=Path)
+            add_flag(p, "visitors", 6000, "visitors to generate when --data does not exist yet", type=int)
+            add_flag(p, "report", "reports/encoder.json", "probe report path", type=Path)
             _taxonomy_flags(p)
 
     p = sub.add_parser("taxonomy", help="LLM taxonomy, LLM labels on a sample, distilled intent head")
-    _add(p, "data", "data/synthetic", "data directory", type=Path)
-    _add(p, "artifacts", "artifacts", "trained featurizer + encoder; taxonomy.yaml and intent_head.json go here",
+    add_flag(p, "data", "data/synthetic", "data directory", type=Path)
+    add_flag(p, "artifacts", "artifacts", "trained featurizer + encoder; taxonomy.yaml and intent_head.json go here",
          type=Path)
     _taxonomy_flags(p)
     p.add_argument("--compare", action="store_true", help="also build the other method's taxonomy and score both")
 
     p = sub.add_parser("probe", help="linear probe: embedding vs bag-of-pages on held-out visitors")
-    _add(p, "data", "data/synthetic", "data directory with truth/", type=Path)
-    _add(p, "artifacts", "artifacts", "trained featurizer + encoder", type=Path)
-    _add(p, "report", "reports/encoder.json", "report path", type=Path)
+    add_flag(p, "data", "data/synthetic", "data directory with truth/", type=Path)
+    add_flag(p, "artifacts", "artifacts", "trained featurizer + encoder", type=Path)
+    add_flag(p, "report", "reports/encoder.json", "report path", type=Path)
 
     p = sub.add_parser("bench-train", help="training and inference throughput")
-    _add(p, "data", "data/synthetic", "data directory", type=Path)
-    _add(p, "report", "reports/bench_train.json", "report path", type=Path)
-    _add(p, "epochs", 2, "epochs to time", type=int)
+    add_flag(p, "data", "data/synthetic", "data directory", type=Path)
+    add_flag(p, "report", "reports/bench_train.json", "report path", type=Path)
+    add_flag(p, "epochs", 2, "epochs to time", type=int)
     return parser
 
 
 def _taxonomy_flags(p: argparse.ArgumentParser) -> None:
-    _add(p, "taxonomy-report", "reports/taxonomy.json", "taxonomy report path", type=Path)
-    _add(p, "method", "cluster_first", "taxonomy generation: cluster_first or minibatch",
+    add_flag(p, "taxonomy-report", "reports/taxonomy.json", "taxonomy report path", type=Path)
+    add_flag(p, "method", "cluster_first", "taxonomy generation: cluster_first or minibatch",
          choices=("cluster_first", "minibatch"))
-    _add(p, "taxonomy", None, "pinned taxonomy YAML to use instead of generating one", type=Path)
-    _add(p, "clusters", 16, "embedding clusters the LLM names (cluster_first)", type=int)
-    _add(p, "label-train", 240, "training sessions the LLM labels for the head", type=int)
-    _add(p, "label-eval", 120, "held-out sessions the LLM labels for scoring", type=int)
-    _add(p, "shortlist", 3, "candidate labels shown to the LLM per session", type=int)
+    add_flag(p, "taxonomy", None, "pinned taxonomy YAML to use instead of generating one", type=Path)
+    add_flag(p, "clusters", 16, "embedding clusters the LLM names (cluster_first)", type=int)
+    add_flag(p, "label-train", 240, "training sessions the LLM labels for the head", type=int)
+    add_flag(p, "label-eval", 120, "held-out sessions the LLM labels for scoring", type=int)
+    add_flag(p, "shortlist", 3, "candidate labels shown to the LLM per session", type=int)
 
 
 def _taxonomy(args: argparse.Namespace) -> dict:

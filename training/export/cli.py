@@ -8,26 +8,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from training.flags import add_flag
+
 log = logging.getLogger("intent.export")
 _QUIET = ("onnx_ir", "onnxscript", "torch.onnx", "torch._export", "torch.export")
-
-
-def _env(flag: str, default: object) -> object:
-    value = os.environ.get("INTENT_" + flag.upper().replace("-", "_"))
-    if value is None:
-        return default
-    return type(default)(value) if default is not None else value
-
-
-def _add(p: argparse.ArgumentParser, flag: str, default: object, help: str, **kw: object) -> None:
-    p.add_argument(f"--{flag}", default=_env(flag, default), help=f"{help} (default: %(default)s)", **kw)
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -39,12 +29,12 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def _add_serving(p: argparse.ArgumentParser) -> None:
     """The ServingConfig knobs (see training/export/repository.py for what each one does)."""
-    _add(p, "max-batch", 64, "max_batch_size of every model", type=int)
-    _add(p, "max-queue-delay-us", 0, "dynamic batcher: how long a request may wait for company", type=int)
-    _add(p, "preferred-batch-sizes", "", "dynamic batcher preferred sizes, e.g. 8,16", type=_ints)
-    _add(p, "encoder-instances", 1, "session_encoder instances", type=int)
-    _add(p, "ort-threads", 1, "onnxruntime intra-op threads per python-backend instance (cpu)", type=int)
-    _add(p, "length-buckets", "8,16,32,64", "cpu: pad each batch per length bucket", type=_ints)
+    add_flag(p, "max-batch", 64, "max_batch_size of every model", type=int)
+    add_flag(p, "max-queue-delay-us", 0, "dynamic batcher: how long a request may wait for company", type=int)
+    add_flag(p, "preferred-batch-sizes", "", "dynamic batcher preferred sizes, e.g. 8,16", type=_ints)
+    add_flag(p, "encoder-instances", 1, "session_encoder instances", type=int)
+    add_flag(p, "ort-threads", 1, "onnxruntime intra-op threads per python-backend instance (cpu)", type=int)
+    add_flag(p, "length-buckets", "8,16,32,64", "cpu: pad each batch per length bucket", type=_ints)
 
 
 def _serving(args: argparse.Namespace, target: str = "cpu"):
@@ -62,36 +52,36 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("export", help="encoder + intent head -> ONNX (parity-checked) -> Triton model repository")
-    _add(p, "artifacts", "artifacts", "trained featurizer.json + encoder.pt", type=Path)
-    _add(p, "head", "artifacts/intent_head.json", "distilled intent head (from `make taxonomy`)", type=Path)
-    _add(p, "repository", "model_repository", "Triton model repository to write", type=Path)
-    _add(p, "target", "cpu", "cpu: python backend + onnxruntime; gpu: TensorRT plans", choices=["cpu", "gpu"])
-    _add(p, "precision", "fp16", "gpu: encoder engine precision", choices=["fp16", "fp32"])
+    add_flag(p, "artifacts", "artifacts", "trained featurizer.json + encoder.pt", type=Path)
+    add_flag(p, "head", "artifacts/intent_head.json", "distilled intent head (from `make taxonomy`)", type=Path)
+    add_flag(p, "repository", "model_repository", "Triton model repository to write", type=Path)
+    add_flag(p, "target", "cpu", "cpu: python backend + onnxruntime; gpu: TensorRT plans", choices=["cpu", "gpu"])
+    add_flag(p, "precision", "fp16", "gpu: encoder engine precision", choices=["fp16", "fp32"])
     _add_serving(p)
 
     p = sub.add_parser("serve-triton", help="serve a model repository on the real Triton (CPU) until Ctrl-C/SIGTERM")
-    _add(p, "repository", "model_repository", "model repository (from `make export`)", type=Path)
-    _add(p, "host", "127.0.0.1", "address to bind (0.0.0.0 to serve other machines)")
-    _add(p, "http-port", 8000, "HTTP/REST port", type=int)
-    _add(p, "grpc-port", 8001, "gRPC port", type=int)
-    _add(p, "metrics-port", 8002, "Prometheus metrics port", type=int)
-    _add(p, "log", ".cache/triton/tritonserver.log", "Triton's log file", type=Path)
-    _add(p, "workdir", ".cache/triton", "where the backend directory is assembled", type=Path)
+    add_flag(p, "repository", "model_repository", "model repository (from `make export`)", type=Path)
+    add_flag(p, "host", "127.0.0.1", "address to bind (0.0.0.0 to serve other machines)")
+    add_flag(p, "http-port", 8000, "HTTP/REST port", type=int)
+    add_flag(p, "grpc-port", 8001, "gRPC port", type=int)
+    add_flag(p, "metrics-port", 8002, "Prometheus metrics port", type=int)
+    add_flag(p, "log", ".cache/triton/tritonserver.log", "Triton's log file", type=Path)
+    add_flag(p, "workdir", ".cache/triton", "where the backend directory is assembled", type=Path)
 
     p = sub.add_parser("bench-triton", help="perf_analyzer on the ensemble, with and without dynamic batching")
-    _add(p, "artifacts", "artifacts", "trained featurizer.json + encoder.pt", type=Path)
-    _add(p, "head", "artifacts/intent_head.json", "distilled intent head", type=Path)
-    _add(p, "data", "data/synthetic", "data directory: real sessions become perf_analyzer's input data", type=Path)
-    _add(p, "sessions", 512, "sessions in the input data (held-out visitors)", type=int)
-    _add(p, "concurrency", "1,2,4,8,16", "concurrency levels", type=_ints)
-    _add(p, "report", "reports/bench_triton.json", "JSON report (a .md table is written beside it)", type=Path)
-    _add(p, "workdir", ".cache/bench_triton", "repositories, input data and logs of the runs", type=Path)
-    _add(p, "max-other-cpu", 15, "repeat a run when unrelated processes took more CPU than this (%%)", type=int)
-    _add(p, "attempts", 3, "runs per level at most (the least disturbed one is kept)", type=int)
+    add_flag(p, "artifacts", "artifacts", "trained featurizer.json + encoder.pt", type=Path)
+    add_flag(p, "head", "artifacts/intent_head.json", "distilled intent head", type=Path)
+    add_flag(p, "data", "data/synthetic", "data directory: real sessions become perf_analyzer's input data", type=Path)
+    add_flag(p, "sessions", 512, "sessions in the input data (held-out visitors)", type=int)
+    add_flag(p, "concurrency", "1,2,4,8,16", "concurrency levels", type=_ints)
+    add_flag(p, "report", "reports/bench_triton.json", "JSON report (a .md table is written beside it)", type=Path)
+    add_flag(p, "workdir", ".cache/bench_triton", "repositories, input data and logs of the runs", type=Path)
+    add_flag(p, "max-other-cpu", 15, "repeat a run when unrelated processes took more CPU than this (%%)", type=int)
+    add_flag(p, "attempts", 3, "runs per level at most (the least disturbed one is kept)", type=int)
     _add_serving(p)
 
     p = sub.add_parser("fetch-perf-analyzer", help="get perf_analyzer from the tritonclient 2.51.0 wheel (idempotent)")
-    _add(p, "cache", ".cache/perf_analyzer", "where bin/perf_analyzer and lib/ go", type=Path)
+    add_flag(p, "cache", ".cache/perf_analyzer", "where bin/perf_analyzer and lib/ go", type=Path)
     return parser
 
 
