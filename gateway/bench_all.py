@@ -172,14 +172,10 @@ def run_perf_analyzer(pa, model: str, url: str, protocol: str, input_data: Path,
                       stability_args: Sequence[str], fallback_stability: str) -> dict:
     """One perf_analyzer run at a fixed concurrency; retried once with a looser stability if it cannot settle.
     Raises RuntimeError carrying perf_analyzer's own error line when it fails."""
-    cmd = [str(pa.binary), "-m", model, "-u", url, "-i", protocol, "--input-data", str(input_data), "-b", "1",
-           "--concurrency-range", f"{concurrency}:{concurrency}", *stability_args, "-f", str(out_csv)]
-    stability = cmd[cmd.index("--stability-percentage") + 1]
-    done = subprocess.run(cmd, env=pa.env(), capture_output=True, text=True, timeout=300)
-    if done.returncode != 0 and "stable" in done.stdout + done.stderr:
-        stability = fallback_stability
-        cmd[cmd.index("--stability-percentage") + 1] = stability
-        done = subprocess.run(cmd, env=pa.env(), capture_output=True, text=True, timeout=300)
+    from training.export.perf import run_perf_analyzer as run_pa
+
+    done, stability = run_pa(pa, model, url, protocol, input_data, concurrency, out_csv, stability_args,
+                             fallback_stability, timeout_s=300)
     if done.returncode != 0:
         raise RuntimeError(pa_failure(done.stdout, done.stderr))
     return {**parse_pa_csv(out_csv.read_text()), "stability_percentage": int(stability)}
@@ -187,8 +183,10 @@ def run_perf_analyzer(pa, model: str, url: str, protocol: str, input_data: Path,
 
 # -- processes -----------------------------------------------------------------------------------------------------
 
-def start_transformer(triton_grpc: str, artifacts: Path, as_of: int, log_path: Path) -> tuple:
-    """The KServe transformer in its own process (kserve and tritonclient.grpc cannot share one)."""
+def start_transformer(triton_grpc: str, artifacts: Path, as_of: int, log_path: Path, timeout_s: float = 90
+                      ) -> tuple:
+    """The KServe transformer in its own process (kserve and tritonclient.grpc cannot share one), once ready:
+    (process, http_port, grpc_port)."""
     from training.export.triton_server import free_port
 
     http_port, grpc_port = free_port(), free_port()
@@ -196,7 +194,7 @@ def start_transformer(triton_grpc: str, artifacts: Path, as_of: int, log_path: P
             "--predictor_protocol", "grpc-v2", "--http_port", str(http_port), "--grpc_port", str(grpc_port),
             "--artifacts", str(artifacts), "--as-of", str(as_of), "--triton-timeout-s", "5"]
     process = subprocess.Popen(args, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + timeout_s
     while True:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/models/{TRANSFORMER_MODEL}/ready",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from gateway.errors import field_violations
 from training.bank import SEGMENTS, TILES
 from training.contract import Event
 from training.evaluation.scoring import FeatureSpec, Ranker
-from training.export.triton_server import TritonServer
+from training.export.triton_server import TritonServer, free_port
 from training.featurizer import Featurizer
 from training.pipeline import load_artifacts
 from training.sessionize import sessionize
@@ -30,12 +29,6 @@ from training.sessions import load_sessions
 
 pytestmark = pytest.mark.slow
 DAY_MS = 86_400_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import urllib.request
 
 import numpy as np
@@ -14,8 +13,8 @@ import pytest
 from test_gateway_grpc import gw_artifacts, triton, visitor  # noqa: F401 (fixtures)
 
 from gateway.api import pb
+from gateway.bench_all import start_transformer
 from training.evaluation.scoring import Ranker
-from training.export.triton_server import free_port
 
 pytestmark = pytest.mark.slow
 DAY_MS = 86_400_000
@@ -32,24 +31,9 @@ def event_json(e) -> str:
 
 @pytest.fixture(scope="module")
 def transformer(triton, gw_artifacts, visitor, tmp_path_factory):  # noqa: F811
-    http_port, grpc_port = free_port(), free_port()
     log = tmp_path_factory.mktemp("kserve") / "kserve.log"
-    args = [sys.executable, "-m", "gateway.kserve_transformer", "--predictor_host", triton.grpc_url,
-            "--predictor_protocol", "grpc-v2", "--http_port", str(http_port), "--grpc_port", str(grpc_port),
-            "--artifacts", str(gw_artifacts), "--as-of", str(visitor[1][-1].ts + DAY_MS), "--triton-timeout-s", "5"]
-    process = subprocess.Popen(args, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/models/reranker/ready", timeout=1) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"kserve transformer did not start: {log.read_text()[-3000:]}")
-        time.sleep(0.3)
+    process, http_port, grpc_port = start_transformer(triton.grpc_url, gw_artifacts, visitor[1][-1].ts + DAY_MS,
+                                                      log, timeout_s=60)
     yield http_port, grpc_port
     process.terminate()
     process.wait(30)

@@ -110,6 +110,24 @@ def _jiffies(pgid: int) -> tuple[int, dict[int, int]]:
     return busy, per_pid
 
 
+def run_perf_analyzer(pa: PerfAnalyzer, model: str, url: str, protocol: str, input_data: Path, concurrency: int,
+                      out_csv: Path, stability_args: Sequence[str] = PA_STABILITY_ARGS,
+                      fallback_stability: str = FALLBACK_STABILITY, timeout_s: float = 600
+                      ) -> tuple[subprocess.CompletedProcess, str]:
+    """perf_analyzer at one fixed concurrency (one request = one batch of 1), retried once with a looser
+    stability when it cannot settle on these noisy cores. Returns the finished process and the stability used;
+    the caller decides what a failure means."""
+    cmd = [str(pa.binary), "-m", model, "-u", url, "-i", protocol, "--input-data", str(input_data), "-b", "1",
+           "--concurrency-range", f"{concurrency}:{concurrency}", *stability_args, "-f", str(out_csv)]
+    stability = cmd[cmd.index("--stability-percentage") + 1]
+    done = subprocess.run(cmd, env=pa.env(), capture_output=True, text=True, timeout=timeout_s)
+    if done.returncode != 0 and "stable" in done.stdout + done.stderr:
+        stability = fallback_stability
+        cmd[cmd.index("--stability-percentage") + 1] = stability
+        done = subprocess.run(cmd, env=pa.env(), capture_output=True, text=True, timeout=timeout_s)
+    return done, stability
+
+
 def run_level(pa: PerfAnalyzer, server: TritonServer, input_data: Path, concurrency: int, out_csv: Path) -> dict:
     """One perf_analyzer run at a fixed concurrency: figures from its CSV, the encoder's mean batch size, and
     where the CPU went (Triton and its python stubs, perf_analyzer, and other processes on the machine)."""
@@ -119,14 +137,7 @@ def run_level(pa: PerfAnalyzer, server: TritonServer, input_data: Path, concurre
     busy0, triton0 = _jiffies(pgid)
     children0 = os.times()
     wall0 = time.monotonic()
-    cmd = [str(pa.binary), "-m", PIPELINE, "-u", server.grpc_url, "-i", "grpc", "--input-data", str(input_data),
-           "-b", "1", "--concurrency-range", f"{concurrency}:{concurrency}", *PA_STABILITY_ARGS, "-f", str(out_csv)]
-    stability = PA_STABILITY_ARGS[3]
-    done = subprocess.run(cmd, env=pa.env(), capture_output=True, text=True, timeout=600)
-    if done.returncode != 0 and "stable" in done.stdout + done.stderr:
-        stability = FALLBACK_STABILITY
-        cmd[cmd.index("--stability-percentage") + 1] = stability
-        done = subprocess.run(cmd, env=pa.env(), capture_output=True, text=True, timeout=600)
+    done, stability = run_perf_analyzer(pa, PIPELINE, server.grpc_url, "grpc", input_data, concurrency, out_csv)
     if done.returncode != 0:
         raise RuntimeError(f"perf_analyzer failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     wall = time.monotonic() - wall0
