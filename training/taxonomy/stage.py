@@ -132,7 +132,8 @@ def run_taxonomy(data_dir: Path, artifacts: Path, report_path: Path, cfg: StageC
         taxonomy = build_taxonomy(cfg.method, pool, pool_emb, client, cfg.taxonomy)
     taxonomy.save(artifacts / "taxonomy.yaml")
 
-    train_s, eval_s = pool[: cfg.label_train], _sample(held_out, cfg.label_eval, rng)
+    eval_idx = rng.permutation(len(held_out))[: cfg.label_eval]
+    train_s, eval_s = pool[: cfg.label_train], [held_out[i] for i in eval_idx]
     labeller = Labeller(taxonomy, cfg.shortlist)
     llm_calls_before = client.stats.calls
     labelled = labeller.label(client, train_s + eval_s, progress=progress)
@@ -142,10 +143,10 @@ def run_taxonomy(data_dir: Path, artifacts: Path, report_path: Path, cfg: StageC
     head = _distill(taxonomy, pool_emb[: len(train_s)], train_l, cfg.seed)
     head.save(artifacts / "intent_head.json")
 
-    eval_emb = embed(eval_s)
     started = time.perf_counter()
     held_emb = embed(held_out)
     encoder_s = time.perf_counter() - started
+    eval_emb = held_emb[eval_idx]
     scores = _scores(head, train_s, train_l, pool_emb[: len(train_s)], eval_s, eval_l, eval_emb, held_out,
                      held_emb, truth)
     llm_s = time_llm_labels(client, labeller, eval_s[:5])
@@ -197,7 +198,8 @@ def _scores(head: IntentHead, train_s: Sequence[Session], train_l: Sequence[Labe
             held_out: Sequence[Session], held_emb: np.ndarray, truth: dict[str, str]) -> dict:
     ok = [i for i, x in enumerate(eval_l) if x.label is not None]
     llm_eval = [eval_l[i].label for i in ok]
-    head_eval = [head.predict(eval_emb)[i] for i in ok]
+    eval_pred = head.predict(eval_emb)
+    head_eval = [eval_pred[i] for i in ok]
     agreement = float(f1_score(llm_eval, head_eval, average="micro"))
     report: dict = {"distill": {"llm_vs_head_micro_f1": round(agreement, 4), "n_train_labels": sum(
         x.label is not None for x in train_l), "n_eval_labels": len(ok),
