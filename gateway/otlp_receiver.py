@@ -71,14 +71,23 @@ class OtlpReceiver:
         self.lock = threading.Lock()
         self.received: list[ReceivedSpan] = []
         self.errors: list[str] = []
+        # discard=True: answer exports without parsing them, so a throughput measurement on a small machine
+        # is not charged for the receiver's own decoding (a real collector runs elsewhere)
+        self.discard = False
+        self.discarded_bytes = 0
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                is_json = "json" in self.headers.get("Content-Type", "")
+                if receiver.discard:  # a remote collector's cost to the sender: the POST, not the parsing
+                    with receiver.lock:
+                        receiver.discarded_bytes += len(body)
+                    self._reply(is_json)
+                    return
                 if self.headers.get("Content-Encoding", "") == "gzip":
                     body = gzip.decompress(body)
-                is_json = "json" in self.headers.get("Content-Type", "")
                 try:
                     spans = spans_from_json(json.loads(body)) if is_json else spans_from_protobuf(body)
                 except Exception as exc:  # a malformed export is recorded, not fatal
@@ -89,6 +98,9 @@ class OtlpReceiver:
                     return
                 with receiver.lock:
                     receiver.received += spans
+                self._reply(is_json)
+
+            def _reply(self, is_json: bool) -> None:
                 reply = b"{}" if is_json else ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json" if is_json else "application/x-protobuf")

@@ -7,7 +7,10 @@ an endpoint nothing is set up and every span below is the API's no-op (no cost w
 
 The gRPC server interceptor (the one `GrpcAioInstrumentorServer` installs) continues a caller's W3C
 `traceparent`; the gateway adds spans `store.lookup`, `featurize`, `triton.infer` and `rank`, and
-`triton.infer` hands its context to Triton as a `traceparent` header (`inject_headers`). Triton 2.51 drops
+`triton.infer` hands its context to Triton as a `traceparent` header (`inject_headers`), for sampled spans
+only: start Triton with `--trace-config rate=0` and it traces exactly those, so a sampler such as
+`OTEL_TRACES_SAMPLER=parentbased_traceidratio` (the chart's default, ratio 0.1) decides for the whole
+trace, and a caller that sends a sampled `traceparent` always gets its trace whole. Triton 2.51 drops
 that header from gRPC metadata for a few percent of requests; over its HTTP endpoint it keeps every one, so
 point the gateway at `http://HOST:8000` (`--triton-url`) when traces must be whole (reports/tracing.json).
 
@@ -124,7 +127,11 @@ def server_interceptors(settings: TelemetrySettings) -> list[grpc.aio.ServerInte
 
 
 def inject_headers() -> dict[str, str]:
-    """The current span's context as W3C headers (`traceparent`, ...) for an outgoing call; {} when off."""
+    """The current span's context as W3C headers (`traceparent`, ...) for an outgoing call; {} when the span
+    is not sampled (or tracing is off): Triton traces every request that carries a context, whatever its
+    sampled flag, so with Triton at `rate=0` it traces exactly the requests the gateway sampled."""
+    if not trace.get_current_span().get_span_context().trace_flags.sampled:
+        return {}
     headers: dict[str, str] = {}
     propagate.inject(headers)
     return headers

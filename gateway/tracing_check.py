@@ -1,12 +1,15 @@
 """`python -m gateway.tracing_check`: are traces whole from a caller through the gateway into Triton, and what
 does tracing cost? -> reports/tracing.json.
 
-One run: a local OTLP receiver, the real Triton with OpenTelemetry tracing (every request, TIMESTAMPS), and
-gateway processes that differ only in their Triton transport (gRPC metadata vs HTTP headers) and in whether
-tracing is on. Each RankTiles call carries its own caller `traceparent`; a trace is *whole* when Triton's
-own spans (ensemble, models, compute) carry the caller's trace id and hang under the gateway's
-`triton.infer` span. Throughput with tracing on vs off is measured in alternating rounds on the same
-Triton (its trace level switched between TIMESTAMPS and OFF at runtime), medians compared.
+One run: a local OTLP receiver, the real Triton with OpenTelemetry tracing (`rate=0`: it traces exactly the
+requests that carry a sampled context from the gateway, TIMESTAMPS), and gateway processes that differ only
+in their Triton transport (gRPC metadata vs HTTP headers) and in their sampler (off, every request, or
+`parentbased_traceidratio` at the chart's default ratio). A trace is *whole* when Triton's own spans
+(ensemble, models, compute) carry the caller's trace id and hang under the gateway's `triton.infer` span.
+Throughput with tracing on vs off is measured in alternating rounds, the untraced gateways in front of a
+second Triton started without tracing (Triton refuses `rate=0` at runtime, so its trace level cannot be
+toggled), medians compared; during those rounds the receiver answers without parsing, as a collector on
+another machine would cost the sender only the export itself.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-import tritonclient.grpc as triton_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.api import pb, pb_grpc
@@ -37,23 +39,30 @@ GATEWAY_SERVICE = "intent-gateway"
 
 
 def triton_trace_args(endpoint: str) -> list[str]:
-    """Triton flags: OpenTelemetry traces of every request to `endpoint`/v1/traces, exported every 0.5 s."""
+    """Triton flags: OpenTelemetry traces of the requests that carry a context (`rate=0`: no others) to
+    `endpoint`/v1/traces, exported every 0.5 s."""
     url = endpoint.removeprefix("http://") + "/v1/traces"
     return ["--trace-config", "mode=opentelemetry", "--trace-config", f"opentelemetry,url={url}",
-            "--trace-config", "rate=1", "--trace-config", "level=TIMESTAMPS",
+            "--trace-config", "rate=0", "--trace-config", "level=TIMESTAMPS", "--trace-config", "count=-1",
             "--trace-config", "opentelemetry,bsp_schedule_delay=500",
             "--trace-config", "opentelemetry,bsp_max_queue_size=65536",
             "--trace-config", "opentelemetry,resource=service.name=triton"]
 
 
-def otel_env(endpoint: str | None) -> dict[str, str]:
-    """The gateway's OTEL_* environment: OTLP/HTTP protobuf to `endpoint`, quick export; None = off."""
+def otel_env(endpoint: str | None, ratio: float | None = None) -> dict[str, str]:
+    """The gateway's OTEL_* environment: OTLP/HTTP protobuf to `endpoint`, quick export; None = off.
+
+    `ratio`: sample that share of new traces (`parentbased_traceidratio`, a caller's decision wins); None
+    traces every request."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     if endpoint is None:
         return {**env, "OTEL_TRACES_EXPORTER": "none"}
-    return {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-            "OTEL_SERVICE_NAME": GATEWAY_SERVICE, "OTEL_BSP_SCHEDULE_DELAY": "200",
-            "OTEL_BSP_MAX_QUEUE_SIZE": "65536"}
+    env = {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+           "OTEL_SERVICE_NAME": GATEWAY_SERVICE, "OTEL_BSP_SCHEDULE_DELAY": "200",
+           "OTEL_BSP_MAX_QUEUE_SIZE": "65536"}
+    if ratio is not None:
+        env |= {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": str(ratio)}
+    return env
 
 
 class GatewayProcess:
@@ -137,15 +146,15 @@ def trace_report(spans: Sequence[ReceivedSpan], trace_ids: Sequence[str], known:
             "triton_traces_with_a_fresh_trace_id": len(orphans)}
 
 
-def fire(address: str, customer_id: str, tiles: Sequence[str], n: int) -> list[str]:
-    """n RankTiles calls, each with its own caller traceparent; their trace ids."""
+def fire(address: str, customer_id: str, tiles: Sequence[str], n: int, caller_context: bool = True) -> list[str]:
+    """n RankTiles calls, each with its own sampled caller traceparent (or none); the callers' trace ids."""
     ids = []
     with grpc.insecure_channel(address) as channel:
         stub = pb_grpc.IntentGatewayServiceStub(channel)
         for _ in range(n):
             tid, header = traceparent()
             reply = stub.RankTiles(pb.RankTilesRequest(customer_id=customer_id, tile_ids=list(tiles)), timeout=10,
-                                   metadata=[("traceparent", header)])
+                                   metadata=[("traceparent", header)] if caller_context else None)
             if reply.degraded:
                 raise RuntimeError(f"degraded answer: {reply.degraded_reason}")
             ids.append(tid)
@@ -165,11 +174,6 @@ async def throughput(address: str, customer_id: str, tiles: Sequence[str], concu
         return (await measure(call, concurrency, requests))["throughput_per_s"]
 
 
-def set_triton_tracing(triton: TritonServer, on: bool) -> None:
-    with triton_grpc.InferenceServerClient(triton.grpc_url) as client:
-        client.update_trace_settings(settings={"trace_level": ["TIMESTAMPS"] if on else ["OFF"]})
-
-
 def pick_visitor(data: Path):
     from training.sessions import load_sessions
 
@@ -178,48 +182,77 @@ def pick_visitor(data: Path):
     return sorted((e for s in sessions if s.anonymous_id == anon for e in s.events), key=lambda e: e.ts)
 
 
+def sampled_report(rx: OtlpReceiver, address: str, tiles: Sequence[str], requests: int, ratio: float,
+                   known: Sequence[str]) -> dict:
+    """Callers without a context at a gateway sampling `ratio`: are the sampled traces whole, and does Triton
+    trace nothing else?"""
+    before = {s.trace_id for s in rx.spans()}
+    fire(address, "C-trace", tiles, requests, caller_context=False)
+
+    def sampled(spans: Sequence[ReceivedSpan]) -> list[str]:
+        return sorted({s.trace_id for s in spans if s.service == GATEWAY_SERVICE and s.trace_id not in before})
+
+    spans = rx.wait_for(lambda ss: trace_report(ss, sampled(ss))["whole"] == len(sampled(ss)), timeout=15)
+    time.sleep(1.5)  # Triton's exports of traces the gateway did not sample would arrive by now
+    spans = rx.spans()
+    ids = sampled(spans)
+    report = trace_report(spans, ids, [*known, *before])
+    return {**report, "ratio": ratio, "sampled_pct": round(100.0 * len(ids) / requests, 2)}
+
+
 def run(repository: Path, artifacts: Path, data: Path, requests: int, rounds: int, round_requests: int,
-        concurrency: int, work: Path) -> dict:
+        concurrency: int, ratio: float, work: Path) -> dict:
     events = pick_visitor(data)
     as_of = events[-1].ts + DAY_MS
     tiles = list(json.loads((artifacts / "ranker.json").read_text())["tiles"])[:4]
     report: dict = {"requests_per_path": requests}
     with OtlpReceiver() as rx, TritonServer(repository, workdir=work / "triton",
-                                            extra_args=triton_trace_args(rx.endpoint)) as triton:
+                                            extra_args=triton_trace_args(rx.endpoint)) as triton, \
+            TritonServer(repository, workdir=work / "triton_untraced") as plain:
         http_url = f"http://{triton.http_url}"
-        gateways = {
+        gateways = {  # the untraced gateways use a Triton started without any tracing: the true baseline
             "grpc_traced": GatewayProcess(artifacts, triton.grpc_url, as_of, work, otel_env(rx.endpoint)),
             "http_traced": GatewayProcess(artifacts, http_url, as_of, work, otel_env(rx.endpoint)),
-            "grpc_off": GatewayProcess(artifacts, triton.grpc_url, as_of, work, otel_env(None)),
-            "http_off": GatewayProcess(artifacts, http_url, as_of, work, otel_env(None)),
+            "http_sampled": GatewayProcess(artifacts, http_url, as_of, work, otel_env(rx.endpoint, ratio)),
+            "grpc_off": GatewayProcess(artifacts, plain.grpc_url, as_of, work, otel_env(None)),
+            "http_off": GatewayProcess(artifacts, f"http://{plain.http_url}", as_of, work, otel_env(None)),
         }
         try:
             for gw in gateways.values():
                 gw.seed(events, "C-trace")
             paths = {}
             for name, transport in (("grpc_traced", "grpc_metadata"), ("http_traced", "http_header")):
-                ids = fire(gateways[name].address, "C-trace", tiles, requests)
-                paths[transport] = ids
+                paths[transport] = fire(gateways[name].address, "C-trace", tiles, requests)
+            # a caller's sampled context wins over the gateway's ratio (parentbased)
+            paths["http_header_caller_sampled_at_ratio"] = fire(gateways["http_sampled"].address, "C-trace", tiles,
+                                                                 requests)
             all_ids = [i for ids in paths.values() for i in ids]
             spans = rx.wait_for(lambda ss: trace_report(ss, all_ids)["whole"] == len(all_ids), timeout=15)
             report["paths"] = {t: trace_report(spans, ids, all_ids) for t, ids in paths.items()}
+            report["paths"]["http_header_gateway_sampled"] = sampled_report(
+                rx, gateways["http_sampled"].address, tiles, requests, ratio, all_ids)
             report["trace_whole_pct"] = report["paths"]["http_header"]["whole_pct"]
             report["trace_path"] = "gateway -> Triton HTTP (traceparent header), tritonclient.http.aio"
 
-            runs: dict[str, list[float]] = {k: [] for k in ("grpc_off", "http_off", "http_traced")}
+            rx.discard = True
+            runs: dict[str, list[float]] = {k: [] for k in ("grpc_off", "http_off", "http_sampled", "http_traced")}
             for _ in range(rounds):
                 for name in runs:
-                    set_triton_tracing(triton, name.endswith("traced"))
                     runs[name].append(asyncio.run(throughput(gateways[name].address, "C-trace", tiles, concurrency,
                                                              round_requests)))
-            set_triton_tracing(triton, True)
+            rx.discard = False
             med = {k: float(np.median(v)) for k, v in runs.items()}
+
+            def overhead(traced: str, off: str = "http_off") -> float:
+                return round(100 * (med[off] - med[traced]) / med[off], 2)
+
             report["throughput_per_s"] = {k: {"median": round(m, 1), "rounds": runs[k]} for k, m in med.items()}
-            report["tracing_throughput_overhead_pct"] = round(100 * (med["http_off"] - med["http_traced"])
-                                                              / med["http_off"], 2)
-            report["overhead_vs_untraced_grpc_pct"] = round(100 * (med["grpc_off"] - med["http_traced"])
-                                                            / med["grpc_off"], 2)
-            report["load"] = {"concurrency": concurrency, "requests_per_round": round_requests, "rounds": rounds}
+            report["sampling"] = {"sampler": "parentbased_traceidratio", "ratio": ratio, "triton_rate": 0}
+            report["tracing_throughput_overhead_pct"] = overhead("http_sampled")
+            report["tracing_throughput_overhead_every_request_pct"] = overhead("http_traced")
+            report["overhead_vs_untraced_grpc_pct"] = overhead("http_sampled", "grpc_off")
+            report["load"] = {"concurrency": concurrency, "requests_per_round": round_requests, "rounds": rounds,
+                              "machine": f"{os.cpu_count()} CPUs, gateway + Triton + load generator together"}
             report["receiver_errors"] = rx.errors[:5]
         finally:
             for gw in gateways.values():
@@ -233,14 +266,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     parser.add_argument("--data", type=Path, default=Path("data"))
     parser.add_argument("--requests", type=int, default=200, help="traced requests per transport")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--round-requests", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--ratio", type=float, default=0.1,
+                        help="the sampling ratio measured as the shipped default (the chart's otel.samplerArg)")
     parser.add_argument("--out", type=Path, default=Path("reports/tracing.json"))
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="intent-tracing-") as work:
         report = run(args.repository, args.artifacts, args.data, args.requests, args.rounds, args.round_requests,
-                     args.concurrency, Path(work))
+                     args.concurrency, args.ratio, Path(work))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "throughput_per_s"}, indent=2))

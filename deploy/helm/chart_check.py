@@ -53,7 +53,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "external-redis-url": {"redis": {"enabled": False, "external": {"url": "redis://:s3cret@redis.data:6379/2"}}},
     "inline-artifacts": {"gateway": {"artifacts": {"files": ARTIFACT_FILES}}},
     "tracing": {"otel": {"enabled": True, "endpoint": "http://collector.obs:4318",
-                         "triton": {"rate": 1, "level": "TIMESTAMPS"}}},
+                         "triton": {"rate": 0, "level": "TIMESTAMPS"}}},
     "cpu-single": {"triton": {"gpu": {"count": 0}, "nodeSelector": {}, "tolerations": []},
                    "gateway": {"replicaCount": 1, "autoscaling": {"enabled": False}, "pdb": {"enabled": False}},
                    "networkPolicy": {"enabled": False}, "metrics": {"enabled": False}},

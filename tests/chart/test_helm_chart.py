@@ -261,7 +261,7 @@ def test_tracing_wires_gateway_env_and_triton_flags() -> None:
     args = container(one(docs, "Deployment", "triton"))["args"]
     assert "--trace-config=mode=opentelemetry" in args
     assert "--trace-config=opentelemetry,url=http://collector.obs:4318/v1/traces" in args
-    assert "--trace-config=rate=1" in args
+    assert "--trace-config=rate=0" in args  # Triton traces what the gateway sampled, nothing else
     # with tracing on, the gateway reaches Triton over HTTP (every traceparent kept) and may egress only there
     assert e["GATEWAY_TRITON_URL"] == "http://intent-intent-platform-triton:8000"
     gw = one(docs, "NetworkPolicy", "gateway")["spec"]

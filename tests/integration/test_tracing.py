@@ -6,6 +6,8 @@ Triton over HTTP (the transport that keeps every traceparent in Triton 2.51).
 
 from __future__ import annotations
 
+import secrets
+import time
 import urllib.request
 from pathlib import Path
 
@@ -73,5 +75,37 @@ def test_one_trace_from_the_caller_into_tritons_compute_spans(traced, gw_artifac
             text = response.read().decode()
         assert 'gateway_requests_total{code="OK",method="RankTiles"}' in text
         assert "gateway_request_duration_seconds_bucket" in text
+    finally:
+        gw.stop()
+
+
+def test_triton_traces_only_what_the_gateway_sampled(traced, gw_artifacts, visitor, tmp_path):  # noqa: F811
+    """Triton at rate=0 traces exactly the requests that carry a sampled context: a caller's unsampled
+    traceparent leaves no span anywhere, a sampled one a whole trace, with the gateway sampling nothing new."""
+    rx, triton = traced
+    _, events = visitor
+    gw = GatewayProcess(gw_artifacts, f"http://{triton.http_url}", events[-1].ts + DAY_MS, tmp_path,
+                        otel_env(rx.endpoint, ratio=0.0))
+    try:
+        gw.seed(events[:40], "C-sampled")
+        before = {s.trace_id for s in rx.spans()}
+        unsampled = [secrets.token_hex(16) for _ in range(5)]
+        sampled = [secrets.token_hex(16) for _ in range(5)]
+        with grpc.insecure_channel(gw.address) as channel:
+            stub = pb_grpc.IntentGatewayServiceStub(channel)
+            for trace_id, flags in [*((t, "00") for t in unsampled), *((t, "01") for t in sampled)]:
+                header = f"00-{trace_id}-{secrets.token_hex(8)}-{flags}"
+                reply = stub.RankTiles(pb.RankTilesRequest(customer_id="C-sampled", tile_ids=TILES), timeout=10,
+                                       metadata=[("traceparent", header)])
+                assert not reply.degraded
+            for _ in range(5):  # no caller context, and the gateway samples none of its own (ratio 0)
+                assert not stub.RankTiles(pb.RankTilesRequest(customer_id="C-sampled", tile_ids=TILES),
+                                          timeout=10).degraded
+        spans = rx.wait_for(lambda ss: trace_report(ss, sampled)["whole"] == len(sampled), timeout=15)
+        time.sleep(1.5)  # Triton exports every 0.5 s: anything it traced by mistake has arrived
+        spans = rx.spans()
+        assert trace_report(spans, sampled)["whole"] == len(sampled)
+        new = {s.trace_id for s in spans} - before
+        assert new == set(sampled), "Triton or the gateway traced a request nobody sampled"
     finally:
         gw.stop()
