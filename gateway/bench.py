@@ -2,9 +2,15 @@
 
 For each concurrency level, a bounded number of requests goes to (a) Triton's `intent_pipeline` directly,
 with each customer's sessions already featurized and padded (the model-server floor), and (b) the gateway's
-RankTiles for the same customers (store lookup + sessionize + featurize + Triton + ranker), once with the
-embedding cache off (every request reaches Triton) and once warm (every customer ranked once before the
-measurement: the steady state for a returning customer whose sessions have not changed).
+RankTiles for the same customers, in three configurations, each a fresh gateway process and store:
+
+- `gateway`, as shipped: the web traffic is replayed through RecordEvents, the write-behind embedder embeds
+  the linked visitors' sessions as they arrive, and RankTiles (store lookup + sessionize + cache + ranker)
+  finds them cached. No customer was ranked before; the report counts the read-path Triton calls (0 expected).
+- `gateway_cold`: the embedding cache off, so every request featurizes and calls Triton (the worst case: a
+  session that changed after its last write-behind embedding, or a cache that was lost).
+- `gateway_warm`: write-behind off, read-through cache on, every customer ranked once before measuring.
+
 The gateway runs as its own process; the load generator is grpc.aio in this one.
 """
 
@@ -19,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -26,6 +33,7 @@ import grpc
 import numpy as np
 import tritonclient.grpc.aio as triton_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.api import pb, pb_grpc
 from gateway.replay import pick_visitors, replay
@@ -35,6 +43,8 @@ from training.featurizer import Featurizer, pad_batch
 from training.sessionize import sessionize
 
 DAY_MS = 86_400_000
+VARIANTS = (("gateway", True, True), ("gateway_cold", False, False), ("gateway_warm", True, False))
+"""(name, embedding cache on, write-behind embedding on) of each gateway configuration measured."""
 
 
 async def measure(call: Callable[[int], Awaitable[object]], concurrency: int, requests: int) -> dict:
@@ -58,12 +68,40 @@ async def measure(call: Callable[[int], Awaitable[object]], concurrency: int, re
             "throughput_per_s": round(len(ms) / wall, 1), "requests": len(ms)}
 
 
-def start_gateway(artifacts: Path, store: str, triton_url: str, as_of: int, cache: bool, log: Path) -> tuple:
+def metric(port: int, name: str, **labels: str) -> float:
+    """One sample of the gateway's Prometheus endpoint on loopback (0.0 when it has not been recorded yet)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+def wait_for_write_behind(metrics_port: int, timeout_s: float = 120.0) -> float:
+    """Wait until the gateway's write-behind embedder has nothing pending; sessions it embedded."""
+    deadline = time.monotonic() + timeout_s
+    time.sleep(0.2)
+    while metric(metrics_port, "gateway_embed_pending") > 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError("write-behind embedding still busy")
+        time.sleep(0.1)
+    return metric(metrics_port, "gateway_sessions_embedded_total", path="write")
+
+
+def start_gateway(artifacts: Path, store: str, triton_url: str, as_of: int, cache: bool, log: Path,
+                  embed_on_write: bool = False, metrics_port: int | None = None) -> tuple:
     port = free_port()
     args = [sys.executable, "-m", "gateway.server", "--listen", f"127.0.0.1:{port}", "--store", store,
             "--artifacts", str(artifacts), "--triton-url", triton_url, "--as-of", str(as_of),
-            "--triton-timeout-s", "5", "--cache-embeddings", str(cache).lower(), "--log-level", "WARNING"]
-    process = subprocess.Popen(args, stdout=log.open("a"), stderr=subprocess.STDOUT)
+            "--triton-timeout-s", "5", "--cache-embeddings", str(cache).lower(),
+            "--embed-on-write", str(embed_on_write).lower(), "--log-level", "WARNING"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    if metrics_port is not None:
+        env |= {"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+                "OTEL_EXPORTER_PROMETHEUS_PORT": str(metrics_port)}
+    process = subprocess.Popen(args, stdout=log.open("a"), stderr=subprocess.STDOUT, env=env)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     health = health_pb2_grpc.HealthStub(channel)
     for _ in range(300):
@@ -111,10 +149,10 @@ async def run(args: argparse.Namespace) -> dict:
             inputs[1].set_data_from_numpy(b.continuous)
             await client.infer("intent_pipeline", inputs)
 
-        for cache in (False, True):
-            name = "gateway_warm" if cache else "gateway"
+        for name, cache, write_behind in VARIANTS:
+            metrics_port = free_port()
             process, port = start_gateway(args.artifacts, f"sqlite://{work / f'{name}.db'}", triton.grpc_url, as_of,
-                                          cache, work / f"{name}.log")
+                                          cache, work / f"{name}.log", write_behind, metrics_port)
             try:
                 async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                     stub = pb_grpc.IntentGatewayServiceStub(channel)
@@ -129,26 +167,31 @@ async def run(args: argparse.Namespace) -> dict:
                         if reply.degraded:
                             raise RuntimeError(f"degraded answer in the benchmark: {reply.degraded_reason}")
 
-                    if cache:  # warm: every customer's sessions embedded once, as for a returning customer
+                    if write_behind:
+                        report["write_behind_sessions_embedded"] = wait_for_write_behind(metrics_port)
+                    elif cache:  # warm: every customer's sessions embedded once, as for a returning customer
                         for i in range(len(active)):
                             await rank_call(i)
+                    read_before = metric(metrics_port, "gateway_sessions_embedded_total", path="read")
                     for c in args.concurrency:
                         level = report["levels"].setdefault(f"c{c}", {})
-                        if not cache:
+                        if "triton" not in level:
                             level["triton"] = await measure(triton_call, c, args.requests)
                         level[name] = await measure(rank_call, c, args.requests)
+                    report.setdefault("read_path_sessions_embedded", {})[name] = metric(
+                        metrics_port, "gateway_sessions_embedded_total", path="read") - read_before
             finally:
                 process.terminate()
                 process.wait(timeout=30)
         await client.close()
     levels = report["levels"]
+    names = [v[0] for v in VARIANTS]
     report["p50_ms"] = {f"{k}_c{c}": levels[f"c{c}"][k]["p50_ms"] for c in args.concurrency
-                        for k in ("gateway", "gateway_warm", "triton")}
-    report["throughput_ratio_c8"] = round(levels["c8"]["gateway"]["throughput_per_s"]
-                                          / levels["c8"]["triton"]["throughput_per_s"], 3) if "c8" in levels else None
+                        for k in (*names, "triton")}
     if "c8" in levels:
-        report["throughput_ratio_c8_warm"] = round(levels["c8"]["gateway_warm"]["throughput_per_s"]
-                                                   / levels["c8"]["triton"]["throughput_per_s"], 3)
+        for k in names:
+            report["throughput_ratio_c8" + k.removeprefix("gateway")] = round(
+                levels["c8"][k]["throughput_per_s"] / levels["c8"]["triton"]["throughput_per_s"], 3)
     report["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()}
     report["config"] = {"requests_per_level": args.requests, "visitors_replayed": args.visitors, "tiles": len(tiles)}
     return report
@@ -180,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.report.write_text(json.dumps(report, indent=2))
     args.report.with_suffix(".md").write_text("# Gateway benchmark\n\n" + table(report) + "\n")
     print(table(report))
-    print(json.dumps({k: report.get(k) for k in ("p50_ms", "throughput_ratio_c8", "throughput_ratio_c8_warm")},
+    print(json.dumps({k: v for k, v in report.items() if k.startswith(("p50_ms", "throughput_ratio", "read_path"))},
                      indent=2))
     return 0
 

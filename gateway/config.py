@@ -30,6 +30,13 @@ class GatewayConfig:
     """RFC 3339 time to treat as now when replaying historical traffic; empty means the wall clock."""
     cache_embeddings: bool = True
     """Keep each session's embedding and intents in the store, keyed by session version (its event count)."""
+    embed_on_write: bool = True
+    """Embed linked visitors' sessions in the background as their events arrive (gateway/embedder.py), so
+    RankTiles finds them cached instead of calling Triton; needs cache_embeddings."""
+    embed_delay_ms: float = 20.0
+    """How long write-behind embedding waits to batch a burst of writes into one Triton call."""
+    embed_timeout_s: float = 2.0
+    """Budget of one write-behind Triton call (it is off the request path, so longer than triton_timeout_s)."""
     max_sessions: int = 20
     """Most recent linked sessions used per customer."""
     max_batch_events: int = 1000

@@ -37,7 +37,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -101,7 +101,7 @@ def build_model(name: str, cfg: GatewayConfig, featurizer: Featurizer, ranker: R
     from kserve import InferInput, InferOutput, InferRequest, InferResponse
 
     intents_info = SimpleNamespace(labels=tuple(labels), version=version)
-    core = Gateway(cfg, store=None, intents=intents_info, ranker=ranker)
+    core = Gateway(replace(cfg, embed_on_write=False), store=None, intents=intents_info, ranker=ranker)  # no store
 
     class Reranker(kserve.Model):
         def __init__(self) -> None:

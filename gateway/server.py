@@ -70,6 +70,8 @@ class GatewayServer:
         if self.port == 0:
             raise OSError(f"cannot listen on {self.cfg.listen}")
         await self.server.start()
+        if self.gateway.embedder is not None:
+            self.gateway.embedder.start()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("gateway serving on port %d (store %s, triton %s, model %s)", self.port, self.cfg.store,
@@ -80,6 +82,8 @@ class GatewayServer:
         """Report NOT_SERVING, let in-flight calls finish within grace_s, then close the store."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.cfg.grace_s)
+        if self.gateway.embedder is not None:
+            await self.gateway.embedder.stop()
         await self.intents.close()
         await self.store.close()
         log.info("gateway stopped")

@@ -3,7 +3,9 @@
 RankTiles: the customer's links -> their visitors' events in the lookback window -> sessions -> (cached per
 session version, else one Triton call for all) embeddings and intent probabilities -> the mean embedding as
 the ranker's pre-login signal -> tile scores. When Triton is down or slower than `triton_timeout_s`, the
-same ranker scores the tiles with the no-session input and the answer says `degraded`.
+same ranker scores the tiles with the no-session input and the answer says `degraded`. Writes hand the
+visitors they touch to the write-behind embedder (gateway/embedder.py), which usually fills that cache
+before the app asks.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 
 from gateway.api import pb, pb_grpc
 from gateway.config import GatewayConfig
+from gateway.embedder import WriteBehindEmbedder
 from gateway.errors import GatewayError, invalid_argument, not_found
 from gateway.intents import IntentClient, SessionIntents
 from gateway.store import SessionStore
@@ -52,6 +55,10 @@ class Gateway:
         self.cfg, self.store, self.intents, self.ranker = cfg, store, intents, ranker
         self.lookback_ms = int((cfg.lookback_days or float(ranker.meta.get("lookback_days", 30))) * DAY_MS)
         self.fixed_now = parse_ts(cfg.as_of) if cfg.as_of else None
+        self.embedder: WriteBehindEmbedder | None = None
+        if cfg.embed_on_write and cfg.cache_embeddings:
+            self.embedder = WriteBehindEmbedder(store, self._embed_on_write, lambda: self.now_ms() - self.lookback_ms,
+                                                cfg.max_sessions, cfg.embed_delay_ms / 1000)
 
     def now_ms(self) -> int:
         return self.fixed_now if self.fixed_now is not None else int(time.time() * 1000)
@@ -69,7 +76,18 @@ class Gateway:
         for e in events:
             if e.customer_id and e.event_type == "login":
                 links += (await self.store.link(e.anonymous_id, e.customer_id, "login", e.ts))[1]
+        if accepted or links:
+            self.touched(e.anonymous_id for e in events)
         return accepted, links
+
+    def touched(self, anonymous_ids) -> None:
+        """Visitors whose events or links changed: their sessions may need embedding."""
+        if self.embedder is not None:
+            self.embedder.submit(anonymous_ids)
+
+    async def _embed_on_write(self, sessions: Sequence[Session]) -> str:
+        _, reason = await self.session_intents(sessions, self.cfg.embed_timeout_s, path="write")
+        return reason
 
     # -- reads
 
@@ -80,8 +98,10 @@ class Gateway:
         sessions = sorted(sessionize(events), key=lambda s: s.start_ms)
         return sessions[-self.cfg.max_sessions:]
 
-    async def session_intents(self, sessions: Sequence[Session]) -> tuple[SessionIntents | None, str]:
+    async def session_intents(self, sessions: Sequence[Session], timeout_s: float | None = None,
+                              path: str = "read") -> tuple[SessionIntents | None, str]:
         """Per-session embeddings and probabilities, from the cache or one Triton call; (None, why) if late."""
+        timeout_s = self.cfg.triton_timeout_s if timeout_s is None else timeout_s
         if not sessions:
             return SessionIntents(np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)), ""
         keys = [f"{s.session_id}:{len(s.events)}:{self.intents.version}" for s in sessions]
@@ -90,12 +110,12 @@ class Gateway:
         missing = [i for i, c in enumerate(cached) if c is None]
         fresh: SessionIntents | None = None
         if missing:
+            METRICS.embedded.labels(path).inc(len(missing))
             try:
-                fresh = await asyncio.wait_for(self.intents.infer([sessions[i].events for i in missing],
-                                                                  self.cfg.triton_timeout_s),
-                                               self.cfg.triton_timeout_s)
+                fresh = await asyncio.wait_for(self.intents.infer([sessions[i].events for i in missing], timeout_s),
+                                               timeout_s)
             except TimeoutError:
-                return None, f"model server slower than {self.cfg.triton_timeout_s * 1000:.0f} ms"
+                return None, f"model server slower than {timeout_s * 1000:.0f} ms"
             except Exception as exc:  # any model-server failure degrades, never fails the caller
                 log.warning("triton call failed: %s", exc)
                 return None, f"model server unavailable: {type(exc).__name__}"
@@ -183,6 +203,8 @@ class GatewayServicer(pb_grpc.IntentGatewayServiceServicer):
             require_ids(anonymous_id=request.anonymous_id, customer_id=request.customer_id)
             return await self.gw.store.link(request.anonymous_id, request.customer_id, "api", self.gw.now_ms())
         link, created = await self._guard(context, do())
+        if created:
+            self.gw.touched([request.anonymous_id])
         return pb.LinkIdentityResponse(created=created, link=pb.IdentityLink(
             anonymous_id=link.anonymous_id, customer_id=link.customer_id, linked_at=iso(link.linked_at_ms),
             source=pb.LINK_SOURCE_LOGIN if link.source == "login" else pb.LINK_SOURCE_API))

@@ -15,8 +15,10 @@ that header from gRPC metadata for a few percent of requests; over its HTTP endp
 point the gateway at `http://HOST:8000` (`--triton-url`) when traces must be whole (reports/tracing.json).
 
 Metrics (`OTEL_METRICS_EXPORTER=prometheus`; host and port from `OTEL_EXPORTER_PROMETHEUS_HOST`/`_PORT`,
-default 0.0.0.0:9464): `gateway_requests_total{method,code}`, `gateway_request_duration_seconds{method}` and
-`gateway_degraded_answers_total{method}`, served with `prometheus_client` on their own registry.
+default 0.0.0.0:9464): `gateway_requests_total{method,code}`, `gateway_request_duration_seconds{method}`,
+`gateway_degraded_answers_total{method}`, `gateway_sessions_embedded_total{path}` (read: a cache miss on the
+request path; write: embedded in the background) and `gateway_embed_pending`, served with `prometheus_client`
+on their own registry.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 
 import grpc
 from opentelemetry import propagate, trace
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 log = logging.getLogger("gateway")
 tracer = trace.get_tracer("gateway")
@@ -48,6 +50,11 @@ class Metrics:
                                  ["method"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.degraded = Counter("gateway_degraded_answers", "answers served without the model (degraded)",
                                 ["method"], registry=self.registry)
+        self.embedded = Counter("gateway_sessions_embedded", "sessions sent to Triton, by path: read (a cache "
+                                "miss while answering) or write (embedded in the background as events arrive)",
+                                ["path"], registry=self.registry)
+        self.embed_pending = Gauge("gateway_embed_pending", "visitors waiting for write-behind embedding",
+                                   registry=self.registry)
 
     def serve(self, host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=self.registry)

@@ -64,6 +64,9 @@ class SessionStore(Protocol):
     async def links(self, customer_id: str) -> list[Link]:
         """The customer's links, oldest first."""
 
+    async def linked_visitors(self, anonymous_ids: Sequence[str]) -> set[str]:
+        """Those of `anonymous_ids` linked to some customer (their sessions are worth embedding on write)."""
+
     async def forget_customer(self, customer_id: str) -> tuple[int, int]:
         """Delete the customer's links and their visitors' events: (links deleted, events deleted)."""
 

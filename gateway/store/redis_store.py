@@ -4,6 +4,7 @@ Keys (prefix configurable):
     ev:{anonymous_id}    sorted set of event keys by event time
     evb:{anonymous_id}   hash event key -> event JSON
     link:{customer_id}   hash anonymous_id -> {"source", "linked_at"}
+    linkedto:{anonymous_id}  set of the customer ids the visitor is linked to (the reverse of link:)
     cache:{key}          cached session embeddings (expire after cache_ttl_s)
 A visitor's keys expire retention_days after their last write; `prune` trims older events inside.
 """
@@ -44,6 +45,7 @@ local events = 0
 for _, anon in ipairs(anons) do
   events = events + redis.call('ZCARD', ARGV[1] .. 'ev:' .. anon)
   redis.call('DEL', ARGV[1] .. 'ev:' .. anon, ARGV[1] .. 'evb:' .. anon)
+  redis.call('SREM', ARGV[1] .. 'linkedto:' .. anon, ARGV[2])
 end
 redis.call('DEL', KEYS[1])
 return {#anons, events}
@@ -109,12 +111,20 @@ class RedisStore:
     async def link(self, anonymous_id: str, customer_id: str, source: LinkSourceName, at_ms: int
                    ) -> tuple[Link, bool]:
         key = self._k("link", customer_id)
-        created = bool(await self._redis.hsetnx(key, anonymous_id, json.dumps({"source": source, "linked_at": at_ms})))
-        doc = json.loads(await self._redis.hget(key, anonymous_id))
+        async with self._redis.pipeline(transaction=True) as tx:
+            tx.hsetnx(key, anonymous_id, json.dumps({"source": source, "linked_at": at_ms}))
+            tx.sadd(self._k("linkedto", anonymous_id), customer_id)
+            tx.hget(key, anonymous_id)
+            created, _, body = await tx.execute()
+        doc = json.loads(body)
         return Link(anonymous_id, customer_id, doc["source"], doc["linked_at"]), created
 
     async def unlink(self, anonymous_id: str, customer_id: str) -> bool:
-        return bool(await self._redis.hdel(self._k("link", customer_id), anonymous_id))
+        async with self._redis.pipeline(transaction=True) as tx:
+            tx.hdel(self._k("link", customer_id), anonymous_id)
+            tx.srem(self._k("linkedto", anonymous_id), customer_id)
+            removed, _ = await tx.execute()
+        return bool(removed)
 
     async def links(self, customer_id: str) -> list[Link]:
         rows = await self._redis.hgetall(self._k("link", customer_id))
@@ -122,8 +132,16 @@ class RedisStore:
                  for a, d in ((a, json.loads(v)) for a, v in rows.items())]
         return sorted(links, key=lambda lk: (lk.linked_at_ms, lk.anonymous_id))
 
+    async def linked_visitors(self, anonymous_ids: Sequence[str]) -> set[str]:
+        ids = list(dict.fromkeys(anonymous_ids))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for anon in ids:
+                pipe.exists(self._k("linkedto", anon))
+            found = await pipe.execute()
+        return {anon for anon, n in zip(ids, found, strict=True) if n}
+
     async def forget_customer(self, customer_id: str) -> tuple[int, int]:
-        links, events = await self._forget(keys=[self._k("link", customer_id)], args=[self.prefix])
+        links, events = await self._forget(keys=[self._k("link", customer_id)], args=[self.prefix, customer_id])
         return int(links), int(events)
 
     async def cache_get(self, key: str) -> bytes | None:

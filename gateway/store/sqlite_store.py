@@ -123,6 +123,16 @@ class SqliteStore:
                                     "WHERE customer_id = ? ORDER BY linked_at, anonymous_id", (customer_id,)).fetchall()
         return [Link(*r) for r in rows]
 
+    async def linked_visitors(self, anonymous_ids: Sequence[str]) -> set[str]:
+        ids = list(dict.fromkeys(anonymous_ids))
+        found: set[str] = set()
+        for start in range(0, len(ids), 500):  # SQLite caps bound parameters
+            chunk = ids[start:start + 500]
+            found |= {r[0] for r in self._reader.execute(
+                f"SELECT DISTINCT anonymous_id FROM links WHERE anonymous_id IN ({','.join('?' * len(chunk))})",
+                chunk)}
+        return found
+
     async def forget_customer(self, customer_id: str) -> tuple[int, int]:
         def do() -> tuple[int, int]:
             anons = [r[0] for r in self._db.execute("SELECT anonymous_id FROM links WHERE customer_id = ?",

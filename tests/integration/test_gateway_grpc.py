@@ -17,6 +17,7 @@ import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.api import pb, pb_grpc
+from gateway.bench import metric, wait_for_write_behind
 from gateway.errors import field_violations
 from training.bank import SEGMENTS, TILES
 from training.contract import Event
@@ -63,8 +64,10 @@ def visitor(small_data):
 class Gateway:
     """`python -m gateway.server` as a subprocess; restartable on the same store."""
 
-    def __init__(self, artifacts: Path, store: str, triton_url: str, as_of_ms: int, **extra: str) -> None:
+    def __init__(self, artifacts: Path, store: str, triton_url: str, as_of_ms: int, env: dict | None = None,
+                 **extra: str) -> None:
         self.port = free_port()
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.args = [sys.executable, "-m", "gateway.server", "--listen", f"127.0.0.1:{self.port}", "--store", store,
                      "--artifacts", str(artifacts), "--triton-url", triton_url, "--as-of", str(as_of_ms),
                      "--max-batch-events", "50", "--triton-timeout-s", "2.0"]
@@ -78,8 +81,7 @@ class Gateway:
 
     def start(self) -> Gateway:
         with self.log_path.open("a") as log:
-            self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT,
-                                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
         stub = health_pb2_grpc.HealthStub(self.channel)
         deadline = time.monotonic() + 60
@@ -218,6 +220,39 @@ def test_nothing_accepted_is_lost_across_a_restart(gw_artifacts, triton, visitor
         assert sum(s.n_events for s in got.sessions) == accepted == 20
     finally:
         gw.stop()
+
+
+def test_write_behind_embedding_fills_the_cache_before_the_app_asks(gw_artifacts, triton, visitor, tmp_path):
+    """Sessions written and linked are embedded in the background; RankTiles then calls Triton for none of
+    them and answers as the read path would (the same embeddings, so the same ranking)."""
+    anon, events = visitor
+    metrics_port = free_port()
+    env = {"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+           "OTEL_EXPORTER_PROMETHEUS_PORT": str(metrics_port)}
+    store = f"sqlite://{tmp_path / 'wb.db'}"
+    tiles = ["tile_refinance_rates", "tile_cash_back_card", "tile_open_checking", "tile_auto_loan"]
+    request = pb.RankTilesRequest(customer_id="C-wb", tile_ids=tiles, context=pb.CustomerContext(segment="mass"))
+    gw = Gateway(gw_artifacts, store, triton.grpc_url, events[-1].ts + DAY_MS, env=env).start()
+    try:
+        half = min(len(events), 50) // 2
+        gw.stub.RecordEvents(pb.RecordEventsRequest(events=[to_pb(e) for e in events[:half]]), timeout=10)
+        assert wait_for_write_behind(metrics_port, 30) == 0  # nobody linked yet: nothing worth embedding
+        gw.stub.LinkIdentity(pb.LinkIdentityRequest(anonymous_id=anon, customer_id="C-wb"), timeout=10)
+        gw.stub.RecordEvents(pb.RecordEventsRequest(events=[to_pb(e) for e in events[half:50]]), timeout=10)
+        n_sessions = len(sessionize(events[:50]))
+        assert wait_for_write_behind(metrics_port, 30) >= n_sessions
+        ranked = gw.stub.RankTiles(request, timeout=10)
+        assert not ranked.degraded and ranked.sessions_used == n_sessions
+        assert metric(metrics_port, "gateway_sessions_embedded_total", path="read") == 0
+    finally:
+        gw.stop()
+    cold = Gateway(gw_artifacts, store, triton.grpc_url, events[-1].ts + DAY_MS, cache_embeddings="false").start()
+    try:  # same store, no cache: every session embedded on the read path
+        again = cold.stub.RankTiles(request, timeout=10)
+    finally:
+        cold.stop()
+    assert [t.tile_id for t in again.tiles] == [t.tile_id for t in ranked.tiles]
+    np.testing.assert_allclose([t.score for t in again.tiles], [t.score for t in ranked.tiles], atol=1e-5)
 
 
 def test_a_dead_model_server_degrades_to_the_baseline_never_an_error(gw_artifacts, visitor, tmp_path):

@@ -61,14 +61,20 @@ async def test_links_are_idempotent_and_unlink_and_forget_really_delete(store_ur
     await store.link("A2", "C1", "api", T0 + 1)
     await store.link("A3", "C2", "api", T0 + 1)
     assert [lk.anonymous_id for lk in await store.links("C1")] == ["A1", "A2"]
+    assert await store.linked_visitors(["A1", "A2", "A3", "A4", "A1"]) == {"A1", "A2", "A3"}
     assert [(e.anonymous_id, e.ts) for e in await store.customer_events("C1", since_ms=T0 + 1500)] == [
         ("A1", T0 + 2000)]
     assert len(await store.customer_events("C1")) == 3 and await store.customer_events("nobody") == []
     assert await store.unlink("A2", "C1") and not await store.unlink("A2", "C1")
     assert [lk.anonymous_id for lk in await store.links("C1")] == ["A1"]
     assert await store.events("A2") != []  # unlinking keeps the anonymous traffic
+    assert await store.linked_visitors(["A2"]) == set()
+    await store.link("A1", "C9", "api", T0 + 2)  # one device, two customers (a shared laptop)
     assert await store.forget_customer("C1") == (1, 2)
     assert await store.links("C1") == [] and await store.events("A1") == []
+    assert await store.linked_visitors(["A1"]) == {"A1"}  # still C9's
+    await store.unlink("A1", "C9")
+    assert await store.linked_visitors(["A1", "A3"]) == {"A3"}
     assert len(await store.events("A3")) == 1 and len(await store.links("C2")) == 1
     assert await store.forget_customer("C1") == (0, 0)
     await store.close()
