@@ -9,6 +9,7 @@ platform engineer relies on.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.util
 import re
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from gateway.config import GatewayConfig
 
 helm = pytest.importorskip("helm_python", reason="helm-python-sdk is not installed (pip install -e '.[dev]')")
 pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed (pip install -e '.[dev]')")
@@ -172,6 +175,13 @@ def test_gateway_grpc_probes_and_env(default: list[dict[str, Any]]) -> None:
     assert e["GATEWAY_TRITON_URL"] == "intent-intent-platform-triton:8001"
     assert e["GATEWAY_ARTIFACTS"] == "/etc/intent/artifacts"
     assert e["GATEWAY_TRITON_TIMEOUT_S"] == "0.25"
+    assert (e["GATEWAY_CACHE_EMBEDDINGS"], e["GATEWAY_EMBED_ON_WRITE"]) == ("true", "true")
+    # every GATEWAY_* the chart sets is a gateway setting, and the gateway loads them all
+    settings = {k: v for k, v in e.items() if k.startswith("GATEWAY_") and isinstance(v, str)}
+    cfg = GatewayConfig.load(env=settings)
+    assert cfg.embed_on_write and cfg.embed_delay_ms == 20.0 and cfg.max_sessions == 20
+    assert {k.removeprefix("GATEWAY_").lower() for k in e if k.startswith("GATEWAY_")} <= {
+        f.name for f in dataclasses.fields(GatewayConfig)}
     assert e["OTEL_TRACES_EXPORTER"] == "none"
     assert e["OTEL_EXPORTER_PROMETHEUS_PORT"] == "9464"
     assert "checksum/config" in dep["spec"]["template"]["metadata"]["annotations"]

@@ -153,6 +153,12 @@ gRPC metadata (reports/tracing.json: 200/200 vs 195/200 whole traces). */}}
   value: {{ $c.lookbackDays | quote }}
 - name: GATEWAY_MAX_SESSIONS
   value: {{ $c.maxSessions | quote }}
+- name: GATEWAY_CACHE_EMBEDDINGS
+  value: {{ $c.cacheEmbeddings | quote }}
+- name: GATEWAY_EMBED_ON_WRITE
+  value: {{ $c.embedOnWrite | quote }}
+- name: GATEWAY_EMBED_DELAY_MS
+  value: {{ $c.embedDelayMs | quote }}
 - name: GATEWAY_MAX_BATCH_EVENTS
   value: {{ $c.maxBatchEvents | quote }}
 - name: GATEWAY_MAX_TILES
