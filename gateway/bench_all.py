@@ -183,17 +183,17 @@ def run_perf_analyzer(pa, model: str, url: str, protocol: str, input_data: Path,
 
 # -- processes -----------------------------------------------------------------------------------------------------
 
-def start_transformer(triton_grpc: str, artifacts: Path, as_of: int, log_path: Path, timeout_s: float = 90
-                      ) -> tuple:
+def start_transformer(triton_grpc: str, artifacts: Path, as_of: int, log_path: Path, timeout_s: float = 90,
+                      env: dict[str, str] | None = None) -> tuple:
     """The KServe transformer in its own process (kserve and tritonclient.grpc cannot share one), once ready:
-    (process, http_port, grpc_port)."""
+    (process, http_port, grpc_port). `env`: the process environment (default: this one's)."""
     from training.export.triton_server import free_port
 
     http_port, grpc_port = free_port(), free_port()
     args = [sys.executable, "-m", "gateway.kserve_transformer", "--predictor_host", triton_grpc,
             "--predictor_protocol", "grpc-v2", "--http_port", str(http_port), "--grpc_port", str(grpc_port),
             "--artifacts", str(artifacts), "--as-of", str(as_of), "--triton-timeout-s", "5"]
-    process = subprocess.Popen(args, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+    process = subprocess.Popen(args, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + timeout_s
     while True:
         try:

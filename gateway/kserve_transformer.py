@@ -22,6 +22,11 @@ Model `reranker` (v2 tensors; BYTES elements are UTF-8):
 
 A bad request is a 400 (REST) / INVALID_ARGUMENT (gRPC) naming the field, as in the gateway's gRPC API.
 
+Traces: with the gateway's `OTEL_*` settings, each request is a `reranker.infer` server span continuing the
+caller's `traceparent` (REST header or gRPC metadata), with `featurize` and `triton.infer` inside; a sampled
+span hands its context to Triton as gRPC metadata (start Triton with `--trace-config rate=0`, as for the
+gateway). Metrics are KServe's own (its /metrics on the REST port).
+
 So that Triton's perf_analyzer (and tritonclient) can drive it like a Triton model: ModelMetadata lists the tensors
 above, the gRPC server also answers Triton's ModelConfig RPC (which KServe's v2 server lacks), and a gRPC request
 sent with raw_input_contents is answered with raw_output_contents, as Triton answers.
@@ -43,13 +48,15 @@ from types import SimpleNamespace
 
 import numpy as np
 from google.protobuf import json_format
+from opentelemetry import propagate
+from opentelemetry.trace import SpanKind
 
 from gateway.api import pb
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
 from gateway.intents import SessionIntents, served_model
 from gateway.service import Gateway
-from gateway.telemetry import tracer
+from gateway.telemetry import TelemetrySettings, inject_headers, setup, tracer
 from gateway.validation import to_events
 from training.evaluation.scoring import Ranker
 from training.featurizer import Featurizer, pad_batch
@@ -99,6 +106,7 @@ def build_model(name: str, cfg: GatewayConfig, featurizer: Featurizer, ranker: R
     kserve is imported here and in main(), never at import time (it parses sys.argv when imported)."""
     import kserve
     from kserve import InferInput, InferOutput, InferRequest, InferResponse
+    from kserve.model import append_forwardable_headers
 
     intents_info = SimpleNamespace(labels=tuple(labels), version=version)
     core = Gateway(replace(cfg, embed_on_write=False), store=None, intents=intents_info, ranker=ranker)  # no store
@@ -113,6 +121,13 @@ def build_model(name: str, cfg: GatewayConfig, featurizer: Featurizer, ranker: R
 
         def get_output_types(self) -> list[dict]:
             return [{"name": n, "datatype": d, "shape": s} for n, d, s in OUTPUTS]
+
+        async def __call__(self, body, headers: dict[str, str] | None = None, *args, **kwargs):
+            """The request as one server span that continues the caller's W3C context (REST headers or gRPC
+            metadata); preprocess, predict and postprocess run inside it."""
+            with tracer.start_as_current_span(f"{name}.infer", context=propagate.extract(headers or {}),
+                                              kind=SpanKind.SERVER):
+                return await super().__call__(body, headers, *args, **kwargs)
 
         async def preprocess(self, payload: InferRequest, headers: dict[str, str] | None = None):
             inputs = {i.name: i for i in payload.inputs}
@@ -157,14 +172,25 @@ def build_model(name: str, cfg: GatewayConfig, featurizer: Featurizer, ranker: R
             if not pending.sessions:
                 return None
             try:
-                with tracer.start_as_current_span("triton.infer"):
-                    return await asyncio.wait_for(super().predict(payload, headers), cfg.triton_timeout_s)
+                with tracer.start_as_current_span("triton.infer", kind=SpanKind.CLIENT):
+                    return await asyncio.wait_for(self._predict(payload, headers), cfg.triton_timeout_s)
             except TimeoutError:
                 pending.reason = f"model server slower than {cfg.triton_timeout_s * 1000:.0f} ms"
             except Exception as exc:  # the predictor failing degrades the answer, never fails it
                 log.warning("predictor call failed: %s", exc)
                 pending.reason = f"model server unavailable: {type(exc).__name__}"
             return None
+
+        async def _predict(self, payload, headers):
+            """KServe's grpc-v2 predictor call, plus the W3C context of a sampled span as gRPC metadata: kserve
+            forwards only x-request-id, x-b3-traceid and authorization (this relies on kserve 0.21's
+            `_grpc_client`; Triton 2.51 keeps most, not all, traceparents sent as metadata)."""
+            context = inject_headers()
+            if not context:
+                return await super().predict(payload, headers)
+            metadata = [("request_type", "grpc_v2"), ("response_type", "grpc_v2"),
+                        *append_forwardable_headers(headers).items(), *context.items()]
+            return await self._grpc_client.infer(infer_request=payload, headers=tuple(metadata))
 
         async def postprocess(self, result, headers=None, response_headers=None):
             pending = _pending.get()
@@ -371,7 +397,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         server._grpc_server = grpc_server(args["grpc_port"], server.dataplane, server.model_repository_extension,
                                           args, server.grace_period, model.name)
         server.servers.append(server._grpc_server.start(server.max_threads))
-    server.start([model])
+    provider = setup(TelemetrySettings.from_env())  # OTEL_* as for the gateway; nothing when unset
+    try:
+        server.start([model])
+    finally:
+        if provider is not None:
+            provider.shutdown()  # flush the last spans
     return 0
 
 

@@ -6,6 +6,7 @@ Triton over HTTP (the transport that keeps every traceparent in Triton 2.51).
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 import urllib.request
@@ -18,8 +19,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from test_gateway_grpc import gw_artifacts, visitor  # noqa: F401 (fixtures)
+from test_kserve_transformer import event_json
 
 from gateway.api import pb, pb_grpc
+from gateway.bench_all import start_transformer, stop
 from gateway.otlp_receiver import OtlpReceiver
 from gateway.tracing_check import GATEWAY_SERVICE, GatewayProcess, otel_env, trace_report, triton_trace_args
 from training.export.triton_server import TritonServer, free_port
@@ -109,3 +112,49 @@ def test_triton_traces_only_what_the_gateway_sampled(traced, gw_artifacts, visit
         assert new == set(sampled), "Triton or the gateway traced a request nobody sampled"
     finally:
         gw.stop()
+
+
+def test_the_kserve_transformer_continues_the_callers_trace_into_triton(traced, gw_artifacts, visitor,  # noqa: F811
+                                                                        tmp_path):
+    """REST v2 request with a caller traceparent -> the transformer's server span -> Triton (gRPC metadata)."""
+    rx, triton = traced
+    _, events = visitor
+    env = {**otel_env(rx.endpoint), "OTEL_SERVICE_NAME": "intent-reranker"}
+    process, http_port, _ = start_transformer(triton.grpc_url, gw_artifacts, events[-1].ts + DAY_MS,
+                                              tmp_path / "kserve.log", env=env)
+    body = json.dumps({"inputs": [
+        {"name": "EVENTS", "shape": [min(len(events), 40)], "datatype": "BYTES", "data": [event_json(e)
+                                                                                          for e in events[:40]]},
+        {"name": "TILE_IDS", "shape": [len(TILES)], "datatype": "BYTES", "data": TILES}]}).encode()
+    callers = []
+    try:
+        for _ in range(5):  # Triton 2.51 drops a few traceparents sent as gRPC metadata: one whole trace suffices
+            trace_id, parent = secrets.token_hex(16), secrets.token_hex(8)
+            req = urllib.request.Request(f"http://127.0.0.1:{http_port}/v2/models/reranker/infer", data=body,
+                                         headers={"Content-Type": "application/json",
+                                                  "traceparent": f"00-{trace_id}-{parent}-01"})
+            with urllib.request.urlopen(req, timeout=10) as response:
+                out = {o["name"]: o["data"] for o in json.loads(response.read())["outputs"]}
+            assert out["DEGRADED"] == [False] and out["SESSIONS_USED"][0] > 0
+            callers.append((trace_id, parent))
+    finally:
+        stop(process)
+
+    def whole(spans) -> list[str]:
+        ids = []
+        for trace_id, _ in callers:
+            mine = [s for s in spans if s.trace_id == trace_id]
+            infer = {s.span_id for s in mine if s.service == "intent-reranker" and s.name == "triton.infer"}
+            triton_spans = [s for s in mine if s.service == "triton"]
+            if any("compute" in s.name.lower() for s in triton_spans) and any(
+                    s.parent_id in infer for s in triton_spans):
+                ids.append(trace_id)
+        return ids
+
+    spans = rx.wait_for(lambda ss: len(whole(ss)) == len(callers), timeout=10)
+    assert whole(spans), sorted({(s.service, s.name) for s in spans})
+    for trace_id, parent in callers:  # every request continued its caller's trace in the transformer
+        server = [s for s in spans if s.trace_id == trace_id and s.name == "reranker.infer"]
+        assert len(server) == 1 and server[0].parent_id == parent
+        names = {s.name for s in spans if s.trace_id == trace_id and s.service == "intent-reranker"}
+        assert {"featurize", "triton.infer"} <= names
