@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -200,6 +201,46 @@ def sampled_report(rx: OtlpReceiver, address: str, tiles: Sequence[str], request
     return {**report, "ratio": ratio, "sampled_pct": round(100.0 * len(ids) / requests, 2)}
 
 
+KSERVE_SERVICE = "intent-reranker"
+
+
+def kserve_report(rx: OtlpReceiver, triton: TritonServer, artifacts: Path, events: Sequence, tiles: Sequence[str],
+                  requests: int, work: Path, known: Sequence[str]) -> dict:
+    """The KServe transformer: REST v2 with a caller traceparent -> its server span -> Triton over gRPC
+    metadata (the only transport kserve's grpc-v2 predictor has)."""
+    from gateway.bench_all import start_transformer, stop
+
+    known = [*known, *{s.trace_id for s in rx.spans()}]  # earlier paths' traces are not fresh ones
+    env = {**otel_env(rx.endpoint), "OTEL_SERVICE_NAME": KSERVE_SERVICE}
+    process, http_port, _ = start_transformer(triton.grpc_url, artifacts, events[-1].ts + DAY_MS,
+                                              work / "kserve.log", env=env)
+    body = json.dumps({"inputs": [
+        {"name": "EVENTS", "shape": [len(events[:200])], "datatype": "BYTES", "data": [
+            json.dumps({"anonymous_id": e.anonymous_id, "ts": str(e.ts), "event_type": e.event_type, "url": e.url,
+                        "device": e.device or "", "referrer": e.referrer or "", "query": e.query or ""})
+            for e in events[:200]]},
+        {"name": "TILE_IDS", "shape": [len(tiles)], "datatype": "BYTES", "data": list(tiles)}]}).encode()
+    ids = []
+    try:
+        for _ in range(requests):
+            trace_id, header = traceparent()
+            req = urllib.request.Request(f"http://127.0.0.1:{http_port}/v2/models/reranker/infer", data=body,
+                                         headers={"Content-Type": "application/json", "traceparent": header})
+            with urllib.request.urlopen(req, timeout=10) as response:
+                response.read()
+            ids.append(trace_id)
+    finally:
+        stop(process)
+
+    def report(spans: Sequence[ReceivedSpan]) -> dict:
+        renamed = [ReceivedSpan(s.trace_id, s.span_id, s.parent_id, s.name,
+                                GATEWAY_SERVICE if s.service == KSERVE_SERVICE else s.service) for s in spans]
+        return trace_report(renamed, ids, [*known, *ids])
+
+    spans = rx.wait_for(lambda ss: report(ss)["whole"] == len(ids), timeout=15)
+    return {**report(spans), "transport": "REST in, Triton gRPC metadata (kserve grpc-v2 predictor)"}
+
+
 def run(repository: Path, artifacts: Path, data: Path, requests: int, rounds: int, round_requests: int,
         concurrency: int, ratio: float, work: Path) -> dict:
     events = pick_visitor(data)
@@ -231,6 +272,8 @@ def run(repository: Path, artifacts: Path, data: Path, requests: int, rounds: in
             report["paths"] = {t: trace_report(spans, ids, all_ids) for t, ids in paths.items()}
             report["paths"]["http_header_gateway_sampled"] = sampled_report(
                 rx, gateways["http_sampled"].address, tiles, requests, ratio, all_ids)
+            report["paths"]["kserve_transformer"] = kserve_report(rx, triton, artifacts, events, tiles, requests,
+                                                                  work, all_ids)
             report["trace_whole_pct"] = report["paths"]["http_header"]["whole_pct"]
             report["trace_path"] = "gateway -> Triton HTTP (traceparent header), tritonclient.http.aio"
 
