@@ -2,18 +2,26 @@
 
 The ranker is a logistic regression on explicit features, so scoring is `sigmoid(X @ w + b)`:
 
-    tile one-hot [T] | position one-hot [P] | segment one-hot [S] | segment x tile product [S*Q]
+    tile one-hot [T] | position one-hot [P] | segment one-hot [S] | segment x product one-hot [S*Q]
     | tile product held, number of products held, log1p(tenure months) [3]
-    | signal block (absent for the app-only baseline):
-        no-session indicator [1] | no-session x tile [T] | z-scored signal [D] | z-scored signal x tile [D*T]
+    | signal block (absent for the app-only baseline), one of two layouts (`signal_block`):
+        "need":    no-session indicator [1] | no-session x tile [T] | need probability of the tile's product [1]
+        "crosses": no-session indicator [1] | no-session x tile [T] | z-scored signal [D] | signal x tile [D*T]
 
-The signal is the customer's pre-login intent summary from linked web sessions (the mean session embedding,
-the mean distilled intent probabilities, or the LLM label histogram), z-scored with the training mean/scale;
-a customer with no linked session in the lookback gets the no-session indicator and a zero signal.
-Crossing the signal with the tile lets intent change the *order* of tiles, not only a customer's click rate.
+The signal is the customer's pre-login summary from linked web sessions in the lookback: the mean session
+embedding (or the mean distilled intent probabilities, or the LLM label histogram) as a vector of
+`signal_dim` numbers. A customer with no linked session gets the no-session indicator and a zero signal.
 
-`ranker.json` (format "intent-ranker/1"): {"format", "signal", "signal_dim", "tiles", "tile_products",
-"segments", "positions", "signal_mean", "signal_scale", "weights", "bias", "feature_names", "meta"}.
+"need" (the served layout since format 2): a small softmax head inside the ranker, `softmax(signal @ need_weights.T
++ need_bias)` over `need_products`, estimates which product the customer's need is for (it is fitted on the
+training window's conversions, see `training/evaluation/need.py`); each tile gets the probability of its own
+product, one number with one weight. "crosses" (format 1, the previous design): every signal dimension
+crossed with every tile, D*T weights, which the ~600 clicks on visits with a session cannot pin down.
+
+`ranker.json`, format "intent-ranker/2": {"format", "signal", "signal_dim", "signal_block", "tiles",
+"tile_products", "segments", "positions", "signal_mean", "signal_scale", "need_products", "need_weights",
+"need_bias", "weights", "bias", "feature_names", "meta"}. Format "intent-ranker/1" files (no signal_block, no
+need_*) still load, as the "crosses" layout.
 """
 
 from __future__ import annotations
@@ -21,16 +29,20 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
 
-FORMAT = "intent-ranker/1"
+FORMAT = "intent-ranker/2"
+READABLE_FORMATS = ("intent-ranker/1", FORMAT)
+BLOCKS = ("need", "crosses")
 
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """The vocabularies and signal normalization that turn impressions into the feature matrix."""
+    """The vocabularies and signal transforms that turn impressions into the feature matrix."""
 
     tiles: tuple[str, ...]
     tile_products: tuple[str, ...]
@@ -41,12 +53,57 @@ class FeatureSpec:
     signal: str = "none"
     """Name of the pre-login signal ("none" for the app-only baseline)."""
     signal_dim: int = 0
+    """Length of the signal vector the caller passes (the embedding's width for the served ranker)."""
     signal_mean: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     signal_scale: np.ndarray = field(default_factory=lambda: np.ones(0, np.float32))
+    """"crosses" only: z-score of the signal (training mean / standard deviation)."""
+    signal_block: str = "crosses"
+    """How the signal enters: "need" or "crosses" (see the module docstring)."""
+    need_products: tuple[str, ...] = ()
+    need_weights: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    """"need" only: [len(need_products), signal_dim], applied to the raw signal (standardization folded in)."""
+    need_bias: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    def __post_init__(self) -> None:
+        if self.signal_block not in BLOCKS:
+            raise ValueError(f"signal_block must be one of {BLOCKS}, got {self.signal_block!r}")
+        if len(self.tiles) != len(self.tile_products):
+            raise ValueError("tiles and tile_products differ in length")
+        k = len(self.need_products)
+        head_ok = (np.shape(self.need_weights) == (k, self.signal_dim) if k else np.size(self.need_weights) == 0)
+        if not head_ok or np.shape(self.need_bias) != (k,):
+            raise ValueError(f"need head must be [{len(self.need_products)}, {self.signal_dim}] weights and "
+                             f"[{len(self.need_products)}] bias, got {np.shape(self.need_weights)} and "
+                             f"{np.shape(self.need_bias)}")
 
     @property
     def products(self) -> tuple[str, ...]:
         return tuple(sorted(set(self.tile_products)))
+
+    # -- lookups, computed once per spec (a frozen dataclass still has a __dict__ for cached_property)
+    @cached_property
+    def _tile_lookup(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Sorted tile ids, their index in `tiles`, product index (in `products`) and need-head column (-1: none)."""
+        order = np.argsort(np.asarray(self.tiles, dtype=object).astype(str), kind="stable")
+        q_index = {q: i for i, q in enumerate(self.products)}
+        n_index = {q: i for i, q in enumerate(self.need_products)}
+        prod = np.array([q_index[p] for p in self.tile_products], dtype=np.int64)
+        need = np.array([n_index.get(p, -1) for p in self.tile_products], dtype=np.int64)
+        return np.asarray(self.tiles, dtype=str)[order], order, prod[order], need[order]
+
+    @cached_property
+    def _segment_lookup(self) -> tuple[np.ndarray, np.ndarray]:
+        order = np.argsort(np.asarray(self.segments, dtype=str), kind="stable")
+        return np.asarray(self.segments, dtype=str)[order], order
+
+    @staticmethod
+    def _find(sorted_keys: np.ndarray, values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(position in sorted_keys, found) for each value, vectorized."""
+        values = np.asarray(values, dtype=str)
+        if len(sorted_keys) == 0:
+            return np.zeros(len(values), np.int64), np.zeros(len(values), bool)
+        pos = np.clip(np.searchsorted(sorted_keys, values), 0, len(sorted_keys) - 1)
+        return pos, sorted_keys[pos] == values
 
     def feature_names(self) -> list[str]:
         t, p = list(self.tiles), self.products
@@ -56,48 +113,75 @@ class FeatureSpec:
         names += ["tile_product_held", "n_products", "log1p_tenure"]
         if self.signal_dim:
             names += ["no_session"] + [f"no_session&tile={x}" for x in t]
-            names += [f"{self.signal}[{d}]" for d in range(self.signal_dim)]
-            names += [f"{self.signal}[{d}]&tile={x}" for d in range(self.signal_dim) for x in t]
+            if self.signal_block == "need":
+                names += [f"{self.signal}:need_of_tile_product"]
+            else:
+                names += [f"{self.signal}[{d}]" for d in range(self.signal_dim)]
+                names += [f"{self.signal}[{d}]&tile={x}" for d in range(self.signal_dim) for x in t]
         return names
+
+    def need_probabilities(self, signal: np.ndarray) -> np.ndarray:
+        """The need head's product probabilities [N, len(need_products)] for signals [N, signal_dim]."""
+        logits = np.asarray(signal, dtype=np.float32) @ self.need_weights.T + self.need_bias
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        return p / p.sum(axis=1, keepdims=True)
 
     def features(self, tile_ids: Sequence[str], positions: Sequence[int], segments: Sequence[str],
                  tenure_months: Sequence[float], products_held: Sequence[Sequence[str]],
                  signal: np.ndarray | None = None, has_session: Sequence[bool] | None = None) -> np.ndarray:
         """Feature matrix [N, F] for N shown tiles (one row per tile per visit). Unknown tiles or segments
-        get all-zero one-hots (the ranker then falls back on the other features)."""
+        get all-zero one-hots (the ranker then falls back on the other features). `signal` [N, signal_dim] is
+        the pooled pre-login signal of each row's customer (anything where `has_session` is false)."""
         n = len(tile_ids)
         if not (len(positions) == len(segments) == len(tenure_months) == len(products_held) == n):
             raise ValueError("tile_ids, positions, segments, tenure_months and products_held differ in length")
-        t_index = {x: i for i, x in enumerate(self.tiles)}
-        s_index = {x: i for i, x in enumerate(self.segments)}
-        q_index = {x: i for i, x in enumerate(self.products)}
-        tile_product = dict(zip(self.tiles, self.tile_products, strict=True))
+        tile_keys, tile_order, tile_prod, tile_need = self._tile_lookup
+        seg_keys, seg_order = self._segment_lookup
         n_t, n_s, n_q = len(self.tiles), len(self.segments), len(self.products)
         rows = np.arange(n)
-        ti = np.array([t_index.get(x, -1) for x in tile_ids])
-        si = np.array([s_index.get(x, -1) for x in segments])
-        qi = np.array([q_index.get(tile_product.get(x, ""), -1) for x in tile_ids])
+        tpos, tok = self._find(tile_keys, tile_ids)
+        spos, sok = self._find(seg_keys, segments)
+        ti, si = tile_order[tpos], seg_order[spos] if n_s else spos
+        qi = tile_prod[tpos]
         tile_oh = np.zeros((n, n_t), np.float32)
-        tile_oh[rows[ti >= 0], ti[ti >= 0]] = 1
+        tile_oh[rows[tok], ti[tok]] = 1
         pos_oh = np.zeros((n, self.positions), np.float32)
         pos_oh[rows, np.clip(np.asarray(positions, dtype=int), 0, self.positions - 1)] = 1
         seg_oh = np.zeros((n, n_s), np.float32)
-        seg_oh[rows[si >= 0], si[si >= 0]] = 1
+        seg_oh[rows[sok], si[sok]] = 1
         seg_prod = np.zeros((n, n_s * n_q), np.float32)
-        ok = (si >= 0) & (qi >= 0)
+        ok = sok & tok
         seg_prod[rows[ok], si[ok] * n_q + qi[ok]] = 1
-        held = np.array([tile_product.get(x) in set(h) for x, h in zip(tile_ids, products_held, strict=True)])
-        app = np.column_stack([held, [len(h) for h in products_held],
-                               np.log1p(np.asarray(tenure_months, dtype=float))]).astype(np.float32)
+        n_held = np.fromiter(map(len, products_held), np.int64, n)
+        held_oh = np.zeros((n, n_q + 1), bool)  # products held per row (last column: unknown products)
+        flat = list(chain.from_iterable(products_held))
+        if flat:
+            keys = np.asarray(self.products, dtype=str)
+            hpos, hok = self._find(keys, flat)
+            held_oh[np.repeat(rows, n_held), np.where(hok, hpos, n_q)] = True
+        app = np.empty((n, 3), np.float32)
+        app[:, 0] = tok & held_oh[rows, np.where(tok, qi, n_q)]
+        app[:, 1] = n_held
+        app[:, 2] = np.log1p(np.asarray(tenure_months, dtype=float))
         blocks = [tile_oh, pos_oh, seg_oh, seg_prod, app]
         if self.signal_dim:
             if signal is None or has_session is None:
                 raise ValueError(f"ranker uses the {self.signal!r} signal: pass signal and has_session")
             signal = np.asarray(signal, dtype=np.float32).reshape(n, self.signal_dim)
-            has = np.asarray(has_session, dtype=bool)
-            z = np.where(has[:, None], (signal - self.signal_mean) / self.signal_scale, 0).astype(np.float32)
+            has = np.asarray(has_session, dtype=bool).reshape(n)
             none = (~has).astype(np.float32)[:, None]
-            blocks += [none, none * tile_oh, z, (z[:, :, None] * tile_oh[:, None, :]).reshape(n, -1)]
+            blocks += [none, none * tile_oh]
+            if self.signal_block == "need":
+                need = np.zeros((n, 1), np.float32)
+                col = tile_need[tpos]
+                use = has & tok & (col >= 0)
+                if use.any():
+                    need[use, 0] = self.need_probabilities(signal[use])[np.arange(int(use.sum())), col[use]]
+                blocks.append(need)
+            else:
+                z = np.where(has[:, None], (signal - self.signal_mean) / self.signal_scale, 0).astype(np.float32)
+                blocks += [z, (z[:, :, None] * tile_oh[:, None, :]).reshape(n, -1)]
         return np.concatenate(blocks, axis=1)
 
 
@@ -119,9 +203,11 @@ class Ranker:
 
     def to_dict(self) -> dict:
         s = self.spec
-        return {"format": FORMAT, "signal": s.signal, "signal_dim": s.signal_dim, "tiles": list(s.tiles),
-                "tile_products": list(s.tile_products), "segments": list(s.segments), "positions": s.positions,
-                "signal_mean": s.signal_mean.tolist(), "signal_scale": s.signal_scale.tolist(),
+        return {"format": FORMAT, "signal": s.signal, "signal_dim": s.signal_dim, "signal_block": s.signal_block,
+                "tiles": list(s.tiles), "tile_products": list(s.tile_products), "segments": list(s.segments),
+                "positions": s.positions, "signal_mean": s.signal_mean.tolist(),
+                "signal_scale": s.signal_scale.tolist(), "need_products": list(s.need_products),
+                "need_weights": np.asarray(s.need_weights).tolist(), "need_bias": np.asarray(s.need_bias).tolist(),
                 "weights": self.weights.tolist(), "bias": self.bias, "feature_names": s.feature_names(),
                 "meta": dict(self.meta)}
 
@@ -132,11 +218,17 @@ class Ranker:
     @classmethod
     def load(cls, path: Path | str) -> Ranker:
         doc = json.loads(Path(path).read_text())
-        if doc.get("format") != FORMAT:
-            raise ValueError(f"{path}: format {doc.get('format')!r} is not {FORMAT!r}")
+        if doc.get("format") not in READABLE_FORMATS:
+            raise ValueError(f"{path}: format {doc.get('format')!r} is not one of {READABLE_FORMATS}")
+        dim = int(doc["signal_dim"])
+        products = tuple(doc.get("need_products", ()))
+        need_w = np.asarray(doc.get("need_weights", []), np.float32)
         spec = FeatureSpec(tuple(doc["tiles"]), tuple(doc["tile_products"]), tuple(doc["segments"]),
-                           int(doc["positions"]), doc["signal"], int(doc["signal_dim"]),
-                           np.asarray(doc["signal_mean"], np.float32), np.asarray(doc["signal_scale"], np.float32))
+                           int(doc["positions"]), doc["signal"], dim,
+                           np.asarray(doc["signal_mean"], np.float32), np.asarray(doc["signal_scale"], np.float32),
+                           doc.get("signal_block", "crosses"), products,
+                           need_w.reshape(len(products), dim) if products else np.zeros((0, 0), np.float32),
+                           np.asarray(doc.get("need_bias", []), np.float32))
         weights = np.asarray(doc["weights"], np.float32)
         if len(weights) != len(spec.feature_names()):
             raise ValueError(f"{path}: {len(weights)} weights for {len(spec.feature_names())} features")

@@ -1,0 +1,86 @@
+"""The served ranker's need layout (scoring.py, format intent-ranker/2), by hand, and format 1 files."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from training.evaluation.scoring import FeatureSpec, Ranker
+
+
+def need_spec() -> FeatureSpec:
+    # tiles t1 (card), t2 (loan), t3 (gold: a product the head does not know)
+    return FeatureSpec(("t1", "t2", "t3"), ("card", "loan", "gold"), ("mass",), positions=2, signal="embedding",
+                       signal_dim=2, signal_block="need", need_products=("card", "loan"),
+                       need_weights=np.array([[1.0, 0.0], [0.0, 1.0]], np.float32),
+                       need_bias=np.array([0.0, 0.5], np.float32))
+
+
+def test_need_layout_by_hand(tmp_path):
+    spec = need_spec()
+    names = spec.feature_names()
+    assert names[-5:] == ["no_session", "no_session&tile=t1", "no_session&tile=t2", "no_session&tile=t3",
+                          "embedding:need_of_tile_product"]
+    signal = np.array([[2.0, 1.0]] * 4)
+    x = spec.features(["t1", "t2", "t3", "t1"], [0, 0, 1, 1], ["mass"] * 4, [0] * 4, [()] * 4, signal,
+                      [True, True, True, False])
+    # softmax over (card, loan) of (2.0, 1.5): card 1 / (1 + e^-0.5), loan e^-0.5 / (1 + e^-0.5)
+    p_card = 1 / (1 + math.exp(-0.5))
+    np.testing.assert_allclose(x[:, -1], [p_card, 1 - p_card, 0.0, 0.0], rtol=1e-6)
+    assert x[3, names.index("no_session")] == 1 and x[3, names.index("no_session&tile=t1")] == 1
+    assert x[:3, names.index("no_session")].sum() == 0
+    weights = np.zeros(len(names), np.float32)
+    weights[-1] = 2.0
+    ranker = Ranker(spec, weights, -1.0, {"lookback_days": 21.0})
+    np.testing.assert_allclose(ranker.score(x)[0], 1 / (1 + math.exp(-(2 * p_card - 1))), rtol=1e-6)
+    ranker.save(tmp_path / "ranker.json")
+    doc = json.loads((tmp_path / "ranker.json").read_text())
+    assert doc["format"] == "intent-ranker/2" and doc["signal_block"] == "need" and doc["signal_dim"] == 2
+    loaded = Ranker.load(tmp_path / "ranker.json")
+    assert loaded.spec.need_products == ("card", "loan")
+    np.testing.assert_allclose(loaded.score(loaded.spec.features(["t1", "t2", "t3", "t1"], [0, 0, 1, 1],
+                                                                 ["mass"] * 4, [0] * 4, [()] * 4, signal,
+                                                                 [True, True, True, False])), ranker.score(x))
+
+
+def test_format_1_files_still_load_as_crosses(tmp_path):
+    spec = FeatureSpec(("t1", "t2"), ("card", "loan"), ("mass",), positions=2, signal="embedding", signal_dim=1,
+                       signal_mean=np.array([1.0], np.float32), signal_scale=np.array([2.0], np.float32))
+    doc = Ranker(spec, np.arange(len(spec.feature_names()), dtype=np.float32), 0.5).to_dict()
+    for key in ("signal_block", "need_products", "need_weights", "need_bias"):
+        del doc[key]
+    doc["format"] = "intent-ranker/1"
+    (tmp_path / "v1.json").write_text(json.dumps(doc))
+    loaded = Ranker.load(tmp_path / "v1.json")
+    assert loaded.spec.signal_block == "crosses" and loaded.spec.need_products == ()
+    x = spec.features(["t1", "t2"], [0, 1], ["mass", "mass"], [0, 1], [(), ("loan",)], np.array([[3.0], [3.0]]),
+                      [True, True])
+    np.testing.assert_allclose(loaded.score(x), Ranker(spec, loaded.weights, 0.5).score(x))
+    doc["format"] = "intent-ranker/9"
+    (tmp_path / "v9.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="format"):
+        Ranker.load(tmp_path / "v9.json")
+
+
+def test_need_head_shapes_are_checked():
+    with pytest.raises(ValueError, match="need head"):
+        FeatureSpec(("t1",), ("card",), ("mass",), signal="embedding", signal_dim=2, signal_block="need",
+                    need_products=("card",), need_weights=np.zeros((1, 3), np.float32),
+                    need_bias=np.zeros(1, np.float32))
+    with pytest.raises(ValueError, match="signal_block"):
+        FeatureSpec(("t1",), ("card",), ("mass",), signal_block="sideways")
+    # no head yet (before fitting): the need feature is 0
+    spec = FeatureSpec(("t1",), ("card",), ("mass",), signal="embedding", signal_dim=2, signal_block="need")
+    assert spec.features(["t1"], [0], ["mass"], [0], [()], np.ones((1, 2)), [True])[0, -1] == 0
+
+
+def test_unknown_tiles_segments_and_products_get_zero_one_hots():
+    spec = need_spec()
+    x = spec.features(["t9", "t2"], [0, 7], ["student", "mass"], [0, 0], [("zzz",), ("loan", "zzz")],
+                      np.ones((2, 2)), [True, True])
+    names = spec.feature_names()
+    row0, row1 = dict(zip(names, x[0], strict=True)), dict(zip(names, x[1], strict=True))
+    assert not any(v for k, v in row0.items() if k.startswith(("tile=", "segment="))) and row0["n_products"] == 1
+    assert row0["embedding:need_of_tile_product"] == 0 and row0["tile_product_held"] == 0
+    assert row1["pos=1"] == 1 and row1["tile_product_held"] == 1 and row1["n_products"] == 2
