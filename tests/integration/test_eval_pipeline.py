@@ -56,7 +56,19 @@ def test_evaluation_end_to_end(small_data, eval_artifacts, tmp_path):
     emb = pops["all"]["rankers"]["embedding"]
     low, high = emb["recall_at_1_rel_gain_ci95"]
     assert low <= high and len(emb["per_seed"]) == 3
-    assert (tmp_path / "eval.md").read_text().count("| + embedding |") >= 4
+    md = (tmp_path / "eval.md").read_text()
+    assert md.count("| + embedding (need head) |") >= 4 and md.count("| + embedding, 64 x 13 crosses (before) |") >= 4
+    # the diagnostic oracles from truth/: reported apart, never as a product ranker
+    oracle = saved["oracle"]["main"]["rankers"]
+    assert {"oracle_session_intents", "oracle_intent", "oracle_intent_all", "click_model",
+            "click_model_no_intent"} == set(oracle)
+    assert all(pops["all"]["rankers"][n]["diagnostic"] for n in oracle)
+    assert not pops["all"]["rankers"]["embedding"]["diagnostic"]
+    assert "Diagnostic upper bounds" in md and "targets_reachable" in saved
+    assert saved["tile_ranking"]["before"]["all"]["recall_at_1_rel_gain_pct"] == \
+        pops["all"]["rankers"]["embedding_crosses"]["recall_at_1_rel_gain_pct"]
+    # knowing the hidden intent and need window helps more than the embedding on the clicks' own terms
+    assert oracle["click_model"]["all"]["log_loss_rel_change_pct"] < emb["log_loss_rel_change_pct"]
     assert {"eval_main_lift_per_tile.png", "eval_main_calibration.png", "eval_main_intent_confusion.png"} <= set(files)
     assert all((tmp_path / f).stat().st_size > 1000 for f in files)
 
@@ -67,8 +79,11 @@ def test_evaluation_end_to_end(small_data, eval_artifacts, tmp_path):
                          for _ in range(5)])
     assert emb["macro_recall_at_1"] > random_r1 + 0.05, (emb["macro_recall_at_1"], random_r1)
 
-    # the served artifact scores exactly like the evaluated ranker, through the numpy-only module
+    # the served artifact scores exactly like the evaluated ranker, through the numpy-only module; its input is
+    # still the mean embedding (signal_dim = the embedding's width), as the gateway passes it
     run = next(r for r in result.runs if r.name == "embedding" and r.seed == 0)
+    assert run.ranker.spec.signal_block == "need" and run.ranker.spec.signal_dim == 64
+    assert run.ranker.spec.need_weights.shape == (len(run.ranker.spec.need_products), 64)
     run.ranker.save(tmp_path / "ranker.json")
     loaded = Ranker.load(tmp_path / "ranker.json")
     np.testing.assert_allclose(loaded.score(np.eye(len(loaded.weights), dtype=np.float32)[:5]),
@@ -116,6 +131,7 @@ def test_llm_label_path_with_a_stand_in_llm(small_data, eval_artifacts, tmp_path
     s = result.summary
     assert s["llm_sample"]["customers"] == 15 and s["llm_sample"]["sessions_labelled"] == backend.calls > 0
     assert set(s["tile_ranking"]["llm_sample"]["rankers"]) == {"baseline", "embedding", "llm_labels", "distilled"}
+    assert s["tile_ranking"]["llm_sample"]["rankers"]["llm_labels"]["label"] == "+ llm_labels (need head)"
     f1 = s["conversion"]["llm_sample"]["micro_f1"]
     assert set(f1) == {"embedding", "llm_labels", "distilled", "bag_of_pages"}
     assert all(0 <= v <= 1 for v in f1.values())

@@ -4,4 +4,5 @@ baseline) and conversion prediction (micro F1), on a later time window, with see
 `scoring` is the numpy-only ranker the gateway serves; importing this package loads nothing heavy.
 """
 
-__all__ = ["conversion", "evaluate", "features", "metrics", "ranking", "report", "robustness", "scoring", "signals"]
+__all__ = ["conversion", "evaluate", "features", "metrics", "need", "oracle", "ranking", "report", "robustness",
+           "scoring", "signals"]

@@ -18,11 +18,17 @@ from training.evaluation.metrics import (
     percentile_interval,
     rel_change_pct,
 )
-from training.evaluation.ranking import C_GRID, RankerRun, macro_from_hits, run_rankers
+from training.evaluation.oracle import ORACLE_SIGNALS, Truth
+from training.evaluation.ranking import C_GRID, KINDS, RANKERS, RankerRun, macro_from_hits, run_rankers
 from training.evaluation.signals import llm_sample, session_signals
 
 log = logging.getLogger(__name__)
-RANKERS = ("baseline", "embedding", "llm_labels", "distilled")
+MAIN_RANKERS = ("baseline", "embedding", "embedding_crosses", "distilled")
+"""On every population; `embedding_crosses` is the previous served design, kept for before/after."""
+LLM_SAMPLE_RANKERS = ("baseline", "embedding", "llm_labels", "distilled")
+ORACLE_RANKERS = ("oracle_session_intents", "oracle_intent", "oracle_intent_all", "click_model_no_intent",
+                  "click_model")
+"""Diagnostics from truth/ (synthetic data only)."""
 CONVERSION_METHODS = ("embedding", "llm_labels", "distilled", "bag_of_pages")
 
 
@@ -40,6 +46,8 @@ class EvalConfig:
     """Share of training customers each seed's ranker is trained on."""
     c_grid: tuple[float, ...] = C_GRID
     """Ranker L2 strengths tried on a validation slice of the training window (one value: no search)."""
+    oracles: bool = True
+    """The diagnostic oracles where the data has the generator's truth/."""
 
     def __post_init__(self) -> None:
         if len(self.seeds) < 1 or not 0 < self.test_share < 1 or self.lookback_days <= 0:
@@ -86,7 +94,11 @@ def _ranking_population(test: ImpressionTable, runs: list[RankerRun], mask: np.n
                     clusters, cfg.n_boot, seed))
         mean = {k: float(np.mean([s[k] for s in per_seed])) for k in ("macro_recall_at_1", "micro_recall_at_1",
                                                                       "log_loss")}
-        entry = {**{k: round(v, 5) for k, v in mean.items()},
+        fitted = by[(name, cfg.seeds[0])].ranker
+        entry = {"label": KINDS[name].label, "diagnostic": KINDS[name].diagnostic,
+                 **({"c": fitted.meta.get("c"), "validation_log_loss": fitted.meta.get("validation_log_loss")}
+                    if fitted is not None else {}),
+                 **{k: round(v, 5) for k, v in mean.items()},
                  "per_seed": [{k: round(v, 5) if isinstance(v, float) else v for k, v in s.items()}
                               for s in per_seed]}
         if name != "baseline":
@@ -148,13 +160,21 @@ def evaluate_dataset(data_dir: Path, artifacts: Path, head_path: Path, taxonomy_
     conv = conversion_table(data)
     sample = llm_sample(conv, cfg.llm_customers, seed=0) if cfg.llm_customers and taxonomy_path else []
     signals = session_signals(data, artifacts, head_path, taxonomy_path, sample, llm_client, progress)
+    truth = Truth.load(data_dir) if cfg.oracles else None
+    if truth is not None:
+        signals.matrices["oracle_session_intents"] = truth.session_matrix(data)
+        for name in ORACLE_SIGNALS:
+            signals.row_signals[name] = lambda tb, name=name: truth.row_signal(name, tb)
+            signals.row_dims[name] = 2 * len(truth.intents)
     cutoff = int(np.quantile(table.ts, 1 - cfg.test_share))
     train, test = table.subset(table.ts < cutoff), table.subset(table.ts >= cutoff)
     log.info("%s: %d training and %d test impressions (cut-off %s)", data_dir, len(train), len(test),
              datetime.fromtimestamp(cutoff / 1000, UTC).isoformat())
 
-    main_rankers = tuple(r for r in RANKERS if r != "llm_labels")
-    runs = run_rankers(data, train, test, signals, main_rankers, cfg.seeds, cfg.subsample, cfg.c_grid)
+    main_rankers = MAIN_RANKERS + (ORACLE_RANKERS if truth is not None else ())
+    fixed = {"click_model": truth.click_probability(data, test),
+             "click_model_no_intent": truth.click_probability(data, test, intent=False)} if truth else None
+    runs = run_rankers(data, train, test, signals, main_rankers, cfg.seeds, cfg.subsample, cfg.c_grid, conv, fixed)
     everyone = np.ones(len(test), bool)
     ever_linked = np.array([c in data.by_customer for c in test.customer])
     ranking = {"all": _ranking_population(test, runs, everyone, cfg),
@@ -165,8 +185,8 @@ def evaluate_dataset(data_dir: Path, artifacts: Path, head_path: Path, taxonomy_
         in_sample = set(sample)
         s_train = train.subset(np.array([c in in_sample for c in train.customer]))
         s_test_mask = np.array([c in in_sample for c in test.customer])
-        s_runs = run_rankers(data, s_train, test.subset(s_test_mask), signals, RANKERS, cfg.seeds, cfg.subsample,
-                             cfg.c_grid)
+        s_runs = run_rankers(data, s_train, test.subset(s_test_mask), signals, LLM_SAMPLE_RANKERS, cfg.seeds,
+                             cfg.subsample, cfg.c_grid, conv)
         ranking["llm_sample"] = _ranking_population(test.subset(s_test_mask), s_runs,
                                                     np.ones(int(s_test_mask.sum()), bool), cfg)
         ranking["llm_sample"]["note"] = ("all four rankers trained on the sampled customers' training impressions "
@@ -193,6 +213,8 @@ def evaluate_dataset(data_dir: Path, artifacts: Path, head_path: Path, taxonomy_
         "llm_sample": {"customers": len(sample),
                        "sessions_labelled": int((~np.isnan(llm[:, 0])).sum()) if llm is not None else 0},
         "tile_ranking": ranking,
+        "click_model_reach": {"train": truth.need_stats(data, train), "test": truth.need_stats(data, test)}
+        if truth is not None else None,
         "conversion": conversion,
     }
     dist, has = signals.pooled("distilled", test.session_rows)

@@ -7,7 +7,8 @@ is built from the sessions of their linked anonymous ids that ended at or before
 A customer with no such session gets the explicit no-session input (see `scoring.FeatureSpec`).
 
 Signals per session (rows of `SessionSignals`): the encoder's embedding, the distilled head's intent
-probabilities, and, for a bounded sample of customers, the LLM's label as a one-hot (NaN rows when absent).
+probabilities, and, for a bounded sample of customers, the LLM's label as a one-hot (NaN rows when absent);
+on synthetic data also the diagnostic oracles of `oracle.py` (truth/ is read there, never here).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import logging
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,11 +78,11 @@ class EvalData:
                 out.append(i)
         return out
 
-    def feature_spec(self, signal: str = "none", signal_dim: int = 0) -> FeatureSpec:
+    def feature_spec(self, signal: str = "none", signal_dim: int = 0, block: str = "need") -> FeatureSpec:
         tiles = tuple(sorted(self.tiles))
         segments = tuple(sorted({c.segment for c in self.customers.values()}))
         return FeatureSpec(tiles, tuple(self.tiles[t] for t in tiles), segments, signal=signal,
-                           signal_dim=signal_dim)
+                           signal_dim=signal_dim, signal_block=block)
 
 
 @dataclass
@@ -91,6 +92,18 @@ class SessionSignals:
     matrices: dict[str, np.ndarray]
     names: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Column names of the label-like signals (intent labels)."""
+    row_signals: dict[str, Callable[[ImpressionTable], tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
+    """Signals given per impression rather than per session (the diagnostic intent oracles): table -> (vec, has)."""
+    row_dims: dict[str, int] = field(default_factory=dict)
+
+    def dim(self, signal: str) -> int:
+        return self.row_dims[signal] if signal in self.row_signals else self.matrices[signal].shape[1]
+
+    def rows(self, signal: str, table: ImpressionTable) -> tuple[np.ndarray, np.ndarray]:
+        """The signal of each impression row of `table` and whether it has one ([N, D], [N] bool)."""
+        if signal in self.row_signals:
+            return self.row_signals[signal](table)
+        return self.pooled(signal, table.session_rows)
 
     def pooled(self, signal: str, rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
         """For each list of session indices: the mean of the signal over the sessions that have it, and
@@ -143,7 +156,7 @@ class ImpressionTable:
             return spec.features(self.tile, self.position, self.segment, self.tenure, self.products)
         if signals is None:
             raise ValueError(f"spec uses the {spec.signal!r} signal: pass the session signals")
-        vec, has = signals.pooled(spec.signal, self.session_rows)
+        vec, has = signals.rows(spec.signal, self)
         return spec.features(self.tile, self.position, self.segment, self.tenure, self.products, vec, has)
 
 
