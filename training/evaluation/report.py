@@ -10,6 +10,7 @@ import numpy as np
 
 from training.evaluation.evaluate import DatasetResult
 from training.evaluation.metrics import METRIC_DEFINITION_MD, rel_change_pct
+from training.evaluation.ranking import KINDS
 
 TARGETS = {"recall_at_1_rel_gain_pct": 10.0, "log_loss_rel_change_pct": -20.0, "embedding_vs_llm_labels_rel_pct": 4.3}
 PAPER = {"recall_at_1_rel_gain_pct": 1.88, "log_loss_rel_change_pct": -13.38, "embedding_vs_llm_labels_rel_pct": 4.3}
@@ -240,6 +241,10 @@ PLOTTED = ("baseline", "embedding", "embedding_crosses", "distilled", "llm_label
 """Rankers drawn in the plots (the other diagnostics are in the tables)."""
 
 
+def _legend(name: str) -> str:
+    return f"{name} (diagnostic)" if KINDS[name].diagnostic else name
+
+
 def truth_customer_intents(data_dir: Path | str) -> dict[str, str]:
     """customer_id -> hidden intent from the generator's truth/ (plots only; empty for real data)."""
     path = Path(data_dir) / "truth" / "customers.jsonl"
@@ -270,12 +275,13 @@ def plots(result: DatasetResult, out_dir: Path, truth_intents: dict[str, str] | 
         h = top1_hits(test.visit[mask], run.scores[mask], test.clicked[mask], test.position[mask])
         vals = [np.nanmean(h[test.tile[mask] == t]) if (~np.isnan(h[test.tile[mask] == t])).any() else 0
                 for t in tiles]
-        ax.bar(np.arange(len(tiles)) + k * width, vals, width, label=name)
+        ax.bar(np.arange(len(tiles)) + k * width, vals, width, label=_legend(name))
     ax.set_xticks(np.arange(len(tiles)) + 0.4 - width / 2, [t.removeprefix("tile_") for t in tiles], rotation=45,
                   ha="right")
     ax.set_ylabel("Recall@1 of the tile")
+    ax.set_ylim(0, 1.0)
     ax.set_title("Recall@1 per tile, test impressions with a linked pre-login session (seed 0)")
-    ax.legend()
+    ax.legend(ncol=3, fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(out_dir / f"{prefix}_lift_per_tile.png", dpi=110)
     plt.close(fig)
@@ -287,7 +293,7 @@ def plots(result: DatasetResult, out_dir: Path, truth_intents: dict[str, str] | 
         b = np.clip(np.searchsorted(edges, run.scores, side="right") - 1, 0, 9)
         xs = [run.scores[b == i].mean() for i in range(10) if (b == i).any()]
         ys = [test.clicked[b == i].mean() for i in range(10) if (b == i).any()]
-        ax.plot(xs, ys, marker="o", label=name)
+        ax.plot(xs, ys, marker="o", label=_legend(name))
     hi = float(max(r.scores.max() for r in seed0.values()))
     ax.plot([0, hi], [0, hi], "k--", lw=0.8)
     ax.set_xlabel("predicted click probability (decile mean)")
