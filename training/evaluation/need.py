@@ -56,7 +56,9 @@ def need_examples(conv: ConversionTable, signal: np.ndarray, customers: Sequence
         block = signal[list(rows)]
         block = block[~np.isnan(block).any(axis=1)]
         if len(block):
-            cust.append(c), xs.append(block.mean(axis=0)), ys.append(product)
+            cust.append(c)
+            xs.append(block.mean(axis=0))
+            ys.append(product)
     dim = signal.shape[1]
     return NeedExamples(np.array(cust, dtype=object), np.array(xs, np.float32).reshape(-1, dim), np.array(ys))
 
