@@ -65,7 +65,8 @@ class Gateway:
 
     @property
     def model_version(self) -> str:
-        return f"{self.intents.version or 'unknown'}+ranker-{self.ranker.meta.get('signal', 'embedding')}"
+        spec = self.ranker.spec
+        return f"{self.intents.version or 'unknown'}+ranker-{spec.signal}-{spec.signal_block}"
 
     # -- writes
 
