@@ -20,7 +20,10 @@ class GatewayConfig:
     artifacts: str = "artifacts"
     """Directory with featurizer.json and ranker.json (the same files the models were exported with)."""
     triton_url: str = "127.0.0.1:8001"
-    """Triton's gRPC endpoint."""
+    """Triton's gRPC endpoint (or its HTTP one, written http://HOST:8000)."""
+    triton_trace_url: str = ""
+    """Triton's HTTP endpoint (http://HOST:8000) for the requests whose trace is sampled: Triton 2.51 keeps
+    every traceparent sent as an HTTP header but drops a few sent as gRPC metadata. Empty: triton_url."""
     triton_model: str = "intent_pipeline"
     triton_timeout_s: float = 0.25
     """Budget for the model call of one request; past it the answer is the baseline ranking, degraded."""

@@ -4,9 +4,11 @@ Sessions of one request go to Triton in one call (padded to the longest, in chun
 max_batch_size); the channel is opened once and reused. At start-up the client reads the ensemble's
 config and refuses a model built with another featurizer than the gateway's: no train/serve skew.
 
-`url` is Triton's gRPC endpoint (`HOST:8001`), or its HTTP endpoint written `http://HOST:8000`: Triton 2.51
-keeps every W3C `traceparent` sent as an HTTP header but drops a few sent as gRPC metadata, so traced
-deployments use HTTP (see gateway/telemetry.py). The spans `featurize` and `triton.infer` are made here.
+`url` is Triton's gRPC endpoint (`HOST:8001`), or its HTTP endpoint written `http://HOST:8000`. Triton 2.51
+keeps every W3C `traceparent` sent as an HTTP header but drops a few sent as gRPC metadata, so a traced
+deployment also gives `trace_url` (`http://HOST:8000`): the requests whose span is sampled go there, with
+their context, and all others keep the faster gRPC path (see gateway/telemetry.py). The spans `featurize`
+and `triton.infer` are made here.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from opentelemetry.trace import SpanKind
 
-from gateway.telemetry import inject_headers, tracer
+from gateway.telemetry import child_span, inject_headers
 from training.featurizer import Featurizer, pad_batch
 
 
@@ -43,11 +45,10 @@ def served_model(config: dict, model: str, featurizer: Featurizer) -> tuple[tupl
     return labels, int(config.get("max_batch_size", 64)) or 64, f"{served}/{params.get('taxonomy_version', '')}"
 
 
-class IntentClient:
-    def __init__(self, url: str, featurizer: Featurizer, model: str = "intent_pipeline") -> None:
-        self.url = url
-        self.model = model
-        self.featurizer = featurizer
+class _Transport:
+    """One tritonclient (gRPC or HTTP, by the url's scheme) and its module, for building requests."""
+
+    def __init__(self, url: str) -> None:
         self.http = url.startswith("http://")
         # imported here: tritonclient.grpc's protos clash with kserve's (both declare package `inference`)
         if self.http:
@@ -56,45 +57,61 @@ class IntentClient:
             import tritonclient.grpc.aio as api
         self.api = api
         self.client = api.InferenceServerClient(url.removeprefix("http://"))
+
+    async def config(self, model: str, timeout_s: float) -> dict:
+        if self.http:
+            return await asyncio.wait_for(self.client.get_model_config(model), timeout_s)
+        return (await self.client.get_model_config(model, as_json=True, client_timeout=timeout_s))["config"]
+
+    async def infer(self, model: str, categorical: np.ndarray, continuous: np.ndarray, timeout_s: float,
+                    headers: dict[str, str] | None):
+        api = self.api
+        inputs = [api.InferInput("CATEGORICAL", list(categorical.shape), "INT64"),
+                  api.InferInput("CONTINUOUS", list(continuous.shape), "FP32")]
+        inputs[0].set_data_from_numpy(categorical)
+        inputs[1].set_data_from_numpy(continuous)
+        outputs = [api.InferRequestedOutput("EMBEDDING"), api.InferRequestedOutput("INTENT_PROBS")]
+        if self.http:
+            return await self.client.infer(model, inputs, outputs=outputs, headers=headers)
+        return await self.client.infer(model, inputs, outputs=outputs, client_timeout=timeout_s, headers=headers)
+
+
+class IntentClient:
+    def __init__(self, url: str, featurizer: Featurizer, model: str = "intent_pipeline", trace_url: str = "") -> None:
+        self.url = url
+        self.model = model
+        self.featurizer = featurizer
+        self.transport = _Transport(url)
+        self.traced = _Transport(trace_url) if trace_url else self.transport
         self.labels: tuple[str, ...] = ()
         self.version = ""
         self.max_batch = 64
 
     async def connect(self, timeout_s: float = 5.0) -> None:
         """Read labels, batch limit and versions from the served ensemble; refuse a featurizer mismatch."""
-        if self.http:
-            config = await asyncio.wait_for(self.client.get_model_config(self.model), timeout_s)
-        else:
-            config = (await self.client.get_model_config(self.model, as_json=True, client_timeout=timeout_s))["config"]
+        config = await self.transport.config(self.model, timeout_s)
         self.labels, self.max_batch, self.version = served_model(config, self.model, self.featurizer)
 
     async def infer(self, sessions: Sequence[Sequence], timeout_s: float) -> SessionIntents:
         """Embeddings and intent probabilities for sessions (each a sequence of contract events)."""
-        with tracer.start_as_current_span("featurize") as span:
+        with child_span("featurize") as span:
             encoded = [self.featurizer.encode(events) for events in sessions]
             batches = [pad_batch(encoded[start:start + self.max_batch])
                        for start in range(0, len(encoded), self.max_batch)]
             span.set_attribute("sessions", len(encoded))
         embeddings, probabilities = [], []
-        api = self.api
         for batch in batches:
-            inputs = [api.InferInput("CATEGORICAL", list(batch.categorical.shape), "INT64"),
-                      api.InferInput("CONTINUOUS", list(batch.continuous.shape), "FP32")]
-            inputs[0].set_data_from_numpy(batch.categorical)
-            inputs[1].set_data_from_numpy(batch.continuous)
-            outputs = [api.InferRequestedOutput("EMBEDDING"), api.InferRequestedOutput("INTENT_PROBS")]
-            with tracer.start_as_current_span("triton.infer", kind=SpanKind.CLIENT) as span:
+            with child_span("triton.infer", SpanKind.CLIENT) as span:
                 span.set_attribute("triton.model", self.model)
                 span.set_attribute("triton.batch", int(batch.categorical.shape[0]))
-                headers = inject_headers() or None
-                if self.http:
-                    result = await self.client.infer(self.model, inputs, outputs=outputs, headers=headers)
-                else:
-                    result = await self.client.infer(self.model, inputs, outputs=outputs, client_timeout=timeout_s,
-                                                     headers=headers)
+                headers = inject_headers() or None  # only a sampled span has any
+                transport = self.traced if headers else self.transport
+                result = await transport.infer(self.model, batch.categorical, batch.continuous, timeout_s, headers)
             embeddings.append(result.as_numpy("EMBEDDING"))
             probabilities.append(result.as_numpy("INTENT_PROBS"))
         return SessionIntents(np.concatenate(embeddings), np.concatenate(probabilities))
 
     async def close(self) -> None:
-        await self.client.close()
+        await self.transport.client.close()
+        if self.traced is not self.transport:
+            await self.traced.client.close()

@@ -56,7 +56,7 @@ from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
 from gateway.intents import SessionIntents, served_model
 from gateway.service import Gateway
-from gateway.telemetry import TelemetrySettings, inject_headers, setup, tracer
+from gateway.telemetry import TelemetrySettings, child_span, inject_headers, setup, tracer
 from gateway.validation import to_events
 from training.evaluation.scoring import Ranker
 from training.featurizer import Featurizer, pad_batch
@@ -153,7 +153,7 @@ def build_model(name: str, cfg: GatewayConfig, featurizer: Featurizer, ranker: R
             except GatewayError as exc:
                 raise _invalid("request", str(exc)) from None
             since = core.now_ms() - core.lookback_ms
-            with tracer.start_as_current_span("featurize"):
+            with child_span("featurize"):
                 sessions = sorted(sessionize([e for e in events if e.ts >= since]), key=lambda s: s.start_ms)
                 sessions = sessions[-cfg.max_sessions:]
                 _pending.set(_Pending(payload.id or "", request, sessions,
@@ -172,7 +172,7 @@ def build_model(name: str, cfg: GatewayConfig, featurizer: Featurizer, ranker: R
             if not pending.sessions:
                 return None
             try:
-                with tracer.start_as_current_span("triton.infer", kind=SpanKind.CLIENT):
+                with child_span("triton.infer", SpanKind.CLIENT):
                     return await asyncio.wait_for(self._predict(payload, headers), cfg.triton_timeout_s)
             except TimeoutError:
                 pending.reason = f"model server slower than {cfg.triton_timeout_s * 1000:.0f} ms"

@@ -1,18 +1,23 @@
 """A tiny OTLP/HTTP trace receiver on loopback, for tests and the tracing check (no collector binary here).
 
 Accepts `POST /v1/traces` as protobuf (the Python SDK's `http/protobuf`) or JSON (Triton 2.51 exports
-OTLP/HTTP JSON with hex ids) and keeps every span as a `ReceivedSpan`.
+OTLP/HTTP JSON with hex ids) and keeps every span as a `ReceivedSpan`. `GET /spans` and
+`GET /discard/on|off` let `RemoteReceiver` run it in a process of its own.
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import gzip
 import json
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -108,6 +113,20 @@ class OtlpReceiver:
                 self.end_headers()
                 self.wfile.write(reply)
 
+            def do_GET(self) -> None:  # the remote control of `RemoteReceiver`
+                if self.path.startswith("/discard/"):
+                    receiver.discard = self.path.endswith("/on")
+                    doc: object = {"discard": receiver.discard}
+                else:
+                    with receiver.lock:
+                        doc = {"spans": [list(astuple(s)) for s in receiver.received], "errors": receiver.errors}
+                body = json.dumps(doc).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
             def log_message(self, *args) -> None:
                 pass
 
@@ -140,3 +159,66 @@ class OtlpReceiver:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class RemoteReceiver:
+    """The same receiver in its own process (`python -m gateway.otlp_receiver`), so that a throughput
+    measurement's load generator does not also pay, in its own interpreter, for receiving the exports."""
+
+    def __init__(self) -> None:
+        from training.export.triton_server import free_port
+
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._discard = False
+        self.process = subprocess.Popen([sys.executable, "-m", "gateway.otlp_receiver", "--port", str(self.port)])
+
+    def _get(self, path: str) -> dict:
+        with urllib.request.urlopen(self.endpoint + path, timeout=10) as response:
+            return json.loads(response.read())
+
+    @property
+    def discard(self) -> bool:
+        return self._discard
+
+    @discard.setter
+    def discard(self, on: bool) -> None:
+        self._discard = self._get("/discard/" + ("on" if on else "off"))["discard"]
+
+    @property
+    def errors(self) -> list[str]:
+        return self._get("/spans")["errors"]
+
+    def spans(self) -> list[ReceivedSpan]:
+        return [ReceivedSpan(*row) for row in self._get("/spans")["spans"]]
+
+    wait_for = OtlpReceiver.wait_for
+
+    def __enter__(self) -> RemoteReceiver:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self._get("/spans")
+                return self
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.process.kill()
+                    raise RuntimeError("the OTLP receiver process did not start") from None
+                time.sleep(0.1)
+
+    def __exit__(self, *exc) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gateway.otlp_receiver", description=__doc__)
+    parser.add_argument("--port", type=int, required=True, help="loopback port to listen on")
+    args = parser.parse_args(argv)
+    with OtlpReceiver(port=args.port) as rx:
+        rx.thread.join()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -49,7 +49,7 @@ class GatewayServer:
         self.featurizer = Featurizer.load(artifacts / "featurizer.json")
         self.ranker = Ranker.load(artifacts / "ranker.json")
         self.store = open_store(cfg.store, StoreLimits(cfg.retention_days, cfg.max_events_per_visitor))
-        self.intents = IntentClient(cfg.triton_url, self.featurizer, cfg.triton_model)
+        self.intents = IntentClient(cfg.triton_url, self.featurizer, cfg.triton_model, cfg.triton_trace_url)
         self.gateway = Gateway(cfg, self.store, self.intents, self.ranker)
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(interceptors=server_interceptors(telemetry))

@@ -26,7 +26,7 @@ from gateway.embedder import WriteBehindEmbedder
 from gateway.errors import GatewayError, invalid_argument, not_found
 from gateway.intents import IntentClient, SessionIntents
 from gateway.store import SessionStore
-from gateway.telemetry import METRICS, tracer
+from gateway.telemetry import METRICS, child_span
 from gateway.validation import check_id, require_ids, to_events
 from training.contract import Event, parse_ts
 from training.evaluation.scoring import Ranker
@@ -141,7 +141,7 @@ class Gateway:
 
     async def rank(self, request: pb.RankTilesRequest) -> Ranking:
         self._check_rank_request(request)
-        with tracer.start_as_current_span("store.lookup") as span:
+        with child_span("store.lookup") as span:
             sessions = await self.customer_sessions(request.customer_id)
             span.set_attribute("sessions", len(sessions))
         intents, reason = await self.session_intents(sessions)
@@ -150,7 +150,7 @@ class Gateway:
     def rank_with(self, request: pb.RankTilesRequest, sessions: Sequence[Session], intents: SessionIntents | None,
                   reason: str) -> Ranking:
         """The ranking core shared by RankTiles and the KServe v2 endpoint: tile scores from session intents."""
-        with tracer.start_as_current_span("rank") as span:
+        with child_span("rank") as span:
             has_session = bool(sessions) and intents is not None
             signal = intents.embeddings.mean(axis=0) if has_session else np.zeros(self.ranker.spec.signal_dim)
             n, ctx = len(request.tile_ids), request.context

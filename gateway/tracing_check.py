@@ -3,13 +3,15 @@ does tracing cost? -> reports/tracing.json.
 
 One run: a local OTLP receiver, the real Triton with OpenTelemetry tracing (`rate=0`: it traces exactly the
 requests that carry a sampled context from the gateway, TIMESTAMPS), and gateway processes that differ only
-in their Triton transport (gRPC metadata vs HTTP headers) and in their sampler (off, every request, or
-`parentbased_traceidratio` at the chart's default ratio). A trace is *whole* when Triton's own spans
-(ensemble, models, compute) carry the caller's trace id and hang under the gateway's `triton.infer` span.
-Throughput with tracing on vs off is measured in alternating rounds, the untraced gateways in front of a
-second Triton started without tracing (Triton refuses `rate=0` at runtime, so its trace level cannot be
-toggled), medians compared; during those rounds the receiver answers without parsing, as a collector on
-another machine would cost the sender only the export itself.
+in how sampled requests reach Triton (gRPC metadata, or HTTP headers via `--triton-trace-url` while the
+others stay on gRPC) and in their sampler (off, every request, or `parentbased_traceidratio` at the chart's
+default ratio). A trace is *whole* when Triton's own spans (ensemble, models, compute) carry the caller's
+trace id and hang under the gateway's `triton.infer` span.
+Throughput with tracing on vs off is measured in alternating rounds against the shipped untraced setup: a
+gateway without tracing, over gRPC, in front of a second Triton started without tracing (Triton refuses
+`rate=0` at runtime, so its trace level cannot be toggled), the median of the per-round ratios reported
+(`paired_overhead_pct`); during those rounds the receiver answers without parsing, as a collector on
+another machine would cost the sender only the export.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.api import pb, pb_grpc
-from gateway.otlp_receiver import OtlpReceiver, ReceivedSpan
+from gateway.otlp_receiver import OtlpReceiver, ReceivedSpan, RemoteReceiver
 from training.export.triton_server import TritonServer, free_port
 
 DAY_MS = 86_400_000
@@ -69,13 +72,14 @@ def otel_env(endpoint: str | None, ratio: float | None = None) -> dict[str, str]
 class GatewayProcess:
     """`python -m gateway.server` with its own store, the embedding cache off (every request reaches Triton)."""
 
-    def __init__(self, artifacts: Path, triton_url: str, as_of_ms: int, work: Path, env: dict[str, str]) -> None:
+    def __init__(self, artifacts: Path, triton_url: str, as_of_ms: int, work: Path, env: dict[str, str],
+                 trace_url: str = "") -> None:
         self.port = free_port()
         self.log_path = work / f"gateway.{self.port}.log"
         args = [sys.executable, "-m", "gateway.server", "--listen", f"127.0.0.1:{self.port}",
                 "--store", f"sqlite://{work / f'gw.{self.port}.db'}", "--artifacts", str(artifacts),
-                "--triton-url", triton_url, "--as-of", str(as_of_ms), "--cache-embeddings", "false",
-                "--triton-timeout-s", "5", "--log-level", "WARNING"]
+                "--triton-url", triton_url, "--triton-trace-url", trace_url, "--as-of", str(as_of_ms),
+                "--cache-embeddings", "false", "--triton-timeout-s", "5", "--log-level", "WARNING"]
         with self.log_path.open("a") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
                                             env={**env, "PYTHONUNBUFFERED": "1"})
@@ -183,7 +187,63 @@ def pick_visitor(data: Path):
     return sorted((e for s in sessions if s.anonymous_id == anon for e in s.events), key=lambda e: e.ts)
 
 
-def sampled_report(rx: OtlpReceiver, address: str, tiles: Sequence[str], requests: int, ratio: float,
+def paired_overhead_pct(off: Sequence[float], traced: Sequence[float]) -> tuple[float, list[float]]:
+    """Throughput lost to tracing, from rounds run back to back: 1 - median(traced_i / off_i), in percent,
+    with the interquartile range of the per-round values. Pairing cancels the slow drift of a shared machine
+    that comparing two medians does not."""
+    lost = 100 * (1 - np.asarray(traced, float) / np.asarray(off, float))
+    return round(float(np.median(lost)), 2), [round(float(q), 2) for q in np.percentile(lost, [25, 75])]
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its children (Triton's python-backend stubs do the work)."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in (root, *root.children(recursive=True)):
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def overhead_report(gateways: dict[str, GatewayProcess], untraced_triton: dict[str, TritonServer],
+                    traced_triton: TritonServer, tiles: Sequence[str], concurrency: int, requests: int,
+                    rounds: int) -> dict:
+    """Throughput and CPU per request of each gateway setup (gateway + its Triton), in alternating rounds,
+    against the untraced one. CPU per request barely moves with the neighbours' load on a shared machine,
+    unlike throughput; `grpc_off_again` (identical to `grpc_off`) shows what noise alone reads as."""
+    names = ["grpc_off", "grpc_off_again", "sampled_none", "http_sampled", "http_traced"]
+    rate: dict[str, list[float]] = {k: [] for k in names}
+    cpu_ms: dict[str, list[float]] = {k: [] for k in names}
+    for _ in range(rounds):
+        for name in names:
+            pids = (gateways[name].process.pid, untraced_triton.get(name, traced_triton).process.pid)
+            cpu = sum(tree_cpu_s(p) for p in pids)
+            rate[name].append(asyncio.run(throughput(gateways[name].address, "C-trace", tiles, concurrency,
+                                                     requests)))
+            cpu_ms[name].append(1000 * (sum(tree_cpu_s(p) for p in pids) - cpu) / requests)
+    # CPU per request up means throughput down: compare 1/cpu like a rate
+    inverse = {k: [1 / x for x in v] for k, v in cpu_ms.items()}
+    setups = [k for k in names if k != "grpc_off"]
+    return {
+        "tracing_throughput_overhead_pct": paired_overhead_pct(rate["grpc_off"], rate["http_sampled"])[0],
+        "tracing_throughput_overhead_every_request_pct": paired_overhead_pct(rate["grpc_off"],
+                                                                             rate["http_traced"])[0],
+        "tracing_cpu_overhead_pct": {k: paired_overhead_pct(inverse["grpc_off"], inverse[k])[0] for k in setups},
+        "tracing_throughput_overhead_by_setup_pct": {k: paired_overhead_pct(rate["grpc_off"], rate[k])[0]
+                                                     for k in setups},
+        "interquartile_pct": {"throughput": {k: paired_overhead_pct(rate["grpc_off"], rate[k])[1] for k in setups},
+                              "cpu": {k: paired_overhead_pct(inverse["grpc_off"], inverse[k])[1] for k in setups}},
+        "throughput_per_s": {k: {"median": round(float(np.median(v)), 1), "rounds": v} for k, v in rate.items()},
+        "cpu_ms_per_request": {k: round(float(np.median(v)), 3) for k, v in cpu_ms.items()},
+        "overhead_baseline": "grpc_off: untraced gateway -> untraced Triton over gRPC; cpu = gateway + Triton "
+                             "processes (with the python-backend stubs), not the load generator or the receiver",
+    }
+
+
+def sampled_report(rx: OtlpReceiver | RemoteReceiver, address: str, tiles: Sequence[str], requests: int, ratio: float,
                    known: Sequence[str]) -> dict:
     """Callers without a context at a gateway sampling `ratio`: are the sampled traces whole, and does Triton
     trace nothing else?"""
@@ -204,8 +264,8 @@ def sampled_report(rx: OtlpReceiver, address: str, tiles: Sequence[str], request
 KSERVE_SERVICE = "intent-reranker"
 
 
-def kserve_report(rx: OtlpReceiver, triton: TritonServer, artifacts: Path, events: Sequence, tiles: Sequence[str],
-                  requests: int, work: Path, known: Sequence[str]) -> dict:
+def kserve_report(rx: OtlpReceiver | RemoteReceiver, triton: TritonServer, artifacts: Path, events: Sequence,
+                  tiles: Sequence[str], requests: int, work: Path, known: Sequence[str]) -> dict:
     """The KServe transformer: REST v2 with a caller traceparent -> its server span -> Triton over gRPC
     metadata (the only transport kserve's grpc-v2 predictor has)."""
     from gateway.bench_all import start_transformer, stop
@@ -247,16 +307,21 @@ def run(repository: Path, artifacts: Path, data: Path, requests: int, rounds: in
     as_of = events[-1].ts + DAY_MS
     tiles = list(json.loads((artifacts / "ranker.json").read_text())["tiles"])[:4]
     report: dict = {"requests_per_path": requests}
-    with OtlpReceiver() as rx, TritonServer(repository, workdir=work / "triton",
+    with RemoteReceiver() as rx, TritonServer(repository, workdir=work / "triton",
                                             extra_args=triton_trace_args(rx.endpoint)) as triton, \
             TritonServer(repository, workdir=work / "triton_untraced") as plain:
         http_url = f"http://{triton.http_url}"
-        gateways = {  # the untraced gateways use a Triton started without any tracing: the true baseline
+        gateways = {  # the untraced gateway uses a Triton started without any tracing: the true baseline
             "grpc_traced": GatewayProcess(artifacts, triton.grpc_url, as_of, work, otel_env(rx.endpoint)),
-            "http_traced": GatewayProcess(artifacts, http_url, as_of, work, otel_env(rx.endpoint)),
-            "http_sampled": GatewayProcess(artifacts, http_url, as_of, work, otel_env(rx.endpoint, ratio)),
+            "http_traced": GatewayProcess(artifacts, triton.grpc_url, as_of, work, otel_env(rx.endpoint), http_url),
+            "http_sampled": GatewayProcess(artifacts, triton.grpc_url, as_of, work, otel_env(rx.endpoint, ratio),
+                                           http_url),
             "grpc_off": GatewayProcess(artifacts, plain.grpc_url, as_of, work, otel_env(None)),
-            "http_off": GatewayProcess(artifacts, f"http://{plain.http_url}", as_of, work, otel_env(None)),
+            # the same again: an A/A control, how far two identical setups differ on this machine
+            "grpc_off_again": GatewayProcess(artifacts, plain.grpc_url, as_of, work, otel_env(None)),
+            # tracing on, nothing sampled: what the instrumentation costs by itself
+            "sampled_none": GatewayProcess(artifacts, triton.grpc_url, as_of, work, otel_env(rx.endpoint, 0.0),
+                                           http_url),
         }
         try:
             for gw in gateways.values():
@@ -275,25 +340,14 @@ def run(repository: Path, artifacts: Path, data: Path, requests: int, rounds: in
             report["paths"]["kserve_transformer"] = kserve_report(rx, triton, artifacts, events, tiles, requests,
                                                                   work, all_ids)
             report["trace_whole_pct"] = report["paths"]["http_header"]["whole_pct"]
-            report["trace_path"] = "gateway -> Triton HTTP (traceparent header), tritonclient.http.aio"
+            report["trace_path"] = ("gateway -> Triton: sampled requests over HTTP with a traceparent header "
+                                    "(--triton-trace-url), the others over gRPC")
 
             rx.discard = True
-            runs: dict[str, list[float]] = {k: [] for k in ("grpc_off", "http_off", "http_sampled", "http_traced")}
-            for _ in range(rounds):
-                for name in runs:
-                    runs[name].append(asyncio.run(throughput(gateways[name].address, "C-trace", tiles, concurrency,
-                                                             round_requests)))
+            report |= overhead_report(gateways, {"grpc_off": plain, "grpc_off_again": plain}, triton, tiles,
+                                      concurrency, round_requests, rounds)
             rx.discard = False
-            med = {k: float(np.median(v)) for k, v in runs.items()}
-
-            def overhead(traced: str, off: str = "http_off") -> float:
-                return round(100 * (med[off] - med[traced]) / med[off], 2)
-
-            report["throughput_per_s"] = {k: {"median": round(m, 1), "rounds": runs[k]} for k, m in med.items()}
             report["sampling"] = {"sampler": "parentbased_traceidratio", "ratio": ratio, "triton_rate": 0}
-            report["tracing_throughput_overhead_pct"] = overhead("http_sampled")
-            report["tracing_throughput_overhead_every_request_pct"] = overhead("http_traced")
-            report["overhead_vs_untraced_grpc_pct"] = overhead("http_sampled", "grpc_off")
             report["load"] = {"concurrency": concurrency, "requests_per_round": round_requests, "rounds": rounds,
                               "machine": f"{os.cpu_count()} CPUs, gateway + Triton + load generator together"}
             report["receiver_errors"] = rx.errors[:5]
@@ -309,10 +363,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     parser.add_argument("--data", type=Path, default=Path("data"))
     parser.add_argument("--requests", type=int, default=200, help="traced requests per transport")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--round-requests", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--round-requests", type=int, default=600)
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--ratio", type=float, default=0.1,
+    parser.add_argument("--ratio", type=float, default=0.05,
                         help="the sampling ratio measured as the shipped default (the chart's otel.samplerArg)")
     parser.add_argument("--out", type=Path, default=Path("reports/tracing.json"))
     args = parser.parse_args(argv)

@@ -272,11 +272,14 @@ def test_tracing_wires_gateway_env_and_triton_flags() -> None:
     assert "--trace-config=mode=opentelemetry" in args
     assert "--trace-config=opentelemetry,url=http://collector.obs:4318/v1/traces" in args
     assert "--trace-config=rate=0" in args  # Triton traces what the gateway sampled, nothing else
-    # with tracing on, the gateway reaches Triton over HTTP (every traceparent kept) and may egress only there
-    assert e["GATEWAY_TRITON_URL"] == "http://intent-intent-platform-triton:8000"
+    # with tracing on, sampled requests reach Triton over HTTP (every traceparent kept), the others over gRPC
+    assert e["GATEWAY_TRITON_URL"] == "intent-intent-platform-triton:8001"
+    assert e["GATEWAY_TRITON_TRACE_URL"] == "http://intent-intent-platform-triton:8000"
     gw = one(docs, "NetworkPolicy", "gateway")["spec"]
-    assert {p["port"] for r in gw["egress"] for p in r["ports"]} >= {8000} and 8001 not in {
-        p["port"] for r in gw["egress"] for p in r["ports"]}
+    assert {p["port"] for r in gw["egress"] for p in r["ports"]} >= {8000, 8001}
+    untraced = one(objects(), "NetworkPolicy", "gateway")["spec"]
+    assert 8000 not in {p["port"] for r in untraced["egress"] for p in r["ports"]}
+    assert env(container(one(objects(), "Deployment", "gateway")))["GATEWAY_TRITON_TRACE_URL"] == ""
 
 
 def test_inline_artifacts_configmap() -> None:

@@ -1,7 +1,8 @@
 """One trace id from a caller's client span through the gateway (its own process) into Triton's compute spans.
 
-A local OTLP/HTTP receiver takes the gateway's protobuf export and Triton's JSON export; the gateway reaches
-Triton over HTTP (the transport that keeps every traceparent in Triton 2.51).
+A local OTLP/HTTP receiver takes the gateway's protobuf export and Triton's JSON export; the gateway sends its
+sampled requests to Triton over HTTP (the transport that keeps every traceparent in Triton 2.51), the
+others over gRPC, as the chart deploys it.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def test_one_trace_from_the_caller_into_tritons_compute_spans(traced, gw_artifac
     metrics_port = free_port()
     env = {**otel_env(rx.endpoint), "OTEL_METRICS_EXPORTER": "prometheus",
            "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1", "OTEL_EXPORTER_PROMETHEUS_PORT": str(metrics_port)}
-    gw = GatewayProcess(gw_artifacts, f"http://{triton.http_url}", events[-1].ts + DAY_MS, tmp_path, env)
+    gw = GatewayProcess(gw_artifacts, triton.grpc_url, events[-1].ts + DAY_MS, tmp_path, env,
+                        trace_url=f"http://{triton.http_url}")
     try:
         gw.seed(events[:40], "C-traced")
         client = TracerProvider()
@@ -87,8 +89,8 @@ def test_triton_traces_only_what_the_gateway_sampled(traced, gw_artifacts, visit
     traceparent leaves no span anywhere, a sampled one a whole trace, with the gateway sampling nothing new."""
     rx, triton = traced
     _, events = visitor
-    gw = GatewayProcess(gw_artifacts, f"http://{triton.http_url}", events[-1].ts + DAY_MS, tmp_path,
-                        otel_env(rx.endpoint, ratio=0.0))
+    gw = GatewayProcess(gw_artifacts, triton.grpc_url, events[-1].ts + DAY_MS, tmp_path,
+                        otel_env(rx.endpoint, ratio=0.0), trace_url=f"http://{triton.http_url}")
     try:
         gw.seed(events[:40], "C-sampled")
         before = {s.trace_id for s in rx.spans()}

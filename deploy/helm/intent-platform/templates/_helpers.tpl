@@ -85,16 +85,21 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (printf "%s-predictor.%s:80" (include "intent-platform.fullname" .) .Release.Namespace) .Values.kserve.transformer.predictorHost -}}
 {{- end -}}
 
-{{/* intent-platform.tritonUrl: Triton's endpoint as the gateway sees it (its Service, or KServe's predictor).
-With tracing on, HTTP: Triton 2.51 honours every traceparent sent as an HTTP header, but drops some sent as
-gRPC metadata (reports/tracing.json: 200/200 vs 195/200 whole traces). */}}
+{{/* intent-platform.tritonUrl: Triton's gRPC endpoint as the gateway sees it (its Service, or KServe's predictor). */}}
 {{- define "intent-platform.tritonUrl" -}}
 {{- if eq .Values.mode "kserve" -}}
 {{- include "intent-platform.predictorHost" . -}}
-{{- else if .Values.otel.enabled -}}
-{{- printf "http://%s:%d" (include "intent-platform.componentName" (dict "root" . "component" "triton")) (int .Values.triton.ports.http) -}}
 {{- else -}}
 {{- printf "%s:%d" (include "intent-platform.componentName" (dict "root" . "component" "triton")) (int .Values.triton.ports.grpc) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* intent-platform.tritonTraceUrl: with tracing on (Deployment mode), Triton's HTTP endpoint for the gateway's
+sampled requests: Triton 2.51 honours every traceparent sent as an HTTP header, but drops some sent as gRPC
+metadata (reports/tracing.json). Empty otherwise. */}}
+{{- define "intent-platform.tritonTraceUrl" -}}
+{{- if and .Values.otel.enabled (ne .Values.mode "kserve") -}}
+{{- printf "http://%s:%d" (include "intent-platform.componentName" (dict "root" . "component" "triton")) (int .Values.triton.ports.http) -}}
 {{- end -}}
 {{- end -}}
 
@@ -145,6 +150,8 @@ gRPC metadata (reports/tracing.json: 200/200 vs 195/200 whole traces). */}}
   value: {{ .Values.gateway.artifacts.mountPath | quote }}
 - name: GATEWAY_TRITON_URL
   value: {{ include "intent-platform.tritonUrl" . | quote }}
+- name: GATEWAY_TRITON_TRACE_URL
+  value: {{ include "intent-platform.tritonTraceUrl" . | quote }}
 - name: GATEWAY_TRITON_MODEL
   value: {{ $c.tritonModel | quote }}
 - name: GATEWAY_TRITON_TIMEOUT_S
