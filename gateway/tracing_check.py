@@ -217,8 +217,9 @@ def overhead_report(gateways: dict[str, GatewayProcess], untraced_triton: dict[s
     names = ["grpc_off", "grpc_off_again", "sampled_none", "http_sampled", "http_traced"]
     rate: dict[str, list[float]] = {k: [] for k in names}
     cpu_ms: dict[str, list[float]] = {k: [] for k in names}
+    order = np.random.default_rng(0)
     for _ in range(rounds):
-        for name in names:
+        for name in order.permutation(names):  # a fresh order each round: no setup always follows another
             pids = (gateways[name].process.pid, untraced_triton.get(name, traced_triton).process.pid)
             cpu = sum(tree_cpu_s(p) for p in pids)
             rate[name].append(asyncio.run(throughput(gateways[name].address, "C-trace", tiles, concurrency,
