@@ -9,7 +9,7 @@ The gRPC server interceptor (the one `GrpcAioInstrumentorServer` installs) conti
 `traceparent`; the gateway adds spans `store.lookup`, `featurize`, `triton.infer` and `rank`, and
 `triton.infer` hands its context to Triton as a `traceparent` header (`inject_headers`), for sampled spans
 only: start Triton with `--trace-config rate=0` and it traces exactly those, so a sampler such as
-`OTEL_TRACES_SAMPLER=parentbased_traceidratio` (the chart's default, ratio 0.05) decides for the whole
+`OTEL_TRACES_SAMPLER=parentbased_traceidratio` (the chart's default, ratio 0.01) decides for the whole
 trace, and a caller that sends a sampled `traceparent` always gets its trace whole. Triton 2.51 drops
 that header from gRPC metadata for a few percent of requests; over its HTTP endpoint it keeps every one, so
 give the gateway `--triton-trace-url http://HOST:8000`: sampled requests go there, the others stay on gRPC
