@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -81,7 +81,7 @@ class Gateway:
             self.touched(e.anonymous_id for e in events)
         return accepted, links
 
-    def touched(self, anonymous_ids) -> None:
+    def touched(self, anonymous_ids: Iterable[str]) -> None:
         """Visitors whose events or links changed: their sessions may need embedding."""
         if self.embedder is not None:
             self.embedder.submit(anonymous_ids)
