@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 import grpc
@@ -90,31 +90,46 @@ def wait_for_write_behind(metrics_port: int, timeout_s: float = 120.0) -> float:
     return metric(metrics_port, "gateway_sessions_embedded_total", path="write")
 
 
+def metrics_env(port: int) -> dict[str, str]:
+    """The OTEL_* settings that make a gateway serve its Prometheus metrics on 127.0.0.1:`port`."""
+    return {"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+            "OTEL_EXPORTER_PROMETHEUS_PORT": str(port)}
+
+
+def launch_gateway(flags: Sequence[str], env: Mapping[str, str], log: Path, timeout_s: float = 60.0
+                   ) -> tuple[subprocess.Popen, int]:
+    """`python -m gateway.server` with `flags` on a free loopback port, once its health check says SERVING:
+    (process, port)."""
+    port = free_port()
+    args = [sys.executable, "-m", "gateway.server", "--listen", f"127.0.0.1:{port}", "--log-level", "WARNING",
+            *flags]
+    with log.open("a") as out:
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env={**env, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
+                        health_pb2.HealthCheckResponse.SERVING:
+                    return process, port
+            except grpc.RpcError:
+                if process.poll() is not None:
+                    raise RuntimeError(f"gateway exited: {log.read_text()[-2000:]}") from None
+                time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"gateway did not become healthy in {timeout_s:.0f} s")
+
+
 def start_gateway(artifacts: Path, store: str, triton_url: str, as_of: int, cache: bool, log: Path,
                   embed_on_write: bool = False, metrics_port: int | None = None) -> tuple:
-    port = free_port()
-    args = [sys.executable, "-m", "gateway.server", "--listen", f"127.0.0.1:{port}", "--store", store,
-            "--artifacts", str(artifacts), "--triton-url", triton_url, "--as-of", str(as_of),
-            "--triton-timeout-s", "5", "--cache-embeddings", str(cache).lower(),
-            "--embed-on-write", str(embed_on_write).lower(), "--log-level", "WARNING"]
+    flags = ["--store", store, "--artifacts", str(artifacts), "--triton-url", triton_url, "--as-of", str(as_of),
+             "--triton-timeout-s", "5", "--cache-embeddings", str(cache).lower(),
+             "--embed-on-write", str(embed_on_write).lower()]
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     if metrics_port is not None:
-        env |= {"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
-                "OTEL_EXPORTER_PROMETHEUS_PORT": str(metrics_port)}
-    process = subprocess.Popen(args, stdout=log.open("a"), stderr=subprocess.STDOUT, env=env)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    health = health_pb2_grpc.HealthStub(channel)
-    for _ in range(300):
-        try:
-            status = health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
-            if status == health_pb2.HealthCheckResponse.SERVING:
-                channel.close()
-                return process, port
-        except grpc.RpcError:
-            if process.poll() is not None:
-                raise RuntimeError(f"gateway exited: {log.read_text()[-2000:]}") from None
-            time.sleep(0.2)
-    raise RuntimeError("gateway did not become healthy")
+        env |= metrics_env(metrics_port)
+    return launch_gateway(flags, env, log)
 
 
 async def run(args: argparse.Namespace) -> dict:

@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,11 +32,12 @@ from pathlib import Path
 import grpc
 import numpy as np
 import psutil
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.api import pb, pb_grpc
+from gateway.bench import launch_gateway
 from gateway.otlp_receiver import OtlpReceiver, ReceivedSpan, RemoteReceiver
-from training.export.triton_server import TritonServer, free_port
+from gateway.replay import to_message
+from training.export.triton_server import TritonServer
 
 DAY_MS = 86_400_000
 GATEWAY_SERVICE = "intent-gateway"
@@ -75,39 +75,19 @@ class GatewayProcess:
 
     def __init__(self, artifacts: Path, triton_url: str, as_of_ms: int, work: Path, env: dict[str, str],
                  trace_url: str = "") -> None:
-        self.port = free_port()
-        self.log_path = work / f"gateway.{self.port}.log"
-        args = [sys.executable, "-m", "gateway.server", "--listen", f"127.0.0.1:{self.port}",
-                "--store", f"sqlite://{work / f'gw.{self.port}.db'}", "--artifacts", str(artifacts),
-                "--triton-url", triton_url, "--triton-trace-url", trace_url, "--as-of", str(as_of_ms),
-                "--cache-embeddings", "false", "--triton-timeout-s", "5", "--log-level", "WARNING"]
-        with self.log_path.open("a") as log:
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                            env={**env, "PYTHONUNBUFFERED": "1"})
+        store = work / f"gw.{secrets.token_hex(4)}.db"
+        flags = ["--store", f"sqlite://{store}", "--artifacts", str(artifacts), "--triton-url", triton_url,
+                 "--triton-trace-url", trace_url, "--as-of", str(as_of_ms), "--cache-embeddings", "false",
+                 "--triton-timeout-s", "5"]
+        self.process, self.port = launch_gateway(flags, env, store.with_suffix(".log"))
         self.address = f"127.0.0.1:{self.port}"
-        channel = grpc.insecure_channel(self.address)
-        health = health_pb2_grpc.HealthStub(channel)
-        deadline = time.monotonic() + 60
-        try:
-            while time.monotonic() < deadline:
-                try:
-                    if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
-                            health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.RpcError:
-                    if self.process.poll() is not None:
-                        raise RuntimeError(f"gateway exited: {self.log_path.read_text()[-2000:]}") from None
-                    time.sleep(0.2)
-            raise RuntimeError("gateway did not become healthy in 60 s")
-        finally:
-            channel.close()
 
     def seed(self, events: Sequence, customer_id: str) -> None:
         """Store the visitor's events and link them to `customer_id`."""
         with grpc.insecure_channel(self.address) as channel:
             stub = pb_grpc.IntentGatewayServiceStub(channel)
             for start in range(0, len(events), 500):
-                stub.RecordEvents(pb.RecordEventsRequest(events=[to_pb(e) for e in events[start:start + 500]]),
+                stub.RecordEvents(pb.RecordEventsRequest(events=[to_message(e) for e in events[start:start + 500]]),
                                   timeout=30)
             stub.LinkIdentity(pb.LinkIdentityRequest(anonymous_id=events[0].anonymous_id, customer_id=customer_id),
                               timeout=10)
@@ -115,14 +95,6 @@ class GatewayProcess:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(30)
-
-
-def to_pb(e) -> pb.WebEvent:
-    msg = pb.WebEvent(anonymous_id=e.anonymous_id, ts=str(e.ts), event_type=e.event_type, url=e.url,
-                      device=e.device or "", referrer=e.referrer or "", query=e.query or "")
-    if e.dwell_ms is not None:
-        msg.dwell_ms = e.dwell_ms
-    return msg
 
 
 def traceparent() -> tuple[str, str]:
@@ -279,17 +251,15 @@ def kserve_report(rx: OtlpReceiver | RemoteReceiver, triton: TritonServer, artif
                   tiles: Sequence[str], requests: int, work: Path, known: Sequence[str]) -> dict:
     """The KServe transformer: REST v2 with a caller traceparent -> its server span -> Triton over gRPC
     metadata (the only transport kserve's grpc-v2 predictor has)."""
-    from gateway.bench_all import start_transformer, stop
+    from gateway.bench_all import event_json, start_transformer, stop
 
     known = [*known, *{s.trace_id for s in rx.spans()}]  # earlier paths' traces are not fresh ones
     env = {**otel_env(rx.endpoint), "OTEL_SERVICE_NAME": KSERVE_SERVICE}
     process, http_port, _ = start_transformer(triton.grpc_url, artifacts, events[-1].ts + DAY_MS,
                                               work / "kserve.log", env=env)
     body = json.dumps({"inputs": [
-        {"name": "EVENTS", "shape": [len(events[:200])], "datatype": "BYTES", "data": [
-            json.dumps({"anonymous_id": e.anonymous_id, "ts": str(e.ts), "event_type": e.event_type, "url": e.url,
-                        "device": e.device or "", "referrer": e.referrer or "", "query": e.query or ""})
-            for e in events[:200]]},
+        {"name": "EVENTS", "shape": [len(events[:200])], "datatype": "BYTES",
+         "data": [event_json(e) for e in events[:200]]},
         {"name": "TILE_IDS", "shape": [len(tiles)], "datatype": "BYTES", "data": list(tiles)}]}).encode()
     ids = []
     try:

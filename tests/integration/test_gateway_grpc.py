@@ -17,7 +17,7 @@ import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.api import pb, pb_grpc
-from gateway.bench import metric, wait_for_write_behind
+from gateway.bench import metric, metrics_env, wait_for_write_behind
 from gateway.errors import field_violations
 from training.bank import SEGMENTS, TILES
 from training.contract import Event
@@ -227,8 +227,7 @@ def test_write_behind_embedding_fills_the_cache_before_the_app_asks(gw_artifacts
     them and answers as the read path would (the same embeddings, so the same ranking)."""
     anon, events = visitor
     metrics_port = free_port()
-    env = {"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
-           "OTEL_EXPORTER_PROMETHEUS_PORT": str(metrics_port)}
+    env = metrics_env(metrics_port)
     store = f"sqlite://{tmp_path / 'wb.db'}"
     tiles = ["tile_refinance_rates", "tile_cash_back_card", "tile_open_checking", "tile_auto_loan"]
     request = pb.RankTilesRequest(customer_id="C-wb", tile_ids=tiles, context=pb.CustomerContext(segment="mass"))

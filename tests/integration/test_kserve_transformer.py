@@ -13,20 +13,12 @@ import pytest
 from test_gateway_grpc import gw_artifacts, triton, visitor  # noqa: F401 (fixtures)
 
 from gateway.api import pb
-from gateway.bench_all import start_transformer
+from gateway.bench_all import event_json, start_transformer
 from training.evaluation.scoring import Ranker
 
 pytestmark = pytest.mark.slow
 DAY_MS = 86_400_000
 TILES = ["tile_refinance_rates", "tile_cash_back_card", "tile_open_checking", "tile_auto_loan"]
-
-
-def event_json(e) -> str:
-    doc = {"anonymous_id": e.anonymous_id, "ts": str(e.ts), "event_type": e.event_type, "url": e.url,
-           "device": e.device or "", "referrer": e.referrer or "", "query": e.query or ""}
-    if e.dwell_ms is not None:
-        doc["dwell_ms"] = e.dwell_ms
-    return json.dumps(doc)
 
 
 @pytest.fixture(scope="module")

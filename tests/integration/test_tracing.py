@@ -20,10 +20,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from test_gateway_grpc import gw_artifacts, visitor  # noqa: F401 (fixtures)
-from test_kserve_transformer import event_json
 
 from gateway.api import pb, pb_grpc
-from gateway.bench_all import start_transformer, stop
+from gateway.bench import metrics_env
+from gateway.bench_all import event_json, start_transformer, stop
 from gateway.otlp_receiver import OtlpReceiver
 from gateway.tracing_check import GATEWAY_SERVICE, GatewayProcess, otel_env, trace_report, triton_trace_args
 from training.export.triton_server import TritonServer, free_port
@@ -45,8 +45,7 @@ def test_one_trace_from_the_caller_into_tritons_compute_spans(traced, gw_artifac
     rx, triton = traced
     _, events = visitor
     metrics_port = free_port()
-    env = {**otel_env(rx.endpoint), "OTEL_METRICS_EXPORTER": "prometheus",
-           "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1", "OTEL_EXPORTER_PROMETHEUS_PORT": str(metrics_port)}
+    env = {**otel_env(rx.endpoint), **metrics_env(metrics_port)}
     gw = GatewayProcess(gw_artifacts, triton.grpc_url, events[-1].ts + DAY_MS, tmp_path, env,
                         trace_url=f"http://{triton.http_url}")
     try:
