@@ -46,6 +46,11 @@ class GatewayConfig:
     max_tiles: int = 50
     retention_days: int = 90
     max_events_per_visitor: int = 5000
+    grpc_instrumentation: str = "gateway"
+    """Who makes the server span of each RPC when tracing is on (OTEL_* variables): `gateway`, one lean
+    interceptor for spans and metrics (gateway/telemetry.py), or `opentelemetry`, the aio interceptor of
+    opentelemetry-instrumentation-grpc (same span names and rpc.* attributes, about twice the cost per call;
+    reports/tracing.json measures both)."""
     grace_s: float = 5.0
     """Graceful shutdown: in-flight calls get this long to finish."""
     log_level: str = "INFO"

@@ -52,7 +52,7 @@ class GatewayServer:
         self.intents = IntentClient(cfg.triton_url, self.featurizer, cfg.triton_model, cfg.triton_trace_url)
         self.gateway = Gateway(cfg, self.store, self.intents, self.ranker)
         self.health = health.aio.HealthServicer()
-        self.server = grpc.aio.server(interceptors=server_interceptors(telemetry))
+        self.server = grpc.aio.server(interceptors=server_interceptors(telemetry, cfg.grpc_instrumentation))
         self.port = 0
 
     async def start(self) -> int:

@@ -5,10 +5,11 @@ tracing off) with `OTEL_EXPORTER_OTLP_PROTOCOL` (`grpc`, or `http/protobuf`), `O
 `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER[_ARG]` and `OTEL_BSP_*` are read by the SDK itself. Without
 an endpoint nothing is set up and every span below is the API's no-op (no cost worth measuring).
 
-The gRPC server interceptor (the one `GrpcAioInstrumentorServer` installs) continues a caller's W3C
-`traceparent`; the gateway adds spans `store.lookup`, `featurize`, `triton.infer` and `rank`, and
-`triton.infer` hands its context to Triton as a `traceparent` header (`inject_headers`), for sampled spans
-only: start Triton with `--trace-config rate=0` and it traces exactly those, so a sampler such as
+The server interceptor (`TelemetryInterceptor`, or opentelemetry-instrumentation-grpc's with
+`grpc_instrumentation: opentelemetry`) continues a caller's W3C `traceparent`; the gateway adds spans
+`store.lookup`, `featurize`, `triton.infer` and `rank`, and `triton.infer` hands its context to Triton as a
+`traceparent` header (`inject_headers`), for sampled spans only: start Triton with `--trace-config rate=0`
+and it traces exactly those, so a sampler such as
 `OTEL_TRACES_SAMPLER=parentbased_traceidratio` (the chart's default, ratio 0.01) decides for the whole
 trace, and a caller that sends a sampled `traceparent` always gets its trace whole. Triton 2.51 drops
 that header from gRPC metadata for a few percent of requests; over its HTTP endpoint it keeps every one, so
@@ -24,12 +25,14 @@ on their own registry.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 import grpc
 from opentelemetry import propagate, trace
@@ -124,15 +127,20 @@ def setup(settings: TelemetrySettings):
     return provider
 
 
-def server_interceptors(settings: TelemetrySettings) -> list[grpc.aio.ServerInterceptor]:
-    """The metrics interceptor, and the OpenTelemetry one first when tracing is on."""
-    interceptors: list[grpc.aio.ServerInterceptor] = []
-    if settings.tracing:
+INSTRUMENTATIONS = ("gateway", "opentelemetry")
+
+
+def server_interceptors(settings: TelemetrySettings,
+                        instrumentation: str = "gateway") -> list[grpc.aio.ServerInterceptor]:
+    """Metrics always, and a server span per RPC when tracing is on, made by `instrumentation`: `gateway`
+    (TelemetryInterceptor does both) or `opentelemetry` (the upstream aio interceptor, then ours for metrics)."""
+    if instrumentation not in INSTRUMENTATIONS:
+        raise ValueError(f"grpc_instrumentation={instrumentation!r}: use one of {', '.join(INSTRUMENTATIONS)}")
+    if settings.tracing and instrumentation == "opentelemetry":
         from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-        interceptors.append(aio_server_interceptor())
-    interceptors.append(MetricsInterceptor(METRICS))
-    return interceptors
+        return [aio_server_interceptor(), TelemetryInterceptor(METRICS)]
+    return [TelemetryInterceptor(METRICS, tracing=settings.tracing)]
 
 
 _NO_SPAN = contextlib.nullcontext(trace.INVALID_SPAN)
@@ -158,32 +166,112 @@ def inject_headers() -> dict[str, str]:
     return headers
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Counts every unary RPC by method and final status code and records its latency."""
+# Span status for a server: ERROR only for codes that mean the server failed (OpenTelemetry's gRPC
+# conventions); a caller's mistake (INVALID_ARGUMENT, NOT_FOUND, ...) leaves the status unset.
+_SERVER_ERRORS = frozenset({grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED,
+                            grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INTERNAL,
+                            grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS})
 
-    def __init__(self, metrics: Metrics) -> None:
+
+class TelemetryInterceptor(grpc.aio.ServerInterceptor):
+    """Per unary RPC: its count by method and final status code, its latency, and (tracing on) a SERVER span
+    that continues the caller's W3C context from the gRPC metadata.
+
+    One interceptor in place of opentelemetry-instrumentation-grpc's plus a metrics one, because on the
+    hot path the library's costs more than the gateway's own work for an untraced request: per call it
+    builds two metadata dicts, a wrapt proxy of the context and the peer attributes, and attaches two
+    contexts. Here a wrapped handler is built once per method; the metadata is scanned once, and only
+    for the propagator's fields; peer attributes are added only to spans that are recorded; the status
+    code is read from the context after the call, so `abort_with_status` is recorded too (the library's
+    proxy misses it). Span names and `rpc.*` attributes follow the library's.
+    """
+
+    def __init__(self, metrics: Metrics, tracing: bool = False) -> None:
         self.metrics = metrics
+        self.tracing = tracing
+        self._fields = frozenset(propagate.get_global_textmap().fields) if tracing else frozenset()
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        method = handler_call_details.method.rsplit("/", 1)[-1]
-        behavior, metrics = handler.unary_unary, self.metrics
+        full_method = handler_call_details.method
+        cached = self._wrapped.get(full_method)
+        if cached is None or cached[0] is not handler:
+            cached = (handler, self._wrap(full_method, handler))
+            self._wrapped[full_method] = cached
+        return cached[1]
 
-        async def observed(request, context):
+    def _wrap(self, full_method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        service, _, method = full_method.lstrip("/").rpartition("/")
+        behavior, metrics, fields = handler.unary_unary, self.metrics, self._fields
+        requests_ok = metrics.requests.labels(method, grpc.StatusCode.OK.name)
+        latency = metrics.latency.labels(method)
+        attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
+
+        def record(code: grpc.StatusCode, started: float) -> None:
+            latency.observe(time.perf_counter() - started)
+            (requests_ok if code is grpc.StatusCode.OK else metrics.requests.labels(method, code.name)).inc()
+
+        async def measured(request, context):
             started, code = time.perf_counter(), grpc.StatusCode.OK
             try:
                 return await behavior(request, context)
-            except BaseException:
-                code = _code_of(context) or grpc.StatusCode.UNKNOWN
+            except BaseException as exc:
+                code = _final_code(context, exc)
                 raise
             finally:
-                metrics.requests.labels(method, code.name).inc()
-                metrics.latency.labels(method).observe(time.perf_counter() - started)
+                record(code, started)
 
-        return grpc.unary_unary_rpc_method_handler(observed, request_deserializer=handler.request_deserializer,
+        async def traced(request, context):
+            started, code = time.perf_counter(), grpc.StatusCode.OK
+            parent = _remote_context(context.invocation_metadata(), fields)
+            with tracer.start_as_current_span(full_method, context=parent, kind=trace.SpanKind.SERVER,
+                                              attributes=attributes, record_exception=False,
+                                              set_status_on_exception=False) as span:
+                try:
+                    return await behavior(request, context)
+                except BaseException as exc:
+                    code = _final_code(context, exc)
+                    if span.is_recording() and not isinstance(exc, grpc.aio.AbortError):
+                        span.record_exception(exc)
+                    raise
+                finally:
+                    record(code, started)
+                    if span.is_recording():
+                        _finish_server_span(span, context, code)
+
+        return grpc.unary_unary_rpc_method_handler(traced if self.tracing else measured,
+                                                   request_deserializer=handler.request_deserializer,
                                                    response_serializer=handler.response_serializer)
+
+
+def _remote_context(metadata, fields: frozenset[str]):
+    """The caller's context from the propagator's metadata keys, or None (the current context) without any."""
+    carrier = {key: value for key, value in metadata or () if key in fields}
+    return propagate.extract(carrier) if carrier else None
+
+
+def _final_code(context, exc: BaseException) -> grpc.StatusCode:
+    """The status a failed call ends with: the one it aborted with, CANCELLED, or UNKNOWN for a crash."""
+    if isinstance(exc, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED
+    return _code_of(context) or grpc.StatusCode.UNKNOWN
+
+
+def _finish_server_span(span: trace.Span, context, code: grpc.StatusCode) -> None:
+    """Attributes only a recorded span needs: the final status code, the peer and the user agent."""
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    if code in _SERVER_ERRORS:
+        span.set_status(trace.Status(trace.StatusCode.ERROR, code.name))
+    peer = context.peer() or ""
+    if peer.startswith(("ipv4:", "ipv6:")):
+        host, _, port = peer.split(",")[0].split(":", 1)[1].rpartition(":")
+        span.set_attributes({"net.peer.ip": unquote(host), "net.peer.port": port})
+    for key, value in context.invocation_metadata() or ():
+        if key == "user-agent":
+            span.set_attribute("rpc.user_agent", value)
 
 
 def _code_of(context) -> grpc.StatusCode | None:
