@@ -74,9 +74,10 @@ class GatewayProcess:
     """`python -m gateway.server` with its own store, the embedding cache off (every request reaches Triton)."""
 
     def __init__(self, artifacts: Path, triton_url: str, as_of_ms: int, work: Path, env: dict[str, str],
-                 trace_url: str = "") -> None:
+                 trace_url: str = "", instrumentation: str = "gateway") -> None:
         store = work / f"gw.{secrets.token_hex(4)}.db"
-        flags = ["--store", f"sqlite://{store}", "--artifacts", str(artifacts), "--triton-url", triton_url,
+        flags = ["--grpc-instrumentation", instrumentation,
+                 "--store", f"sqlite://{store}", "--artifacts", str(artifacts), "--triton-url", triton_url,
                  "--triton-trace-url", trace_url, "--as-of", str(as_of_ms), "--cache-embeddings", "false",
                  "--triton-timeout-s", "5"]
         self.process, self.port = launch_gateway(flags, env, store.with_suffix(".log"))
@@ -160,12 +161,16 @@ def pick_visitor(data: Path):
     return sorted((e for s in sessions if s.anonymous_id == anon for e in s.events), key=lambda e: e.ts)
 
 
-def paired_overhead_pct(off: Sequence[float], traced: Sequence[float]) -> tuple[float, list[float]]:
+def paired_overhead_pct(off: Sequence[float], traced: Sequence[float]) -> dict:
     """Throughput lost to tracing, from rounds run back to back: 1 - median(traced_i / off_i), in percent,
-    with the interquartile range of the per-round values. Pairing cancels the slow drift of a shared machine
-    that comparing two medians does not."""
+    with the interquartile range of the per-round values and a 90% bootstrap interval of that median.
+    Pairing cancels the slow drift of a shared machine that comparing two medians does not."""
     lost = 100 * (1 - np.asarray(traced, float) / np.asarray(off, float))
-    return round(float(np.median(lost)), 2), [round(float(q), 2) for q in np.percentile(lost, [25, 75])]
+    resampled = np.random.default_rng(0).choice(lost, size=(2000, len(lost)), replace=True)
+    interval = np.percentile(np.median(resampled, axis=1), [5, 95])
+    return {"median": round(float(np.median(lost)), 2),
+            "interquartile": [round(float(q), 2) for q in np.percentile(lost, [25, 75])],
+            "median_ci90": [round(float(q), 2) for q in interval]}
 
 
 def tree_cpu_s(pid: int) -> float:
@@ -181,12 +186,16 @@ def tree_cpu_s(pid: int) -> float:
     return total
 
 
+# The traced gateway setups whose cost is measured against the untraced ones (see run()).
+TRACED_SETUPS = ("sampled_none", "http_sampled", "http_sampled_upstream", "http_sampled_more", "http_traced")
+
+
 def overhead_report(gateways: dict[str, GatewayProcess], triton: TritonServer, tiles: Sequence[str],
                     concurrency: int, requests: int, rounds: int) -> dict:
     """Throughput and CPU per request of each gateway setup (gateway + Triton), in rounds of a fresh order,
     against the untraced ones; `a_a_control` (`grpc_off` vs the identical `grpc_off_again`) shows what noise
     alone reads as on this machine."""
-    names = ["grpc_off", "grpc_off_again", "sampled_none", "http_sampled", "http_sampled_more", "http_traced"]
+    names = ["grpc_off", "grpc_off_again", *TRACED_SETUPS]
     rate: dict[str, list[float]] = {k: [] for k in names}
     cpu_ms: dict[str, list[float]] = {k: [] for k in names}
     order = np.random.default_rng(0)
@@ -203,16 +212,16 @@ def overhead_report(gateways: dict[str, GatewayProcess], triton: TritonServer, t
     # percent on this machine; the A/A line shows how much)
     rate["untraced"] = [(a + b) / 2 for a, b in zip(rate["grpc_off"], rate["grpc_off_again"], strict=True)]
     inverse["untraced"] = [(a + b) / 2 for a, b in zip(inverse["grpc_off"], inverse["grpc_off_again"], strict=True)]
-    traced = ["sampled_none", "http_sampled", "http_sampled_more", "http_traced"]
 
     def table(values: dict[str, list[float]]) -> dict:
-        rows = {k: paired_overhead_pct(values["untraced"], values[k]) for k in traced}
+        rows = {k: paired_overhead_pct(values["untraced"], values[k]) for k in TRACED_SETUPS}
         rows["a_a_control"] = paired_overhead_pct(values["grpc_off"], values["grpc_off_again"])
-        return {k: {"median": m, "interquartile": q} for k, (m, q) in rows.items()}
+        return rows
 
     by_rate, by_cpu = table(rate), table(inverse)
     return {
         "tracing_throughput_overhead_pct": by_rate["http_sampled"]["median"],
+        "tracing_throughput_overhead_ci90_pct": by_rate["http_sampled"]["median_ci90"],
         "tracing_throughput_overhead_every_request_pct": by_rate["http_traced"]["median"],
         "tracing_cpu_overhead_pct": by_cpu["http_sampled"]["median"],
         "overhead_pct_by_setup": {"throughput": by_rate, "cpu_per_request": by_cpu},
@@ -299,12 +308,15 @@ def run(repository: Path, artifacts: Path, data: Path, requests: int, rounds: in
             "grpc_off": GatewayProcess(artifacts, triton.grpc_url, as_of, work, otel_env(None)),
             # the same again: an A/A control, how far two identical setups differ on this machine
             "grpc_off_again": GatewayProcess(artifacts, triton.grpc_url, as_of, work, otel_env(None)),
-            # tracing on, nothing sampled: what the instrumentation costs by itself
             # five times the shipped ratio: how the cost grows with the share sampled
             "http_sampled_more": GatewayProcess(artifacts, triton.grpc_url, as_of, work,
                                                 otel_env(rx.endpoint, min(1.0, 5 * ratio)), http_url),
+            # tracing on, nothing sampled: what the instrumentation costs by itself
             "sampled_none": GatewayProcess(artifacts, triton.grpc_url, as_of, work, otel_env(rx.endpoint, 0.0),
                                            http_url),
+            # as shipped, but with opentelemetry-instrumentation-grpc's interceptor making the server spans
+            "http_sampled_upstream": GatewayProcess(artifacts, triton.grpc_url, as_of, work,
+                                                    otel_env(rx.endpoint, ratio), http_url, "opentelemetry"),
         }
         try:
             for gw in gateways.values():
@@ -346,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     parser.add_argument("--data", type=Path, default=Path("data"))
     parser.add_argument("--requests", type=int, default=200, help="traced requests per transport")
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=25)
     parser.add_argument("--round-requests", type=int, default=600)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--ratio", type=float, default=0.01,

@@ -105,5 +105,16 @@ def test_paired_overhead_cancels_drift_between_rounds() -> None:
 
     off = [500.0, 300.0, 520.0, 310.0]  # the machine slows down and recovers between rounds
     traced = [475.0, 285.0, 494.0, 294.5]  # always 5% below the round beside it
-    median, (q1, q3) = paired_overhead_pct(off, traced)
-    assert median == 5.0 and q1 == q3 == 5.0
+    row = paired_overhead_pct(off, traced)
+    assert row["median"] == 5.0 and row["interquartile"] == row["median_ci90"] == [5.0, 5.0]
+
+
+def test_the_interval_of_the_overhead_widens_with_noise() -> None:
+    from gateway.tracing_check import paired_overhead_pct
+
+    rng = np.random.default_rng(1)
+    off = rng.uniform(300, 500, 30)
+    quiet = paired_overhead_pct(off, off * 0.97)
+    noisy = paired_overhead_pct(off, off * 0.97 * rng.normal(1, 0.05, 30))
+    low, high = noisy["median_ci90"]
+    assert quiet["median_ci90"] == [3.0, 3.0] and low < 3.0 < high and low <= noisy["median"] <= high
