@@ -10,13 +10,13 @@ from pathlib import Path
 import torch
 
 from training.encoder.inference import embed_encoded
-from training.encoder.train import TrainConfig, build_encoder, train_encoder
+from training.encoder.train import TrainConfig, build_encoder, pick_device, train_encoder
 from training.featurizer import Featurizer
 from training.pipeline import machine_info
 from training.sessions import load_sessions
 
 
-def bench_train(data_dir: Path, report_path: Path, epochs: int = 2) -> dict:
+def bench_train(data_dir: Path, report_path: Path, epochs: int = 2, device: str = "auto") -> dict:
     data = load_sessions(data_dir)
     sessions = data.part(holdout=False)
     t0 = time.perf_counter()
@@ -24,8 +24,9 @@ def bench_train(data_dir: Path, report_path: Path, epochs: int = 2) -> dict:
     encoded = [featurizer.encode(s.events) for s in sessions]
     featurize_s = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
-        _, history = train_encoder(featurizer, encoded, encoded[:256], TrainConfig(epochs=epochs), Path(tmp))
-    encoder = build_encoder(featurizer, TrainConfig()).eval()
+        _, history = train_encoder(featurizer, encoded, encoded[:256], TrainConfig(epochs=epochs, device=device),
+                                   Path(tmp))
+    encoder = build_encoder(featurizer, TrainConfig()).to(pick_device(device)).eval()
     inference = {}
     for batch_size in (1, 16, 256):
         sample = encoded[: 2000 if batch_size > 1 else 300]
@@ -40,7 +41,8 @@ def bench_train(data_dir: Path, report_path: Path, epochs: int = 2) -> dict:
         "train_sessions_per_s": max(r["sessions_per_s"] for r in history),
         "train_epochs": history,
         "inference_sessions_per_s": inference,
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "device": str(pick_device(device)),
+        "gpu": torch.cuda.get_device_name(0) if pick_device(device).type == "cuda" else None,
         "machine": machine_info(),
     }
     report_path.parent.mkdir(parents=True, exist_ok=True)

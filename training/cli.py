@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "data", "data/synthetic", "data directory", type=Path)
     add_flag(p, "report", "reports/bench_train.json", "report path", type=Path)
     add_flag(p, "epochs", 2, "epochs to time", type=int)
+    add_flag(p, "device", "auto", "torch device: auto, cpu, cuda")
     return parser
 
 
@@ -157,7 +158,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
 def cmd_bench_train(args: argparse.Namespace) -> None:
     from training.bench import bench_train
 
-    print(json.dumps(bench_train(args.data, args.report, epochs=args.epochs), indent=2))
+    print(json.dumps(bench_train(args.data, args.report, epochs=args.epochs, device=args.device), indent=2))
 
 
 def cmd_run(args: argparse.Namespace) -> None:
