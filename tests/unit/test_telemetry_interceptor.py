@@ -155,3 +155,13 @@ def test_instrumentation_is_chosen_by_setting() -> None:
     assert not off.tracing
     with pytest.raises(ValueError, match="grpc_instrumentation"):
         server_interceptors(on, "jaeger")
+
+
+def test_each_method_is_wrapped_once_not_per_call(monkeypatch) -> None:
+    """The per-call cost is what tracing overhead is made of: the wrapped handler is built once per method."""
+    interceptor = TelemetryInterceptor(Metrics(), tracing=True)
+    built: list[str] = []
+    wrap = interceptor._wrap
+    monkeypatch.setattr(interceptor, "_wrap", lambda method, handler: built.append(method) or wrap(method, handler))
+    call(interceptor, "Ok", times=4)
+    assert built == [f"/{SERVICE}/Ok"]
