@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -14,10 +15,9 @@ import grpc
 import numpy as np
 import pytest
 import torch
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.api import pb, pb_grpc
-from gateway.bench import metric, metrics_env, wait_for_write_behind
+from gateway.bench import launch_gateway, metric, metrics_env, wait_for_write_behind
 from gateway.errors import field_violations
 from training.bank import SEGMENTS, TILES
 from training.contract import Event
@@ -62,40 +62,23 @@ def visitor(small_data):
 
 
 class Gateway:
-    """`python -m gateway.server` as a subprocess; restartable on the same store."""
+    """`python -m gateway.server` as a subprocess (gateway.bench.launch_gateway) with a typed stub; a new one on
+    the same store is a restart."""
 
     def __init__(self, artifacts: Path, store: str, triton_url: str, as_of_ms: int, env: dict | None = None,
                  **extra: str) -> None:
-        self.port = free_port()
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        self.args = [sys.executable, "-m", "gateway.server", "--listen", f"127.0.0.1:{self.port}", "--store", store,
-                     "--artifacts", str(artifacts), "--triton-url", triton_url, "--as-of", str(as_of_ms),
-                     "--max-batch-events", "50", "--triton-timeout-s", "2.0"]
+        self.env = {**os.environ, **(env or {})}
+        self.flags = ["--store", store, "--artifacts", str(artifacts), "--triton-url", triton_url,
+                      "--as-of", str(as_of_ms), "--max-batch-events", "50", "--triton-timeout-s", "2.0"]
         for k, v in extra.items():
-            self.args += [f"--{k.replace('_', '-')}", v]
-        self.process: subprocess.Popen | None = None
-        self.log_path = Path(store.removeprefix("sqlite://")).with_suffix(f".{self.port}.log")
-
-    def log(self) -> str:
-        return self.log_path.read_text() if self.log_path.exists() else ""
+            self.flags += [f"--{k.replace('_', '-')}", v]
+        self.log_path = Path(store.removeprefix("sqlite://")).with_suffix(f".{secrets.token_hex(3)}.log")
 
     def start(self) -> Gateway:
-        with self.log_path.open("a") as log:
-            self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        self.process, self.port = launch_gateway(self.flags, self.env, self.log_path)
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
-        stub = health_pb2_grpc.HealthStub(self.channel)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    self.stub = pb_grpc.IntentGatewayServiceStub(self.channel)
-                    return self
-            except grpc.RpcError:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"gateway exited: {self.log()}") from None
-                time.sleep(0.2)
-        raise RuntimeError("gateway did not become healthy in 60 s")
+        self.stub = pb_grpc.IntentGatewayServiceStub(self.channel)
+        return self
 
     def stop(self) -> int:
         self.channel.close()
