@@ -85,7 +85,7 @@ eval: venv $(DATA)/events.jsonl  ## tile ranking + conversion eval (+ a 2nd gene
 # -- gateway: gRPC contract, session store, serving ------------------------------------------------------------
 BUF := .cache/buf/node_modules/.bin/buf
 
-.PHONY: proto proto-lint redis serve bench-gateway
+.PHONY: proto proto-lint redis serve bench-gateway bench-interceptor tracing-check
 
 proto: venv  ## generate the gateway's Python stubs from proto/ into gateway/_gen (never edit them by hand)
 	$(PY) -c "from gateway.api import generate; generate()"
@@ -106,6 +106,9 @@ serve: venv  ## the gateway on 127.0.0.1:50051 (config: --config FILE, GATEWAY_*
 
 bench-gateway: venv  ## RankTiles p50/p99 and throughput at c=1,8,32 beside raw Triton -> reports/bench_gateway.json (needs make export)
 	$(PY) -m gateway.bench --data $(DATA) --artifacts $(ARTIFACTS) --repository $(REPOSITORY) --report reports/bench_gateway.json
+
+bench-interceptor: venv  ## server CPU per call of each interceptor setup (none, metrics, upstream vs gateway tracing) -> reports/interceptor_bench.json
+	$(PY) -m gateway.interceptor_bench --out reports/interceptor_bench.json
 
 tracing-check: venv  ## whole-trace share (gRPC metadata vs HTTP into Triton) + tracing overhead -> reports/tracing.json (needs make export)
 	$(PY) -m gateway.tracing_check --data $(DATA) --artifacts $(ARTIFACTS) --repository $(REPOSITORY) --out reports/tracing.json

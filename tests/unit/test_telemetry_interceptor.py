@@ -165,3 +165,12 @@ def test_each_method_is_wrapped_once_not_per_call(monkeypatch) -> None:
     monkeypatch.setattr(interceptor, "_wrap", lambda method, handler: built.append(method) or wrap(method, handler))
     call(interceptor, "Ok", times=4)
     assert built == [f"/{SERVICE}/Ok"]
+
+
+def test_the_interceptor_benchmark_serves_every_setup() -> None:
+    """`make bench-interceptor` end to end, tiny: its server process answers on every setup's port."""
+    from gateway.interceptor_bench import SETUPS, measure
+
+    report = measure(rounds=1, calls=20, ratio=0.01)
+    assert list(report["server_cpu_us_per_call"]) == list(SETUPS)
+    assert all(len(v) == 1 and v[0] >= 0 for v in report["rounds"].values())

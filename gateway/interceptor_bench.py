@@ -1,0 +1,131 @@
+"""`python -m gateway.interceptor_bench`: what each server interceptor setup costs per call, in server CPU.
+
+Tracing's fixed cost is paid by every request, sampled or not, and it is small beside a RankTiles request's
+noise on a shared machine; here it is isolated. One server process hosts four echo services over real
+gRPC on loopback, which differ only in their interceptors: none; metrics only (`TelemetryInterceptor`,
+tracing off); opentelemetry-instrumentation-grpc's aio interceptor plus ours for metrics; ours with tracing
+on. Tracing samples `parentbased_traceidratio` at 1% (the chart's default) into an exporter that drops the
+spans. A load generator (this process) sends sequential calls to each in rounds of a fresh order; the
+server's CPU seconds per call are read with psutil. -> reports/interceptor_bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+import numpy as np
+import psutil
+
+SETUPS = ("none", "metrics_only", "upstream_tracing", "gateway_tracing")
+METHOD = "/bench.Echo/Call"
+
+
+def _interceptors(setup: str) -> list:
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+    from gateway.telemetry import METRICS, TelemetryInterceptor
+
+    return {"none": [], "metrics_only": [TelemetryInterceptor(METRICS)],
+            "upstream_tracing": [aio_server_interceptor(), TelemetryInterceptor(METRICS)],
+            "gateway_tracing": [TelemetryInterceptor(METRICS, tracing=True)]}[setup]
+
+
+def serve(ratio: float) -> None:
+    """The server process: one echo server per setup on a free port; prints {setup: port} when ready."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    class Dropped(SpanExporter):
+        def export(self, spans) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(ratio)))
+    provider.add_span_processor(BatchSpanProcessor(Dropped()))
+    trace.set_tracer_provider(provider)
+
+    async def echo(request: bytes, context) -> bytes:
+        return request
+
+    async def run() -> None:
+        ports, servers = {}, []  # servers: a server nobody refers to is collected, and stops
+        for setup in SETUPS:
+            server = grpc.aio.server(interceptors=_interceptors(setup))
+            servers.append(server)
+            server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+                "bench.Echo", {"Call": grpc.unary_unary_rpc_method_handler(echo)}),))
+            ports[setup] = server.add_insecure_port("127.0.0.1:0")
+            await server.start()
+        print(json.dumps(ports), flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(run())
+
+
+def measure(rounds: int, calls: int, ratio: float, payload: int = 200) -> dict:
+    server = subprocess.Popen([sys.executable, "-m", "gateway.interceptor_bench", "--serve", "--ratio", str(ratio)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        ports = json.loads(server.stdout.readline())
+        process = psutil.Process(server.pid)
+        channels = {s: grpc.insecure_channel(f"127.0.0.1:{p}") for s, p in ports.items()}
+        stubs = {s: c.unary_unary(METHOD) for s, c in channels.items()}
+        body = b"x" * payload
+        for stub in stubs.values():  # warm up: connections, first-call paths
+            for _ in range(200):
+                stub(body, timeout=5)
+        us: dict[str, list[float]] = {s: [] for s in SETUPS}
+        order = np.random.default_rng(0)
+        for _ in range(rounds):
+            for setup in order.permutation(SETUPS):
+                before = sum(process.cpu_times()[:2])
+                for _ in range(calls):
+                    stubs[setup](body, timeout=5)
+                us[setup].append(1e6 * (sum(process.cpu_times()[:2]) - before) / calls)
+        for channel in channels.values():
+            channel.close()
+    finally:
+        server.kill()
+        server.wait()
+    median = {s: float(np.median(v)) for s, v in us.items()}
+    return {
+        "server_cpu_us_per_call": {s: round(m, 1) for s, m in median.items()},
+        "extra_over_none_us": {s: round(m - median["none"], 1) for s, m in median.items()},
+        "tracing_extra_over_metrics_only_us": {s: round(median[s] - median["metrics_only"], 1)
+                                               for s in ("upstream_tracing", "gateway_tracing")},
+        "rounds": {s: [round(x, 1) for x in v] for s, v in us.items()},
+        "load": {"rounds": rounds, "calls_per_round": calls, "payload_bytes": payload, "sampling_ratio": ratio,
+                 "machine": f"{os.cpu_count()} CPUs, server and load generator together"},
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gateway.interceptor_bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--calls", type=int, default=1500, help="sequential calls per setup and round")
+    parser.add_argument("--ratio", type=float, default=0.01, help="share of new traces sampled")
+    parser.add_argument("--out", type=Path, default=Path("reports/interceptor_bench.json"))
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the server process
+    args = parser.parse_args(argv)
+    if args.serve:
+        serve(args.ratio)
+        return 0
+    report = measure(args.rounds, args.calls, args.ratio)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in report.items() if k != "rounds"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
