@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 import grpc
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -217,7 +218,9 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         async def measured(request, context):
             started, code = time.perf_counter(), grpc.StatusCode.OK
             try:
-                return await behavior(request, context)
+                reply = await behavior(request, context)
+                code = _code_of(context) or code  # a handler may set_code() and return
+                return reply
             except BaseException as exc:
                 code = _final_code(context, exc)
                 raise
@@ -231,10 +234,12 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
                                               attributes=attributes, record_exception=False,
                                               set_status_on_exception=False) as span:
                 try:
-                    return await behavior(request, context)
+                    reply = await behavior(request, context)
+                    code = _code_of(context) or code
+                    return reply
                 except BaseException as exc:
                     code = _final_code(context, exc)
-                    if span.is_recording() and not isinstance(exc, grpc.aio.AbortError):
+                    if span.is_recording() and not isinstance(exc, grpc.aio.AbortError | asyncio.CancelledError):
                         span.record_exception(exc)
                     raise
                 finally:
@@ -247,16 +252,24 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
                                                    response_serializer=handler.response_serializer)
 
 
-def _remote_context(metadata, fields: frozenset[str]):
-    """The caller's context from the propagator's metadata keys, or None (the current context) without any."""
+_ROOT = otel_context.Context()
+
+
+def _remote_context(metadata, fields: frozenset[str]) -> otel_context.Context:
+    """The caller's context from the propagator's metadata keys, or an empty one: a call without a context
+    starts its own trace, whatever context the server's task inherited (grpc.aio handlers inherit the one
+    `server.start()` ran in)."""
     carrier = {key: value for key, value in metadata or () if key in fields}
-    return propagate.extract(carrier) if carrier else None
+    return propagate.extract(carrier) if carrier else _ROOT
 
 
 def _final_code(context, exc: BaseException) -> grpc.StatusCode:
-    """The status a failed call ends with: the one it aborted with, CANCELLED, or UNKNOWN for a crash."""
+    """The status a failed call ends with: the one it aborted with; DEADLINE_EXCEEDED or CANCELLED when its
+    task was cancelled (by the deadline, or by the client); UNKNOWN for a crash."""
     if isinstance(exc, asyncio.CancelledError):
-        return grpc.StatusCode.CANCELLED
+        remaining = context.time_remaining()
+        expired = remaining is not None and remaining <= 0
+        return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
     return _code_of(context) or grpc.StatusCode.UNKNOWN
 
 
@@ -274,11 +287,15 @@ def _finish_server_span(span: trace.Span, context, code: grpc.StatusCode) -> Non
             span.set_attribute("rpc.user_agent", value)
 
 
+_CODES = {c.value[0]: c for c in grpc.StatusCode}
+
+
 def _code_of(context) -> grpc.StatusCode | None:
+    """The code a handler set (set_code, abort), None if it set none."""
     try:
         code = context.code()
     except Exception:  # older grpc.aio contexts have no code()
         return None
-    if isinstance(code, grpc.StatusCode):
+    if code is None or isinstance(code, grpc.StatusCode):
         return code
-    return next((c for c in grpc.StatusCode if c.value[0] == code), None)
+    return _CODES.get(code)

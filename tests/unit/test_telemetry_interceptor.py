@@ -43,7 +43,19 @@ async def _crash(request: bytes, context) -> bytes:
     raise RuntimeError("bug")
 
 
-HANDLERS: dict[str, Callable] = {"Ok": _ok, "Invalid": _invalid, "Unavailable": _unavailable, "Crash": _crash}
+async def _not_found(request: bytes, context) -> bytes:
+    context.set_code(grpc.StatusCode.NOT_FOUND)  # set, not raised
+    context.set_details("no such customer")
+    return b""
+
+
+async def _slow(request: bytes, context) -> bytes:
+    await asyncio.sleep(5)
+    return b""
+
+
+HANDLERS: dict[str, Callable] = {"Ok": _ok, "Invalid": _invalid, "Unavailable": _unavailable, "Crash": _crash,
+                                 "NotFound": _not_found, "Slow": _slow}
 
 
 @pytest.fixture
@@ -55,24 +67,32 @@ def spans(monkeypatch) -> InMemorySpanExporter:
     return memory
 
 
-def call(interceptor: TelemetryInterceptor, method: str, metadata=None, times: int = 1) -> list:
-    """Serve HANDLERS behind `interceptor` on loopback and call `method`; the replies or raised errors."""
+def call(interceptor: TelemetryInterceptor, method: str, metadata=None, times: int = 1, timeout: float = 5,
+         started_in_span: bool = False, settle_s: float = 0.0) -> list:
+    """Serve HANDLERS behind `interceptor` on loopback and call `method`; the replies or raised errors.
+    `started_in_span`: start the server inside an active span (its handlers' tasks inherit that context);
+    `settle_s`: time for the server side to finish after the client gave up (deadlines)."""
 
     async def run() -> list:
         server = grpc.aio.server(interceptors=[interceptor])
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
             SERVICE, {name: grpc.unary_unary_rpc_method_handler(fn) for name, fn in HANDLERS.items()}),))
         port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
+        if started_in_span:
+            with telemetry.tracer.start_as_current_span("startup"):
+                await server.start()
+        else:
+            await server.start()
         out: list = []
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 stub = channel.unary_unary(f"/{SERVICE}/{method}")
                 for _ in range(times):
                     try:
-                        out.append(await stub(b"", timeout=5, metadata=metadata))
+                        out.append(await stub(b"", timeout=timeout, metadata=metadata))
                     except grpc.aio.AioRpcError as exc:
                         out.append(exc)
+            await asyncio.sleep(settle_s)
         finally:
             await server.stop(None)
         return out
@@ -100,9 +120,13 @@ def test_a_callers_trace_continues_in_the_server_span(spans) -> None:
 
 
 def test_without_a_caller_context_the_server_starts_a_trace(spans) -> None:
-    [reply] = call(TelemetryInterceptor(Metrics(), tracing=True), "Ok")
-    [span] = spans.get_finished_spans()
+    """Even when the server was started inside a span: its handlers' tasks inherit that context in grpc.aio,
+    and calls without a context must not all join the start-up trace."""
+    [reply] = call(TelemetryInterceptor(Metrics(), tracing=True), "Ok", started_in_span=True)
+    startup, [span] = spans.get_finished_spans()[:1], spans.get_finished_spans()[1:]
+    assert startup[0].name == "startup"
     assert span.parent is None and reply.decode() == f"{span.context.trace_id:032x}"
+    assert span.context.trace_id != startup[0].context.trace_id
 
 
 def test_a_callers_unsampled_context_records_nothing_but_keeps_its_trace_id(spans) -> None:
@@ -136,13 +160,39 @@ def test_with_tracing_off_only_metrics_are_kept(spans) -> None:
     assert metrics.registry.get_sample_value("gateway_requests_total", {"method": "Ok", "code": "OK"}) == 3
 
 
-def test_the_gateway_never_samples_what_its_sampler_drops(monkeypatch) -> None:
+def test_the_sampler_decides_new_traces_and_a_callers_sampled_flag_wins(monkeypatch) -> None:
     memory = InMemorySpanExporter()
-    provider = TracerProvider(sampler=ALWAYS_OFF)
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF))  # samples no new trace of its own
     provider.add_span_processor(SimpleSpanProcessor(memory))
     monkeypatch.setattr(telemetry, "tracer", provider.get_tracer("gateway"))
-    call(TelemetryInterceptor(Metrics(), tracing=True), "Ok", times=2)
+    interceptor = TelemetryInterceptor(Metrics(), tracing=True)
+    call(interceptor, "Ok", times=2)
     assert memory.get_finished_spans() == ()
+    trace_id, _, metadata = traceparent()
+    call(interceptor, "Ok", metadata)
+    assert [f"{s.context.trace_id:032x}" for s in memory.get_finished_spans()] == [trace_id]
+
+
+def test_a_code_set_without_raising_is_the_one_recorded(spans) -> None:
+    metrics = Metrics()
+    [reply] = call(TelemetryInterceptor(metrics, tracing=True), "NotFound")
+    assert reply.code() == grpc.StatusCode.NOT_FOUND
+    [span] = spans.get_finished_spans()
+    assert span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
+    assert metrics.registry.get_sample_value("gateway_requests_total", {"method": "NotFound", "code": "NOT_FOUND"}) == 1
+
+
+def test_a_missed_deadline_is_recorded_as_such_not_as_a_client_cancel(spans) -> None:
+    """grpc.aio cancels the handler when the caller's deadline passes: that is DEADLINE_EXCEEDED (a server
+    failure: ERROR on the span), with no exception event."""
+    metrics = Metrics()
+    [reply] = call(TelemetryInterceptor(metrics, tracing=True), "Slow", timeout=0.2, settle_s=0.5)
+    assert reply.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    [span] = spans.get_finished_spans()
+    assert span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+    assert span.status.status_code == trace.StatusCode.ERROR and list(span.events) == []
+    assert metrics.registry.get_sample_value("gateway_requests_total",
+                                             {"method": "Slow", "code": "DEADLINE_EXCEEDED"}) == 1
 
 
 def test_instrumentation_is_chosen_by_setting() -> None:
@@ -167,6 +217,7 @@ def test_each_method_is_wrapped_once_not_per_call(monkeypatch) -> None:
     assert built == [f"/{SERVICE}/Ok"]
 
 
+@pytest.mark.slow
 def test_the_interceptor_benchmark_serves_every_setup() -> None:
     """`make bench-interceptor` end to end, tiny: its server process answers on every setup's port."""
     from gateway.interceptor_bench import SETUPS, measure
