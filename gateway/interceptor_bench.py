@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import os
+import select
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -23,6 +24,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 import psutil
+
+from gateway.tracing_check import median_ci90
 
 SETUPS = ("none", "metrics_only", "upstream_tracing", "gateway_tracing")
 METHOD = "/bench.Echo/Call"
@@ -49,6 +52,7 @@ def serve(ratio: float) -> None:
         def export(self, spans) -> SpanExportResult:
             return SpanExportResult.SUCCESS
 
+    # gateway.telemetry is imported by now (via tracing_check), as in the gateway: its tracer is a proxy
     provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(ratio)))
     provider.add_span_processor(BatchSpanProcessor(Dropped()))
     trace.set_tracer_provider(provider)
@@ -75,6 +79,9 @@ def measure(rounds: int, calls: int, ratio: float, payload: int = 200) -> dict:
     server = subprocess.Popen([sys.executable, "-m", "gateway.interceptor_bench", "--serve", "--ratio", str(ratio)],
                               stdout=subprocess.PIPE, text=True)
     try:
+        ready, _, _ = select.select([server.stdout], [], [], 60)
+        if not ready:
+            raise RuntimeError("the benchmark's server process did not start within 60 s")
         ports = json.loads(server.stdout.readline())
         process = psutil.Process(server.pid)
         channels = {s: grpc.insecure_channel(f"127.0.0.1:{p}") for s, p in ports.items()}
@@ -96,11 +103,15 @@ def measure(rounds: int, calls: int, ratio: float, payload: int = 200) -> dict:
     finally:
         server.kill()
         server.wait()
-    median = {s: float(np.median(v)) for s, v in us.items()}
+    def extra(setup: str, base: str) -> dict:
+        """Per-round differences (paired: the same round's load), their median and its 90% interval."""
+        diff = np.asarray(us[setup]) - np.asarray(us[base])
+        return {"median": round(float(np.median(diff)), 1), "median_ci90": median_ci90(diff)}
+
     return {
-        "server_cpu_us_per_call": {s: round(m, 1) for s, m in median.items()},
-        "extra_over_none_us": {s: round(m - median["none"], 1) for s, m in median.items()},
-        "tracing_extra_over_metrics_only_us": {s: round(median[s] - median["metrics_only"], 1)
+        "server_cpu_us_per_call": {s: round(float(np.median(v)), 1) for s, v in us.items()},
+        "extra_over_none_us": {s: extra(s, "none") for s in SETUPS[1:]},
+        "tracing_extra_over_metrics_only_us": {s: extra(s, "metrics_only")
                                                for s in ("upstream_tracing", "gateway_tracing")},
         "rounds": {s: [round(x, 1) for x in v] for s, v in us.items()},
         "load": {"rounds": rounds, "calls_per_round": calls, "payload_bytes": payload, "sampling_ratio": ratio,
