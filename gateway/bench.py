@@ -47,6 +47,21 @@ VARIANTS = (("gateway", True, True), ("gateway_cold", False, False), ("gateway_w
 """(name, embedding cache on, write-behind embedding on) of each gateway configuration measured."""
 
 
+def median_ci90(values: Sequence[float]) -> list[float]:
+    """A 90% percentile-bootstrap interval of the median of per-round values (2,000 resamples, seeded). It
+    assumes rounds are independent, which shuffled back-to-back rounds only roughly are: an indication."""
+    values = np.asarray(values, float)
+    resampled = np.random.default_rng(0).choice(values, size=(2000, len(values)), replace=True)
+    return [round(float(q), 2) for q in np.percentile(np.median(resampled, axis=1), [5, 95])]
+
+
+def save_json_report(path: Path, report: dict, hidden: Sequence[str] = ()) -> None:
+    """Write `report` as JSON to `path` and print it, less the bulky `hidden` keys (per-round values)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in report.items() if k not in hidden}, indent=2))
+
+
 async def measure(call: Callable[[int], Awaitable[object]], concurrency: int, requests: int) -> dict:
     """`requests` calls from `concurrency` workers; latency percentiles and completed calls per second."""
     latencies: list[float] = []

@@ -25,7 +25,7 @@ import grpc
 import numpy as np
 import psutil
 
-from gateway.tracing_check import median_ci90
+from gateway.bench import median_ci90, save_json_report
 
 SETUPS = ("none", "metrics_only", "upstream_tracing", "gateway_tracing")
 METHOD = "/bench.Echo/Call"
@@ -52,7 +52,7 @@ def serve(ratio: float) -> None:
         def export(self, spans) -> SpanExportResult:
             return SpanExportResult.SUCCESS
 
-    # gateway.telemetry is imported by now (via tracing_check), as in the gateway: its tracer is a proxy
+    # gateway.telemetry is imported by now (via gateway.bench), as in the gateway: its tracer is a proxy
     provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(ratio)))
     provider.add_span_processor(BatchSpanProcessor(Dropped()))
     trace.set_tracer_provider(provider)
@@ -103,6 +103,7 @@ def measure(rounds: int, calls: int, ratio: float, payload: int = 200) -> dict:
     finally:
         server.kill()
         server.wait()
+
     def extra(setup: str, base: str) -> dict:
         """Per-round differences (paired: the same round's load), their median and its 90% interval."""
         diff = np.asarray(us[setup]) - np.asarray(us[base])
@@ -132,9 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve(args.ratio)
         return 0
     report = measure(args.rounds, args.calls, args.ratio)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in report.items() if k != "rounds"}, indent=2))
+    save_json_report(args.out, report, hidden=("rounds",))
     return 0
 
 

@@ -34,7 +34,7 @@ import numpy as np
 import psutil
 
 from gateway.api import pb, pb_grpc
-from gateway.bench import launch_gateway
+from gateway.bench import launch_gateway, median_ci90, save_json_report
 from gateway.otlp_receiver import OtlpReceiver, ReceivedSpan, RemoteReceiver
 from gateway.replay import to_message
 from training.export.triton_server import TritonServer
@@ -169,14 +169,6 @@ def paired_overhead_pct(off: Sequence[float], traced: Sequence[float]) -> dict:
     return {"median": round(float(np.median(lost)), 2),
             "interquartile": [round(float(q), 2) for q in np.percentile(lost, [25, 75])],
             "median_ci90": median_ci90(lost)}
-
-
-def median_ci90(values: Sequence[float]) -> list[float]:
-    """A 90% percentile-bootstrap interval of the median of per-round values (2,000 resamples, seeded). It
-    assumes rounds are independent, which shuffled back-to-back rounds only roughly are: an indication."""
-    values = np.asarray(values, float)
-    resampled = np.random.default_rng(0).choice(values, size=(2000, len(values)), replace=True)
-    return [round(float(q), 2) for q in np.percentile(np.median(resampled, axis=1), [5, 95])]
 
 
 def tree_cpu_s(pid: int) -> float:
@@ -374,9 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="intent-tracing-") as work:
         report = run(args.repository, args.artifacts, args.data, args.requests, args.rounds, args.round_requests,
                      args.concurrency, args.ratio, Path(work))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in report.items() if k != "throughput_per_s"}, indent=2))
+    save_json_report(args.out, report, hidden=("throughput_per_s",))
     return 0
 
 
