@@ -190,7 +190,7 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, metrics: Metrics, tracing: bool = False) -> None:
         self.metrics = metrics
         self.tracing = tracing
-        self._fields = frozenset(propagate.get_global_textmap().fields) if tracing else frozenset()
+        self._fields = frozenset(propagate.get_global_textmap().fields)
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(self, continuation, handler_call_details):

@@ -7,8 +7,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from training.encoder.inference import embed_encoded
 from training.encoder.train import TrainConfig, build_encoder, pick_device, train_encoder
 from training.featurizer import Featurizer
@@ -26,7 +24,8 @@ def bench_train(data_dir: Path, report_path: Path, epochs: int = 2, device: str 
     with tempfile.TemporaryDirectory() as tmp:
         _, history = train_encoder(featurizer, encoded, encoded[:256], TrainConfig(epochs=epochs, device=device),
                                    Path(tmp))
-    encoder = build_encoder(featurizer, TrainConfig()).to(pick_device(device)).eval()
+    torch_device = pick_device(device)
+    encoder = build_encoder(featurizer, TrainConfig()).to(torch_device).eval()
     inference = {}
     for batch_size in (1, 16, 256):
         sample = encoded[: 2000 if batch_size > 1 else 300]
@@ -41,8 +40,7 @@ def bench_train(data_dir: Path, report_path: Path, epochs: int = 2, device: str 
         "train_sessions_per_s": max(r["sessions_per_s"] for r in history),
         "train_epochs": history,
         "inference_sessions_per_s": inference,
-        "device": str(pick_device(device)),
-        "gpu": torch.cuda.get_device_name(0) if pick_device(device).type == "cuda" else None,
+        "device": str(torch_device),  # the GPU's name, if any, is in machine["cuda"]
         "machine": machine_info(),
     }
     report_path.parent.mkdir(parents=True, exist_ok=True)
