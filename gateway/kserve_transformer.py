@@ -55,12 +55,12 @@ from gateway.api import pb
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
 from gateway.intents import SessionIntents, served_model
-from gateway.service import Gateway
+from gateway.service import Gateway, select_sessions
 from gateway.telemetry import TelemetrySettings, child_span, inject_headers, setup, tracer
 from gateway.validation import to_events
 from training.evaluation.scoring import Ranker
 from training.featurizer import Featurizer, pad_batch
-from training.sessionize import Session, sessionize
+from training.sessionize import Session
 
 log = logging.getLogger("gateway.kserve")
 MODEL_NAME = "reranker"
@@ -79,6 +79,8 @@ class _Pending:
     request: pb.RankTilesRequest
     sessions: list[Session]
     reason: str = ""
+    now_ms: int | None = None
+    """The time the sessions were chosen at; the ranker pools them at the same time."""
     raw_outputs: bool = False  # a gRPC request with raw_input_contents: answer with raw_output_contents
 
 
@@ -152,11 +154,11 @@ def build_model(name: str, cfg: GatewayConfig, featurizer: Featurizer, ranker: R
                 events = to_events(messages, cfg.max_batch_events) if messages else []
             except GatewayError as exc:
                 raise _invalid("request", str(exc)) from None
-            since = core.now_ms() - core.lookback_ms
+            now = core.now_ms()
             with child_span("featurize"):
-                sessions = sorted(sessionize([e for e in events if e.ts >= since]), key=lambda s: s.start_ms)
-                sessions = sessions[-cfg.max_sessions:]
-                _pending.set(_Pending(payload.id or "", request, sessions,
+                # the gateway's selection (sessions that ended in the lookback, whole), on the events sent
+                sessions = select_sessions(events, now, core.lookback_ms, cfg.max_sessions)
+                _pending.set(_Pending(payload.id or "", request, sessions, now_ms=now,
                                       raw_outputs=bool(payload.from_grpc and payload.use_binary_outputs)))
                 if not sessions:
                     return InferRequest(model_name=predictor_model, infer_inputs=[], request_id=payload.id)
@@ -200,7 +202,7 @@ def build_model(name: str, cfg: GatewayConfig, featurizer: Featurizer, ranker: R
                 intents = SessionIntents(out["EMBEDDING"], out["INTENT_PROBS"])
             elif not pending.sessions:
                 intents = SessionIntents(np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32))
-            r = core.rank_with(pending.request, pending.sessions, intents, pending.reason)
+            r = core.rank_with(pending.request, pending.sessions, intents, pending.reason, pending.now_ms)
             tiles, scores = [t for t, _ in r.tiles], [s for _, s in r.tiles]
             labels_out, probs = [lb for lb, _ in r.intents], [p for _, p in r.intents]
             values = {"TILE_IDS": tiles, "SCORES": scores, "INTENTS": labels_out, "INTENT_PROBS": probs,

@@ -1,11 +1,13 @@
 """The gateway's logic (`Gateway`) and its gRPC face (`GatewayServicer`).
 
-RankTiles: the customer's links -> their visitors' events in the lookback window -> sessions -> (cached per
-session version, else one Triton call for all) embeddings and intent probabilities -> the mean embedding as
-the ranker's pre-login signal -> tile scores. When Triton is down or slower than `triton_timeout_s`, the
-same ranker scores the tiles with the no-session input and the answer says `degraded`. Writes hand the
-visitors they touch to the write-behind embedder (gateway/embedder.py), which usually fills that cache
-before the app asks.
+RankTiles: the customer's links -> their visitors' sessions that ended in the lookback window
+(`select_sessions`) -> (cached per session version, else one Triton call for all) embeddings and intent
+probabilities -> the ranker's pre-login signal, pooled by `scoring.pool_sessions` (recency weights at the
+ranker's half-life, from each session's end to now, plus the recency features; the plain mean for format
+1/2 rankers), the same function the evaluation pools with -> tile scores. When Triton is down or slower than
+`triton_timeout_s`, the same ranker scores the tiles with the no-session input and the answer says `degraded`.
+Writes hand the visitors they touch to the write-behind embedder (gateway/embedder.py), which usually fills
+that cache before the app asks.
 """
 
 from __future__ import annotations
@@ -29,11 +31,24 @@ from gateway.store import SessionStore
 from gateway.telemetry import METRICS, child_span
 from gateway.validation import check_id, require_ids, to_events
 from training.contract import Event, parse_ts
-from training.evaluation.scoring import Ranker
+from training.evaluation.scoring import RECENCY_FEATURES, Ranker
 from training.sessionize import Session, sessionize
 
 log = logging.getLogger("gateway")
 DAY_MS = 86_400_000
+SESSION_READ_PAD_MS = DAY_MS
+"""Events are read this much before the lookback so that a session which started before the window but
+ended inside it is whole, as the evaluation sees it (a session cut by 30-minute gaps spanning more than a
+day, or an explicit session_id reused over days, would be cut short)."""
+
+
+def select_sessions(events: Iterable[Event], now_ms: int, lookback_ms: int, max_sessions: int) -> list[Session]:
+    """The sessions the ranker pools at `now_ms`, chosen as the evaluation chooses them
+    (`EvalData.linked_before`): sessionize the events, keep the sessions that *ended* in [now - lookback, now]
+    (whole, including events before the window's start; a session still going on after now is left out, as a
+    replay with `as_of` would otherwise see the future), then the `max_sessions` most recent by start."""
+    sessions = [s for s in sessionize(events) if now_ms - lookback_ms <= s.end_ms <= now_ms]
+    return sorted(sessions, key=lambda s: s.start_ms)[-max_sessions:]
 
 
 def iso(ms: int) -> str:
@@ -57,11 +72,15 @@ class Gateway:
         self.fixed_now = parse_ts(cfg.as_of) if cfg.as_of else None
         self.embedder: WriteBehindEmbedder | None = None
         if cfg.embed_on_write and cfg.cache_embeddings:
-            self.embedder = WriteBehindEmbedder(store, self._embed_on_write, lambda: self.now_ms() - self.lookback_ms,
+            self.embedder = WriteBehindEmbedder(store, self._embed_on_write, lambda: self.read_since_ms(),
                                                 cfg.max_sessions, cfg.embed_delay_ms / 1000)
 
     def now_ms(self) -> int:
         return self.fixed_now if self.fixed_now is not None else int(time.time() * 1000)
+
+    def read_since_ms(self, now_ms: int | None = None) -> int:
+        """Where reading a customer's events starts: the lookback plus `SESSION_READ_PAD_MS`."""
+        return (self.now_ms() if now_ms is None else now_ms) - self.lookback_ms - SESSION_READ_PAD_MS
 
     @property
     def model_version(self) -> str:
@@ -135,31 +154,43 @@ class Gateway:
     def top_intents(self, probs: np.ndarray, n: int = 3) -> list[tuple[str, float]]:
         return [(self.intents.labels[i], float(probs[i])) for i in np.argsort(-probs)[:n]]
 
-    async def customer_sessions(self, customer_id: str) -> list[Session]:
-        events = await self.store.customer_events(customer_id, self.now_ms() - self.lookback_ms)
-        return sorted(sessionize(events), key=lambda s: s.start_ms)[-self.cfg.max_sessions:]
+    async def customer_sessions(self, customer_id: str, now_ms: int | None = None) -> list[Session]:
+        """The customer's linked sessions the ranker pools at `now_ms` (default: now), see `select_sessions`."""
+        now = self.now_ms() if now_ms is None else now_ms
+        events = await self.store.customer_events(customer_id, self.read_since_ms(now))
+        return select_sessions(events, now, self.lookback_ms, self.cfg.max_sessions)
 
     async def rank(self, request: pb.RankTilesRequest) -> Ranking:
         self._check_rank_request(request)
+        now = self.now_ms()
         with child_span("store.lookup") as span:
-            sessions = await self.customer_sessions(request.customer_id)
+            sessions = await self.customer_sessions(request.customer_id, now)
             span.set_attribute("sessions", len(sessions))
         intents, reason = await self.session_intents(sessions)
-        return self.rank_with(request, sessions, intents, reason)
+        return self.rank_with(request, sessions, intents, reason, now)
 
     def rank_with(self, request: pb.RankTilesRequest, sessions: Sequence[Session], intents: SessionIntents | None,
-                  reason: str) -> Ranking:
-        """The ranking core shared by RankTiles and the KServe v2 endpoint: tile scores from session intents."""
+                  reason: str, now_ms: int | None = None) -> Ranking:
+        """The ranking core shared by RankTiles and the KServe v2 endpoint: tile scores from session intents.
+        The sessions are pooled at `now_ms` (default: now) by the ranker's `pool_sessions`, with each session's
+        end time, exactly as the evaluation pools them at an impression's time."""
         with child_span("rank") as span:
-            has_session = bool(sessions) and intents is not None
-            signal = intents.embeddings.mean(axis=0) if has_session else np.zeros(self.ranker.spec.signal_dim)
+            spec = self.ranker.spec
+            now = self.now_ms() if now_ms is None else now_ms
+            ends = [s.end_ms for s in sessions]
+            pooled = spec.pool(intents.embeddings, ends, now) if sessions and intents is not None else None
+            has_session = pooled is not None and pooled.has_session
+            signal = pooled.signal if has_session else np.zeros(spec.signal_dim, np.float32)
+            recency = pooled.recency if has_session else np.zeros(len(RECENCY_FEATURES))
             n, ctx = len(request.tile_ids), request.context
-            features = self.ranker.spec.features(
+            features = spec.features(
                 list(request.tile_ids), [0] * n, [ctx.segment] * n, [ctx.tenure_months] * n,
-                [list(ctx.products_held)] * n, np.tile(signal, (n, 1)), [has_session] * n)
+                [list(ctx.products_held)] * n, np.tile(signal, (n, 1)), [has_session] * n,
+                np.tile(recency, (n, 1)))
             scores = self.ranker.score(features)
             order = np.argsort(-scores, kind="stable")
-            explanation = self.top_intents(intents.probabilities.mean(axis=0)) if has_session else []
+            explanation = (self.top_intents(spec.pool(intents.probabilities, ends, now).signal)
+                           if has_session else [])
             span.set_attribute("tiles", n)
             span.set_attribute("degraded", intents is None)
             return Ranking([(request.tile_ids[i], float(scores[i])) for i in order], explanation,

@@ -1,12 +1,14 @@
-"""The served ranker's need layout (scoring.py, format intent-ranker/2), by hand, and format 1 files."""
+"""The served ranker's need layout (scoring.py, format intent-ranker/3 with and without recency), by hand, and
+format 1 and 2 files."""
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from training.evaluation.scoring import FeatureSpec, Ranker
+from training.evaluation.scoring import RECENCY_FEATURES, FeatureSpec, Ranker
 
 
 def need_spec() -> FeatureSpec:
@@ -36,7 +38,8 @@ def test_need_layout_by_hand(tmp_path):
     np.testing.assert_allclose(ranker.score(x)[0], 1 / (1 + math.exp(-(2 * p_card - 1))), rtol=1e-6)
     ranker.save(tmp_path / "ranker.json")
     doc = json.loads((tmp_path / "ranker.json").read_text())
-    assert doc["format"] == "intent-ranker/2" and doc["signal_block"] == "need" and doc["signal_dim"] == 2
+    assert doc["format"] == "intent-ranker/3" and doc["signal_block"] == "need" and doc["signal_dim"] == 2
+    assert doc["half_life_days"] is None and doc["recency"] is False and doc["recency_features"] == []
     loaded = Ranker.load(tmp_path / "ranker.json")
     assert loaded.spec.need_products == ("card", "loan")
     np.testing.assert_allclose(loaded.score(loaded.spec.features(["t1", "t2", "t3", "t1"], [0, 0, 1, 1],
@@ -84,3 +87,54 @@ def test_unknown_tiles_segments_and_products_get_zero_one_hots():
     assert not any(v for k, v in row0.items() if k.startswith(("tile=", "segment="))) and row0["n_products"] == 1
     assert row0["embedding:need_of_tile_product"] == 0 and row0["tile_product_held"] == 0
     assert row1["pos=1"] == 1 and row1["tile_product_held"] == 1 and row1["n_products"] == 2
+
+
+def test_format_2_files_load_and_score_exactly_as_before(tmp_path):
+    spec = need_spec()
+    weights = np.random.default_rng(0).normal(size=len(spec.feature_names())).astype(np.float32)
+    doc = Ranker(spec, weights, -0.5).to_dict()
+    for key in ("half_life_days", "recency", "recency_features"):
+        del doc[key]
+    doc["format"] = "intent-ranker/2"
+    (tmp_path / "v2.json").write_text(json.dumps(doc))
+    loaded = Ranker.load(tmp_path / "v2.json")
+    assert loaded.spec.half_life_days is None and not loaded.spec.recency
+    assert loaded.spec.feature_names() == doc["feature_names"]
+    signal = np.array([[2.0, 1.0], [0.5, -1.0], [0.0, 0.0]])
+    args = (["t1", "t2", "t3"], [0, 1, 0], ["mass"] * 3, [3, 0, 1], [(), ("card",), ()], signal, [True, True, False])
+    x = loaded.spec.features(*args)
+    # format 2's need block by hand: [no_session, no_session x tile (3), need of the tile's product]
+    logits = signal[:2] @ np.array([[1.0, 0.0], [0.0, 1.0]]).T + [0.0, 0.5]
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(x[:, -5:], [[0, 0, 0, 0, p[0, 0]], [0, 0, 0, 0, p[1, 1]], [1, 0, 0, 1, 0]], atol=1e-6)
+    np.testing.assert_allclose(loaded.score(x), Ranker(spec, weights, -0.5).score(spec.features(*args)), rtol=0)
+
+
+def test_recency_layout_by_hand_and_round_trip(tmp_path):
+    spec = replace(need_spec(), half_life_days=7.0, recency=True)
+    names = spec.feature_names()
+    assert names[-4:] == ["embedding:need_of_tile_product", "embedding:need_of_tile_product&log1p_days_since_last",
+                          "embedding:log1p_days_since_last", "embedding:log1p_decayed_sessions"]
+    signal = np.array([[2.0, 1.0]] * 3)
+    rec = np.array([[math.log1p(3.0), math.log1p(1.5)]] * 3)
+    x = spec.features(["t1", "t3", "t1"], [0, 0, 0], ["mass"] * 3, [0] * 3, [()] * 3, signal, [True, True, False],
+                      rec)
+    p_card = 1 / (1 + math.exp(-0.5))
+    np.testing.assert_allclose(x[0, -4:], [p_card, p_card * math.log1p(3.0), math.log1p(3.0), math.log1p(1.5)],
+                               rtol=1e-6)
+    np.testing.assert_allclose(x[1, -4:], [0, 0, math.log1p(3.0), math.log1p(1.5)], rtol=1e-6)  # product unknown
+    np.testing.assert_allclose(x[2, -4:], 0)  # no session: zero recency features
+    with pytest.raises(ValueError, match="recency"):
+        spec.features(["t1"], [0], ["mass"], [0], [()], signal[:1], [True])
+    weights = np.arange(len(names), dtype=np.float32) / 10
+    Ranker(spec, weights, 0.1, {"half_life_days": 7.0}).save(tmp_path / "r3.json")
+    doc = json.loads((tmp_path / "r3.json").read_text())
+    assert doc["format"] == "intent-ranker/3" and doc["half_life_days"] == 7.0 and doc["recency"] is True
+    assert doc["recency_features"] == list(RECENCY_FEATURES)
+    loaded = Ranker.load(tmp_path / "r3.json")
+    assert loaded.spec.half_life_days == 7.0 and loaded.spec.recency
+    np.testing.assert_allclose(loaded.score(x), Ranker(spec, weights, 0.1).score(x), rtol=1e-7)
+    with pytest.raises(ValueError, match="recency"):
+        FeatureSpec(("t1",), ("card",), ("mass",), recency=True)  # no signal
+    with pytest.raises(ValueError, match="half_life"):
+        replace(need_spec(), half_life_days=0.0)

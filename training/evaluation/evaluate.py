@@ -19,12 +19,22 @@ from training.evaluation.metrics import (
     rel_change_pct,
 )
 from training.evaluation.oracle import ORACLE_SIGNALS, Truth
-from training.evaluation.ranking import C_GRID, KINDS, RANKERS, RankerRun, macro_from_hits, run_rankers
+from training.evaluation.ranking import (
+    C_GRID,
+    HALF_LIFE_GRID,
+    KINDS,
+    RANKERS,
+    RankerRun,
+    half_life_name,
+    macro_from_hits,
+    run_rankers,
+)
 from training.evaluation.signals import llm_sample, session_signals
 
 log = logging.getLogger(__name__)
-MAIN_RANKERS = ("baseline", "embedding", "embedding_crosses", "distilled")
-"""On every population; `embedding_crosses` is the previous served design, kept for before/after."""
+MAIN_RANKERS = ("baseline", "embedding", "embedding_no_recency", "embedding_crosses", "distilled")
+"""On every population; `embedding_no_recency` (plain mean, no recency features: format 2) and
+`embedding_crosses` (format 1) are the previous served designs, kept for before/after."""
 LLM_SAMPLE_RANKERS = ("baseline", "embedding", "llm_labels", "distilled")
 ORACLE_RANKERS = ("oracle_session_intents", "oracle_intent", "oracle_intent_all", "click_model_no_intent",
                   "click_model")
@@ -46,6 +56,8 @@ class EvalConfig:
     """Share of training customers each seed's ranker is trained on."""
     c_grid: tuple[float, ...] = C_GRID
     """Ranker L2 strengths tried on a validation slice of the training window (one value: no search)."""
+    half_life_grid: tuple[float | None, ...] = HALF_LIFE_GRID
+    """Recency half-lives (days; None: the plain mean) tried with C for the recency rankers."""
     oracles: bool = True
     """The diagnostic oracles where the data has the generator's truth/."""
 
@@ -98,6 +110,9 @@ def _ranking_population(test: ImpressionTable, runs: list[RankerRun], mask: np.n
         entry = {"label": KINDS[name].label, "diagnostic": KINDS[name].diagnostic,
                  **({"c": fitted.meta.get("c"), "validation_log_loss": fitted.meta.get("validation_log_loss")}
                     if fitted is not None else {}),
+                 **({"half_life_days": half_life_name(fitted.spec.half_life_days),
+                     "validation_log_loss_by_half_life": fitted.meta.get("validation_log_loss_by_half_life")}
+                    if fitted is not None and fitted.spec.recency else {}),
                  **{k: round(v, 5) for k, v in mean.items()},
                  "per_seed": [{k: round(v, 5) if isinstance(v, float) else v for k, v in s.items()}
                               for s in per_seed]}
@@ -174,7 +189,8 @@ def evaluate_dataset(data_dir: Path, artifacts: Path, head_path: Path, taxonomy_
     main_rankers = MAIN_RANKERS + (ORACLE_RANKERS if truth is not None else ())
     fixed = {"click_model": truth.click_probability(data, test),
              "click_model_no_intent": truth.click_probability(data, test, intent=False)} if truth else None
-    runs = run_rankers(data, train, test, signals, main_rankers, cfg.seeds, cfg.subsample, cfg.c_grid, conv, fixed)
+    runs = run_rankers(data, train, test, signals, main_rankers, cfg.seeds, cfg.subsample, cfg.c_grid, conv, fixed,
+                       cfg.half_life_grid)
     everyone = np.ones(len(test), bool)
     ever_linked = np.array([c in data.by_customer for c in test.customer])
     ranking = {"all": _ranking_population(test, runs, everyone, cfg),
@@ -186,7 +202,7 @@ def evaluate_dataset(data_dir: Path, artifacts: Path, head_path: Path, taxonomy_
         s_train = train.subset(np.array([c in in_sample for c in train.customer]))
         s_test_mask = np.array([c in in_sample for c in test.customer])
         s_runs = run_rankers(data, s_train, test.subset(s_test_mask), signals, LLM_SAMPLE_RANKERS, cfg.seeds,
-                             cfg.subsample, cfg.c_grid, conv)
+                             cfg.subsample, cfg.c_grid, conv, half_life_grid=cfg.half_life_grid)
         ranking["llm_sample"] = _ranking_population(test.subset(s_test_mask), s_runs,
                                                     np.ones(int(s_test_mask.sum()), bool), cfg)
         ranking["llm_sample"]["note"] = ("all four rankers trained on the sampled customers' training impressions "
@@ -202,6 +218,7 @@ def evaluate_dataset(data_dir: Path, artifacts: Path, head_path: Path, taxonomy_
         y, preds = conversion_predictions(data, conv, signals, sample, CONVERSION_METHODS, cfg.seeds)
         conversion["llm_sample"] = _conversion_population(y, preds, sample, cfg)
     llm = signals.matrices.get("llm_labels")
+    emb_run = next((r for r in runs if r.name == "embedding"), None)
     summary = {
         "data": str(data_dir), "artifacts": str(artifacts), "head": str(head_path),
         "taxonomy": str(taxonomy_path) if taxonomy_path else None,
@@ -216,6 +233,12 @@ def evaluate_dataset(data_dir: Path, artifacts: Path, head_path: Path, taxonomy_
         "click_model_reach": {"train": truth.need_stats(data, train), "test": truth.need_stats(data, test)}
         if truth is not None else None,
         "conversion": conversion,
+        "recency": {"half_life_grid": [half_life_name(h) for h in cfg.half_life_grid],
+                    "chosen_half_life_days": {r.name: half_life_name(r.ranker.spec.half_life_days) for r in runs
+                                              if r.seed == cfg.seeds[0] and r.ranker is not None
+                                              and r.ranker.spec.recency},
+                    "embedding_validation_log_loss_by_half_life":
+                        emb_run.ranker.meta.get("validation_log_loss_by_half_life") if emb_run else None},
     }
     dist, has = signals.pooled("distilled", test.session_rows)
     return DatasetResult(summary, test, runs, signals.names["distilled"], np.where(has[:, None], dist, 0))

@@ -6,6 +6,14 @@ is built from the sessions of their linked anonymous ids that ended at or before
 (no lookback for conversions), and only if the link was already known at t. Nothing after t is ever used.
 A customer with no such session gets the explicit no-session input (see `scoring.FeatureSpec`).
 
+Pooling: the sessions of an impression (or conversion) are pooled by `scoring.pool_sessions`, the function the
+gateway calls, with each session's end time and the impression's time (`ImpressionTable.ts`), at the spec's
+half-life: recency-weighted signal plus the recency features.
+
+Tiles: the tile -> product map comes from `tiles.jsonl`; without it the evaluation stops (a ValueError naming
+the file), since the need signal reaches a tile only through its product, and guessed products would report
+a zero intent gain as if it were measured.
+
 Signals per session (rows of `SessionSignals`): the encoder's embedding, the distilled head's intent
 probabilities, and, for a bounded sample of customers, the LLM's label as a one-hot (NaN rows when absent);
 on synthetic data also the diagnostic oracles of `oracle.py` (truth/ is read there, never here).
@@ -17,14 +25,13 @@ import logging
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from training.bank import TILES
 from training.contract import Conversion, Customer, Impression, load_dataset
-from training.evaluation.scoring import FeatureSpec
+from training.evaluation.scoring import RECENCY_FEATURES, FeatureSpec, plain_mean, pool_sessions
 from training.sessionize import Session, sessionize
 
 log = logging.getLogger(__name__)
@@ -53,12 +60,15 @@ class EvalData:
             log.warning("%s", ds.report.summary())
         if not ds.impressions or not ds.customers:
             raise ValueError(f"{data_dir}: evaluation needs impressions.jsonl and customers.jsonl")
+        if not ds.tiles:
+            raise ValueError(f"{data_dir}: evaluation needs tiles.jsonl (tile_id, product): the ranker's need "
+                             "signal reaches a tile only through the product it sells")
         links: dict[str, tuple[str, int]] = {}
         for e in sorted(ds.events, key=lambda e: e.ts):
             if e.event_type == "login" and e.customer_id and e.anonymous_id not in links:
                 links[e.anonymous_id] = (e.customer_id, e.ts)
         sessions = sessionize(ds.events)
-        data = cls({c.customer_id: c for c in ds.customers}, {t.tile_id: t.product for t in ds.tiles} or dict(TILES),
+        data = cls({c.customer_id: c for c in ds.customers}, {t.tile_id: t.product for t in ds.tiles},
                    ds.impressions, ds.conversions, sessions, links)
         by_customer: dict[str, list[int]] = defaultdict(list)
         for i, s in enumerate(sessions):
@@ -78,11 +88,17 @@ class EvalData:
                 out.append(i)
         return out
 
-    def feature_spec(self, signal: str = "none", signal_dim: int = 0, block: str = "need") -> FeatureSpec:
+    def feature_spec(self, signal: str = "none", signal_dim: int = 0, block: str = "need",
+                     half_life_days: float | None = None, recency: bool = False) -> FeatureSpec:
         tiles = tuple(sorted(self.tiles))
         segments = tuple(sorted({c.segment for c in self.customers.values()}))
         return FeatureSpec(tiles, tuple(self.tiles[t] for t in tiles), segments, signal=signal,
-                           signal_dim=signal_dim, signal_block=block)
+                           signal_dim=signal_dim, signal_block=block, half_life_days=half_life_days,
+                           recency=recency)
+
+    def session_end_ms(self) -> np.ndarray:
+        """End time of each session (aligned with `sessions`): what recency pooling measures ages from."""
+        return np.array([s.end_ms for s in self.sessions], dtype=np.int64)
 
 
 @dataclass
@@ -95,29 +111,65 @@ class SessionSignals:
     row_signals: dict[str, Callable[[ImpressionTable], tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
     """Signals given per impression rather than per session (the diagnostic intent oracles): table -> (vec, has)."""
     row_dims: dict[str, int] = field(default_factory=dict)
+    end_ms: np.ndarray | None = None
+    """End time of each session (`EvalData.session_end_ms`); needed for recency pooling and features."""
+    _cache: dict = field(default_factory=dict, repr=False)
 
     def dim(self, signal: str) -> int:
         return self.row_dims[signal] if signal in self.row_signals else self.matrices[signal].shape[1]
 
-    def rows(self, signal: str, table: ImpressionTable) -> tuple[np.ndarray, np.ndarray]:
-        """The signal of each impression row of `table` and whether it has one ([N, D], [N] bool)."""
+    def rows(self, signal: str, table: ImpressionTable, half_life_days: float | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The signal of each impression row of `table`, whether it has one, and its recency features
+        ([N, D], [N] bool, [N, len(RECENCY_FEATURES)]), pooled at the row's time (`pool_sessions`). Row signals
+        (the oracles) have zero recency features."""
         if signal in self.row_signals:
-            return self.row_signals[signal](table)
-        return self.pooled(signal, table.session_rows)
+            vec, has = self.row_signals[signal](table)
+            return vec, has, np.zeros((len(has), len(RECENCY_FEATURES)))
+        return self.pool(signal, table.session_rows, table.ts, half_life_days)
+
+    def pool(self, signal: str, rows: Sequence[Sequence[int]], now_ms: Sequence[int] | np.ndarray,
+             half_life_days: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For each list of session indices and its scoring time: `pool_sessions` of the signal over those
+        sessions (signal [N, D], has [N] bool, recency features [N, R]). Cached per (sessions, time). Without
+        `end_ms` only the plain mean can be pooled, and the recency features are NaN."""
+        m = self.matrices[signal]
+        n = len(rows)
+        out = np.zeros((n, m.shape[1]), np.float32)
+        has = np.zeros(n, bool)
+        rec = np.zeros((n, len(RECENCY_FEATURES)))
+        now = np.asarray(now_ms, dtype=np.int64).reshape(-1)
+        if len(now) != n:
+            raise ValueError(f"{n} session lists but {len(now)} times")
+        cache = self._cache.setdefault((signal, half_life_days), {})
+        for k, ix in enumerate(rows):
+            if not ix:
+                continue
+            key = (tuple(ix), int(now[k]))
+            hit = cache.get(key)
+            if hit is None:
+                ix = list(ix)
+                if self.end_ms is not None:
+                    hit = pool_sessions(m[ix], self.end_ms[ix], int(now[k]), half_life_days)
+                elif plain_mean(half_life_days):  # the plain mean needs no times; recency features unknown
+                    hit = pool_sessions(m[ix], np.zeros(len(ix), np.int64), 0, None)
+                    hit = replace(hit, recency=np.full(len(RECENCY_FEATURES), np.nan))
+                else:
+                    raise ValueError("SessionSignals.end_ms is needed to pool sessions with a half-life")
+                cache[key] = hit
+            out[k], has[k], rec[k] = hit.signal, hit.has_session, hit.recency
+        return out, has, rec
 
     def pooled(self, signal: str, rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-        """For each list of session indices: the mean of the signal over the sessions that have it, and
-        whether any had it ([N, D], [N] bool)."""
+        """For each list of session indices: the plain mean of the signal over the sessions that have it, and
+        whether any had it ([N, D], [N] bool); no times are involved (`pool_sessions` at an infinite half-life)."""
         m = self.matrices[signal]
         out = np.zeros((len(rows), m.shape[1]), np.float32)
         has = np.zeros(len(rows), bool)
         for k, ix in enumerate(rows):
-            if not ix:
-                continue
-            block = m[list(ix)]
-            block = block[~np.isnan(block).any(axis=1)]
-            if len(block):
-                out[k], has[k] = block.mean(axis=0), True
+            if ix:
+                p = pool_sessions(m[list(ix)], np.zeros(len(ix), np.int64), 0, None)
+                out[k], has[k] = p.signal, p.has_session
         return out, has
 
 
@@ -156,8 +208,9 @@ class ImpressionTable:
             return spec.features(self.tile, self.position, self.segment, self.tenure, self.products)
         if signals is None:
             raise ValueError(f"spec uses the {spec.signal!r} signal: pass the session signals")
-        vec, has = signals.rows(spec.signal, self)
-        return spec.features(self.tile, self.position, self.segment, self.tenure, self.products, vec, has)
+        vec, has, rec = signals.rows(spec.signal, self, spec.half_life_days)
+        return spec.features(self.tile, self.position, self.segment, self.tenure, self.products, vec, has,
+                             rec if spec.recency else None)
 
 
 def impression_table(data: EvalData, lookback_days: float) -> ImpressionTable:

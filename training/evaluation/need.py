@@ -11,6 +11,9 @@ and the click model then spends one weight on the result instead of 64 x 13 cros
 Training rows of the customers whose conversion trained the head would see an in-sample (too confident)
 need probability, so those rows get an out-of-fold one (`cross_fit`), as in stacking. The head's L2 strength
 is chosen by cross-validated log loss on its own training conversions, inside the training window.
+
+Each customer's sessions are pooled with the ranker's recency weights (`scoring.pool_sessions` at the spec's
+half-life), relative to the conversion time, as the ranker pools them relative to each impression.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
 from training.evaluation.features import ConversionTable
-from training.evaluation.scoring import FeatureSpec
+from training.evaluation.scoring import FeatureSpec, plain_mean, pool_sessions
 
 log = logging.getLogger(__name__)
 HEAD_C_GRID = (0.03, 0.1, 0.3, 1.0)
@@ -45,19 +48,25 @@ class NeedExamples:
 
 
 def need_examples(conv: ConversionTable, signal: np.ndarray, customers: Sequence[str] | set[str],
-                  before_ts: int) -> NeedExamples:
-    """The customers of `customers` whose first conversion is before `before_ts`, with the mean of `signal` over
-    their linked sessions that ended before it (rows of `signal` that are NaN are skipped)."""
+                  before_ts: int, end_ms: np.ndarray | None = None, half_life_days: float | None = None
+                  ) -> NeedExamples:
+    """The customers of `customers` whose first conversion is before `before_ts`, with `signal` pooled over
+    their linked sessions that ended before it (`pool_sessions` at `half_life_days`, ages measured from the
+    conversion; rows of `signal` that are NaN are skipped). `end_ms` (each session's end, aligned with the
+    rows of `signal`) is needed unless the half-life is None/inf (the plain mean)."""
+    if end_ms is None and not plain_mean(half_life_days):
+        raise ValueError("recency pooling of the need examples needs the sessions' end times (end_ms)")
     keep = set(customers)
     cust, xs, ys = [], [], []
     for c, ts, product, rows in zip(conv.customer, conv.ts, conv.product, conv.session_rows, strict=True):
         if c not in keep or ts >= before_ts or not rows:
             continue
-        block = signal[list(rows)]
-        block = block[~np.isnan(block).any(axis=1)]
-        if len(block):
+        ix = list(rows)
+        ends = end_ms[ix] if end_ms is not None else np.zeros(len(ix), np.int64)
+        pooled = pool_sessions(signal[ix], ends, int(ts), half_life_days)
+        if pooled.has_session:
             cust.append(c)
-            xs.append(block.mean(axis=0))
+            xs.append(pooled.signal)
             ys.append(product)
     dim = signal.shape[1]
     return NeedExamples(np.array(cust, dtype=object), np.array(xs, np.float32).reshape(-1, dim), np.array(ys))

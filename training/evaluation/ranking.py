@@ -12,6 +12,12 @@ How the signal enters (`RankerKind.block`): "need" (served) turns the pooled sig
 the customer's need is each tile's product with a small head fitted on training-window conversions
 (`need.py`), one weight in the ranker; "crosses" (the previous design, kept as `embedding_crosses` for
 before/after, and the family of the intent oracles) crosses every z-scored signal dimension with every tile.
+
+Recency: a "need" ranker on a session signal pools its sessions with exponential recency weights and gets the
+recency features (`scoring.pool_sessions`); its half-life is chosen with its C on the validation slice (the
+last fifth of the training window) from `HALF_LIFE_GRID` (None: the plain mean), and the validation log loss
+of every half-life is kept in the ranker's meta. `embedding_no_recency` is the format 2 design (plain mean, no
+recency features), kept for before/after.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from training.evaluation.scoring import FeatureSpec, Ranker
 log = logging.getLogger(__name__)
 C_GRID = (0.03, 0.3)
 """Inverse L2 strengths tried per ranker on a validation slice (the last fifth of the training window)."""
+HALF_LIFE_GRID: tuple[float | None, ...] = (1.0, 3.0, 7.0, 14.0, None)
+"""Recency half-lives (days) tried with C for the "need" rankers on session signals; None is the plain mean."""
 
 
 @dataclass(frozen=True)
@@ -40,11 +48,15 @@ class RankerKind:
     label: str = ""
     diagnostic: bool = False
     """An oracle: reported apart, never a product result."""
+    recency: bool = True
+    """"need" on a session signal: recency pooling (half-life from the grid) and the recency features."""
 
 
 KINDS: dict[str, RankerKind] = {
     "baseline": RankerKind("none", "need", "baseline (app features)"),
     "embedding": RankerKind("embedding", "need", "+ embedding (need head)"),
+    "embedding_no_recency": RankerKind("embedding", "need", "+ embedding, mean pooling, no recency (before)",
+                                       recency=False),
     "embedding_crosses": RankerKind("embedding", "crosses", "+ embedding, 64 x 13 crosses (before)"),
     "llm_labels": RankerKind("llm_labels", "need", "+ llm_labels (need head)"),
     "distilled": RankerKind("distilled", "need", "+ distilled (need head)"),
@@ -69,7 +81,7 @@ def fit_spec(spec: FeatureSpec, table: ImpressionTable, signals: SessionSignals 
     `zscore`: the oracles' one-hots, where z-scoring would inflate the rare columns)."""
     if spec.signal_dim == 0 or spec.signal_block != "crosses":
         return spec
-    vec, has = signals.rows(spec.signal, table)
+    vec, has, _ = signals.rows(spec.signal, table, spec.half_life_days)
     if not zscore or not has.any():
         return replace(spec, signal_mean=np.zeros(spec.signal_dim, np.float32),
                        signal_scale=np.ones(spec.signal_dim, np.float32))
@@ -113,7 +125,8 @@ def need_head_specs(table: ImpressionTable, spec: FeatureSpec, signals: SessionS
     row, and out-of-fold specs for the customers the head learned from."""
     if conv is None:
         raise ValueError(f"the need head of the {spec.signal!r} ranker needs the conversion table")
-    ex = need_examples(conv, signals.matrices[spec.signal], set(table.customer.tolist()), int(table.ts.max()) + 1)
+    ex = need_examples(conv, signals.matrices[spec.signal], set(table.customer.tolist()), int(table.ts.max()) + 1,
+                       signals.end_ms, spec.half_life_days)
     head = fit_need_head(ex, seed=seed)
     if head is None:
         log.warning("%s: no need head (%d conversions); the need feature is 0", spec.signal, len(ex.product))
@@ -140,23 +153,41 @@ def fit_ranker(table: ImpressionTable, spec: FeatureSpec, signals: SessionSignal
     x = FittedRanker(Ranker(spec, np.zeros(0, np.float32), 0.0), oof).features(table, signals)
     model = LogisticRegression(C=c, max_iter=1000, random_state=seed).fit(x, y)
     return FittedRanker(Ranker(spec, model.coef_[0].astype(np.float32), float(model.intercept_[0]),
-                               {"c": c, "seed": seed, "n_train_rows": len(y), **meta}), oof)
+                               {"c": c, "seed": seed, "n_train_rows": len(y), "half_life_days": spec.half_life_days,
+                                "recency": spec.recency, **meta}), oof)
+
+
+def validation_grid(train: ImpressionTable, spec: FeatureSpec, signals: SessionSignals | None,
+                    grid: tuple[float, ...] = C_GRID, half_lives: tuple[float | None, ...] = (None,),
+                    conv: ConversionTable | None = None, zscore: bool = True
+                    ) -> dict[tuple[float, float | None], float]:
+    """Log loss on the validation slice (the last fifth of the training window, by time) per (C, half-life) of
+    `grid` x `half_lives`, fitting on the first four fifths; empty when there is only one pair (nothing to
+    choose)."""
+    if len(grid) * len(half_lives) == 1:
+        return {}
+    cut = np.quantile(train.ts, 0.8)
+    fit_part, val_part = train.subset(train.ts < cut), train.subset(train.ts >= cut)
+    losses = {}
+    for half_life in half_lives:
+        spec_h = replace(spec, half_life_days=half_life)
+        for c in grid:
+            fitted = fit_ranker(fit_part, spec_h, signals, c, conv=conv, zscore=zscore)
+            losses[(c, half_life)] = log_loss(val_part.clicked, fitted.score(val_part, signals))
+    return losses
 
 
 def validation_losses(train: ImpressionTable, spec: FeatureSpec, signals: SessionSignals | None,
                       grid: tuple[float, ...] = C_GRID, conv: ConversionTable | None = None,
                       zscore: bool = True) -> dict[float, float]:
-    """Log loss on the validation slice (the last fifth of the training window, by time) per C of `grid`,
-    fitting on the first four fifths; empty for a single-value grid (nothing to choose)."""
-    if len(grid) == 1:
-        return {}
-    cut = np.quantile(train.ts, 0.8)
-    fit_part, val_part = train.subset(train.ts < cut), train.subset(train.ts >= cut)
-    losses = {}
-    for c in grid:
-        fitted = fit_ranker(fit_part, spec, signals, c, conv=conv, zscore=zscore)
-        losses[c] = log_loss(val_part.clicked, fitted.score(val_part, signals))
-    return losses
+    """Log loss on the validation slice per C of `grid` at the spec's half-life (`validation_grid`); empty for
+    a single-value grid."""
+    losses = validation_grid(train, spec, signals, grid, (spec.half_life_days,), conv, zscore)
+    return {c: v for (c, _), v in losses.items()}
+
+
+def half_life_name(half_life: float | None) -> str:
+    return "inf" if half_life is None else f"{half_life:g}"
 
 
 def choose_c(train: ImpressionTable, spec: FeatureSpec, signals: SessionSignals | None,
@@ -183,15 +214,24 @@ def spec_for(data: EvalData, name: str, signals: SessionSignals | None) -> Featu
     kind = KINDS[name]
     if kind.signal == "none":
         return data.feature_spec()
-    return data.feature_spec(kind.signal, signals.dim(kind.signal), kind.block)
+    return data.feature_spec(kind.signal, signals.dim(kind.signal), kind.block,
+                             recency=uses_recency(kind, signals))
+
+
+def uses_recency(kind: RankerKind, signals: SessionSignals | None) -> bool:
+    """Recency pooling and features: "need" rankers on a per-session signal (not the row-given oracles)."""
+    return (kind.recency and kind.block == "need" and signals is not None and kind.signal in signals.matrices
+            and signals.end_ms is not None)
 
 
 def run_rankers(data: EvalData, train: ImpressionTable, test: ImpressionTable, signals: SessionSignals,
                 names: tuple[str, ...], seeds: tuple[int, ...], subsample: float = 0.9,
                 c_grid: tuple[float, ...] = C_GRID, conv: ConversionTable | None = None,
-                fixed_scores: dict[str, np.ndarray] | None = None) -> list[RankerRun]:
+                fixed_scores: dict[str, np.ndarray] | None = None,
+                half_life_grid: tuple[float | None, ...] = HALF_LIFE_GRID) -> list[RankerRun]:
     """Each ranker, per seed trained on a seeded `subsample` of the training customers, scored on `test`.
-    The `FIXED_SCORES` rankers take their test scores from `fixed_scores` (the same for every seed)."""
+    The `FIXED_SCORES` rankers take their test scores from `fixed_scores` (the same for every seed). C (and,
+    for the recency rankers, the half-life from `half_life_grid`) is chosen on the validation slice."""
     runs = []
     customers = np.unique(train.customer)
     for name in names:
@@ -203,18 +243,27 @@ def run_rankers(data: EvalData, train: ImpressionTable, test: ImpressionTable, s
             runs += [RankerRun(name, seed, None, scores, hits) for seed in seeds]
             continue
         spec, zscore = spec_for(data, name, signals), not KINDS[name].diagnostic
-        val = validation_losses(train, spec, signals, c_grid, conv, zscore)
-        c = min(val, key=val.get) if val else c_grid[0]
+        half_lives = tuple(half_life_grid) if spec.recency else (None,)
+        grid = validation_grid(train, spec, signals, c_grid, half_lives, conv, zscore)
+        c, half_life = min(grid, key=grid.get) if grid else (c_grid[0], half_lives[0])
+        spec = replace(spec, half_life_days=half_life)
+        val = {k: v for (k, h), v in grid.items() if h == half_life}
+        by_half_life = {half_life_name(h): min(v for (_, h2), v in grid.items() if h2 == h)
+                        for h in half_lives} if grid and spec.recency else {}
         for seed in seeds:
             rng = np.random.default_rng(seed)
             keep = set(rng.choice(customers, size=round(subsample * len(customers)), replace=False))
             part = train.subset(np.array([x in keep for x in train.customer]))
             fitted = fit_ranker(part, spec, signals, c, seed, conv, zscore)
             fitted.ranker.meta["validation_log_loss"] = {str(k): round(v, 5) for k, v in val.items()}
+            if by_half_life:
+                fitted.ranker.meta["validation_log_loss_by_half_life"] = {k: round(v, 5)
+                                                                          for k, v in by_half_life.items()}
             scores = fitted.score(test, signals)
             runs.append(RankerRun(name, seed, fitted.ranker, scores, top1_hits(test.visit, scores, test.clicked,
                                                                         test.position)))
-            log.info("ranker %s seed %d (C=%g): macro R@1 %.4f, log loss %.4f", name, seed, c,
+            log.info("ranker %s seed %d (C=%g, half-life %s): macro R@1 %.4f, log loss %.4f", name, seed, c,
+                     half_life_name(half_life),
                      recall_at_1(test.visit, scores, test.clicked, test.tile, test.position),
                      log_loss(test.clicked, scores))
     return runs

@@ -6,11 +6,23 @@ The ranker is a logistic regression on explicit features, so scoring is `sigmoid
     | tile product held, number of products held, log1p(tenure months) [3]
     | signal block (absent for the app-only baseline), one of two layouts (`signal_block`):
         "need":    no-session indicator [1] | no-session x tile [T] | need probability of the tile's product [1]
+                   | with `recency` (format 3): need x log1p(days since the last session), log1p(days since
+                     the last session), log1p(recency-weighted session count) [3]
         "crosses": no-session indicator [1] | no-session x tile [T] | z-scored signal [D] | signal x tile [D*T]
 
-The signal is the customer's pre-login summary from linked web sessions in the lookback: the mean session
-embedding (or the mean distilled intent probabilities, or the LLM label histogram) as a vector of
-`signal_dim` numbers. A customer with no linked session gets the no-session indicator and a zero signal.
+The signal is the customer's pre-login summary from linked web sessions in the lookback: the session
+embeddings (or distilled intent probabilities, or LLM label one-hots) pooled by `pool_sessions`, a vector of
+`signal_dim` numbers. A customer with no linked session gets the no-session indicator, a zero signal and zero
+recency features.
+
+Recency pooling (`pool_sessions`, the one function the evaluation and the gateway both call): a session that
+ended `age` days before the scoring time weighs `0.5 ** (age / half_life_days)`, and the pooled signal is the
+weighted mean; `half_life_days` None (or inf) is the plain mean, the format 1/2 behaviour. Beside the signal
+it returns the recency features `RECENCY_FEATURES`: log1p of the days since the most recent session, and
+log1p of the recency-weighted session count (the count itself at an infinite half-life). In the "need"
+layout they enter as three weights: the need probability times log1p(days since last) (a need fading with
+the time since the last visit), and the two features themselves (zero without a session, so they are
+crossed with having one).
 
 "need" (the served layout since format 2): a small softmax head inside the ranker, `softmax(signal @ need_weights.T
 + need_bias)` over `need_products`, estimates which product the customer's need is for (it is fitted on the
@@ -18,15 +30,19 @@ training window's conversions, see `training/evaluation/need.py`); each tile get
 product, one number with one weight. "crosses" (format 1, the previous design): every signal dimension
 crossed with every tile, D*T weights, which the ~600 clicks on visits with a session cannot pin down.
 
-`ranker.json`, format "intent-ranker/2": {"format", "signal", "signal_dim", "signal_block", "tiles",
+`ranker.json`, format "intent-ranker/3": {"format", "signal", "signal_dim", "signal_block", "tiles",
 "tile_products", "segments", "positions", "signal_mean", "signal_scale", "need_products", "need_weights",
-"need_bias", "weights", "bias", "feature_names", "meta"}. Format "intent-ranker/1" files (no signal_block, no
-need_*) still load, as the "crosses" layout.
+"need_bias", "half_life_days" (a number, or null for the plain mean), "recency" (bool: the recency features
+are in the layout), "recency_features" (their names, in order), "weights", "bias", "feature_names", "meta"}.
+Format "intent-ranker/2" files (no half_life_days, no recency) load as the plain mean without recency
+features, and "intent-ranker/1" files (no signal_block, no need_*) as the "crosses" layout: both score
+exactly as before.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -35,9 +51,68 @@ from pathlib import Path
 
 import numpy as np
 
-FORMAT = "intent-ranker/2"
-READABLE_FORMATS = ("intent-ranker/1", FORMAT)
+FORMAT = "intent-ranker/3"
+READABLE_FORMATS = ("intent-ranker/1", "intent-ranker/2", FORMAT)
 BLOCKS = ("need", "crosses")
+DAY_MS = 86_400_000
+RECENCY_FEATURES = ("log1p_days_since_last", "log1p_decayed_sessions")
+"""The recency features `pool_sessions` returns, in order."""
+
+
+def plain_mean(half_life_days: float | None) -> bool:
+    """Whether a half-life means the plain (unweighted) mean: None or infinite."""
+    return half_life_days is None or math.isinf(half_life_days)
+
+
+def recency_weights(end_ms: Sequence[int] | np.ndarray, now_ms: int, half_life_days: float | None) -> np.ndarray:
+    """Weight of each session, `0.5 ** (age_days / half_life_days)` with age = now - end (clipped at 0); all
+    ones for the plain mean (None or inf)."""
+    end = np.asarray(end_ms, dtype=np.int64).reshape(-1)
+    if plain_mean(half_life_days):
+        return np.ones(len(end))
+    if not half_life_days > 0:
+        raise ValueError(f"half_life_days must be > 0, None or inf, got {half_life_days}")
+    age_days = np.maximum(now_ms - end, 0) / DAY_MS
+    return 0.5 ** (age_days / half_life_days)
+
+
+@dataclass(frozen=True)
+class PooledSignal:
+    """A customer's pre-login input at one time: the pooled signal, the recency features, whether any session
+    had a signal, and how many did."""
+
+    signal: np.ndarray
+    """[D]: zeros without a session."""
+    recency: np.ndarray
+    """[len(RECENCY_FEATURES)]: zeros without a session."""
+    has_session: bool
+    n_sessions: int
+
+
+def pool_sessions(rows: np.ndarray, end_ms: Sequence[int] | np.ndarray, now_ms: int,
+                  half_life_days: float | None = None) -> PooledSignal:
+    """Recency pooling of per-session signal rows [K, D] that ended at `end_ms` [K], scored at `now_ms`.
+
+    Rows with a NaN are skipped (a session without that signal). The pooled signal is the mean of the rows
+    weighted by `recency_weights` (the plain mean, computed as numpy's mean of the rows, for None/inf); the
+    recency features are log1p(days from the most recent session's end to now, clipped at 0) and log1p(the sum
+    of the weights). Sessions are taken in end-time order, so callers that list them in another order get
+    the same numbers."""
+    rows = np.asarray(rows)
+    end = np.asarray(end_ms, dtype=np.int64).reshape(-1)
+    if rows.ndim != 2 or len(rows) != len(end):
+        raise ValueError(f"expected rows [K, D] and end_ms [K], got {rows.shape} and {end.shape}")
+    keep = ~np.isnan(rows).any(axis=1) if len(rows) else np.zeros(0, bool)
+    rows, end = rows[keep], end[keep]
+    if len(rows) == 0:
+        return PooledSignal(np.zeros(rows.shape[1], np.float32), np.zeros(len(RECENCY_FEATURES)), False, 0)
+    order = np.argsort(end, kind="stable")
+    rows, end = rows[order], end[order]
+    w = recency_weights(end, now_ms, half_life_days)
+    pooled = rows.mean(axis=0) if plain_mean(half_life_days) else (w[:, None] * rows).sum(axis=0) / w.sum()
+    days_since_last = max(now_ms - int(end[-1]), 0) / DAY_MS
+    recency = np.array([math.log1p(days_since_last), math.log1p(float(w.sum()))])
+    return PooledSignal(np.asarray(pooled, np.float32), recency, True, len(rows))
 
 
 @dataclass(frozen=True)
@@ -63,10 +138,19 @@ class FeatureSpec:
     need_weights: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     """"need" only: [len(need_products), signal_dim], applied to the raw signal (standardization folded in)."""
     need_bias: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    half_life_days: float | None = None
+    """Recency pooling of the sessions (`pool_sessions`); None (or inf): the plain mean, as formats 1 and 2."""
+    recency: bool = False
+    """"need" only: the recency features (`RECENCY_FEATURES`) and need x log1p(days since last) are in the
+    layout (format 3); False: the format 2 layout."""
 
     def __post_init__(self) -> None:
         if self.signal_block not in BLOCKS:
             raise ValueError(f"signal_block must be one of {BLOCKS}, got {self.signal_block!r}")
+        if self.recency and (self.signal_block != "need" or not self.signal_dim):
+            raise ValueError("recency features need the \"need\" signal block and a signal")
+        if self.half_life_days is not None and not (self.half_life_days > 0):
+            raise ValueError(f"half_life_days must be > 0, None or inf, got {self.half_life_days}")
         if len(self.tiles) != len(self.tile_products):
             raise ValueError("tiles and tile_products differ in length")
         k = len(self.need_products)
@@ -115,6 +199,9 @@ class FeatureSpec:
             names += ["no_session"] + [f"no_session&tile={x}" for x in t]
             if self.signal_block == "need":
                 names += [f"{self.signal}:need_of_tile_product"]
+                if self.recency:
+                    names += [f"{self.signal}:need_of_tile_product&{RECENCY_FEATURES[0]}"]
+                    names += [f"{self.signal}:{r}" for r in RECENCY_FEATURES]
             else:
                 names += [f"{self.signal}[{d}]" for d in range(self.signal_dim)]
                 names += [f"{self.signal}[{d}]&tile={x}" for d in range(self.signal_dim) for x in t]
@@ -127,12 +214,18 @@ class FeatureSpec:
         p = np.exp(logits)
         return p / p.sum(axis=1, keepdims=True)
 
+    def pool(self, rows: np.ndarray, end_ms: Sequence[int] | np.ndarray, now_ms: int) -> PooledSignal:
+        """`pool_sessions` with this spec's half-life."""
+        return pool_sessions(rows, end_ms, now_ms, self.half_life_days)
+
     def features(self, tile_ids: Sequence[str], positions: Sequence[int], segments: Sequence[str],
                  tenure_months: Sequence[float], products_held: Sequence[Sequence[str]],
-                 signal: np.ndarray | None = None, has_session: Sequence[bool] | None = None) -> np.ndarray:
+                 signal: np.ndarray | None = None, has_session: Sequence[bool] | None = None,
+                 recency: np.ndarray | None = None) -> np.ndarray:
         """Feature matrix [N, F] for N shown tiles (one row per tile per visit). Unknown tiles or segments
         get all-zero one-hots (the ranker then falls back on the other features). `signal` [N, signal_dim] is
-        the pooled pre-login signal of each row's customer (anything where `has_session` is false)."""
+        the pooled pre-login signal of each row's customer (anything where `has_session` is false), `recency`
+        [N, len(RECENCY_FEATURES)] its recency features (needed when `self.recency`), both from `pool`."""
         n = len(tile_ids)
         if not (len(positions) == len(segments) == len(tenure_months) == len(products_held) == n):
             raise ValueError("tile_ids, positions, segments, tenure_months and products_held differ in length")
@@ -179,6 +272,12 @@ class FeatureSpec:
                 if use.any():
                     need[use, 0] = self.need_probabilities(signal[use])[np.arange(int(use.sum())), col[use]]
                 blocks.append(need)
+                if self.recency:
+                    if recency is None:
+                        raise ValueError("the ranker uses recency features: pass recency")
+                    rec = np.asarray(recency, dtype=np.float32).reshape(n, len(RECENCY_FEATURES))
+                    rec = np.where(has[:, None], rec, 0).astype(np.float32)
+                    blocks += [need * rec[:, :1], rec]
             else:
                 z = np.where(has[:, None], (signal - self.signal_mean) / self.signal_scale, 0).astype(np.float32)
                 blocks += [z, (z[:, :, None] * tile_oh[:, None, :]).reshape(n, -1)]
@@ -208,6 +307,8 @@ class Ranker:
                 "positions": s.positions, "signal_mean": s.signal_mean.tolist(),
                 "signal_scale": s.signal_scale.tolist(), "need_products": list(s.need_products),
                 "need_weights": np.asarray(s.need_weights).tolist(), "need_bias": np.asarray(s.need_bias).tolist(),
+                "half_life_days": None if plain_mean(s.half_life_days) else float(s.half_life_days),
+                "recency": s.recency, "recency_features": list(RECENCY_FEATURES) if s.recency else [],
                 "weights": self.weights.tolist(), "bias": self.bias, "feature_names": s.feature_names(),
                 "meta": dict(self.meta)}
 
@@ -228,11 +329,18 @@ class Ranker:
                            np.asarray(doc["signal_mean"], np.float32), np.asarray(doc["signal_scale"], np.float32),
                            doc.get("signal_block", "crosses"), products,
                            need_w.reshape(len(products), dim) if products else np.zeros((0, 0), np.float32),
-                           np.asarray(doc.get("need_bias", []), np.float32))
+                           np.asarray(doc.get("need_bias", []), np.float32),
+                           _half_life(doc.get("half_life_days")), bool(doc.get("recency", False)))
+        if spec.recency and list(doc.get("recency_features", [])) != list(RECENCY_FEATURES):
+            raise ValueError(f"{path}: recency features {doc.get('recency_features')} are not {RECENCY_FEATURES}")
         weights = np.asarray(doc["weights"], np.float32)
         if len(weights) != len(spec.feature_names()):
             raise ValueError(f"{path}: {len(weights)} weights for {len(spec.feature_names())} features")
         return cls(spec, weights, float(doc["bias"]), doc.get("meta", {}))
+
+
+def _half_life(value) -> float | None:
+    return None if value is None or plain_mean(float(value)) else float(value)
 
 
 def score(ranker: Ranker | Path | str, features: np.ndarray) -> np.ndarray:

@@ -48,7 +48,7 @@ def session_signals(data: EvalData, artifacts: Path, head_path: Path, taxonomy_p
             raise ValueError("LLM labels need the taxonomy (taxonomy_path)")
         matrices["llm_labels"], names["llm_labels"] = _llm_matrix(data, taxonomy_path, llm_customers, llm_client,
                                                                   progress)
-    return SessionSignals(matrices, names)
+    return SessionSignals(matrices, names, end_ms=data.session_end_ms())
 
 
 def _llm_matrix(data: EvalData, taxonomy_path: Path, customers: Sequence[str], client, progress: bool
