@@ -6,11 +6,12 @@ DATA     ?= data/synthetic
 ARTIFACTS ?= artifacts
 VISITORS ?= 6000
 SEED     ?= 7
+WORLD    ?= bank
 EPOCHS   ?= 8
 
 PY := $(VENV)/bin/python
 INTENT := $(VENV)/bin/intent
-GENERATE = $(INTENT) data --out $(DATA) --visitors $(VISITORS) --seed $(SEED)
+GENERATE = $(INTENT) data --out $(DATA) --visitors $(VISITORS) --seed $(SEED) --world $(WORLD)
 
 .PHONY: help venv data train probe taxonomy bench-train run test lint lock clean
 HEAD       ?= $(ARTIFACTS)/intent_head.json
@@ -28,7 +29,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 venv: $(VENV)/.installed  ## create .venv with the pinned dependencies
 
-data: venv  ## generate the synthetic bank's clickstream into $(DATA)
+data: venv  ## generate a synthetic world's clickstream into $(DATA) (WORLD=bank|weak|credit_union)
 	$(GENERATE)
 
 $(DATA)/events.jsonl: | venv

@@ -1,13 +1,14 @@
 """The synthetic bank's world: site map, latent intents, tiles and products.
 
-Only the generator and evaluation read the intents here; training never sees them.
+The data of the `bank` and `weak` worlds (training/worlds/bank_worlds.py). Only the generator and the evaluation
+oracle read the intents here; training never sees them.
 Each intent is a behavioural profile: which pages it visits (by funnel stage), how it
 searches, how long it dwells, where it arrives from and on which device.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from training.worlds.base import Intent
 
 # Site map: product area -> pages. Paths with `{id}` get a random numeric id (the featurizer
 # must normalize them away). Stage: 0 = explore, 1 = compare/calculate, 2 = apply/act.
@@ -84,28 +85,6 @@ TILES: dict[str, str] = {
     "tile_insurance_quote": "insurance",
     "tile_security_center": "checking",
 }
-
-
-@dataclass(frozen=True)
-class Intent:
-    """A latent visitor intent: the behaviour it produces on the web and what it wants in the app."""
-
-    name: str
-    description: str
-    pages: dict[str, float]
-    """Page -> weight; pages not listed are reached only as noise."""
-    queries: tuple[str, ...] = ()
-    search_rate: float = 0.08
-    depth: float = 1.0
-    """How far down the funnel it goes (0 explore .. 2 apply): gates stage-2 pages and forms."""
-    dwell_s: float = 40.0
-    devices: tuple[float, float, float] = (0.55, 0.4, 0.05)
-    referrers: dict[str, float] = field(default_factory=lambda: {"direct": 0.5, "https://www.google.com/search": 0.5})
-    length: float = 7.0
-    events: dict[str, float] = field(default_factory=dict)
-    """Extra event types this intent emits after a page view, with their probability."""
-    tiles: tuple[str, ...] = ()
-    """Tiles this intent makes a customer click (and the first one's product it converts to)."""
 
 
 GOOGLE, BING = "https://www.google.com/search", "https://www.bing.com/search"

@@ -37,8 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("data", help="generate the synthetic bank's data directory")
+    from training.worlds import DEFAULT_WORLD, WORLD_NAMES
+
+    p = sub.add_parser("data", help="generate a synthetic world's data directory",
+                       description="Worlds: bank (calibrated, default), weak (the previous bank), credit_union "
+                                   "(another site); docs/data.md describes them.")
     add_flag(p, "out", "data/synthetic", "output data directory", type=Path)
+    add_flag(p, "world", DEFAULT_WORLD, f"synthetic world: {', '.join(WORLD_NAMES)}", choices=WORLD_NAMES)
     add_flag(p, "visitors", 6000, "number of web visitors", type=int)
     add_flag(p, "seed", 7, "random seed", type=int)
     add_flag(p, "days", 60, "days of traffic", type=int)
@@ -126,7 +131,8 @@ def cmd_taxonomy(args: argparse.Namespace) -> None:
 def cmd_data(args: argparse.Namespace) -> None:
     from training.synthetic import GeneratorConfig, generate
 
-    cfg = GeneratorConfig(visitors=args.visitors, seed=args.seed, days=args.days, intent_mix=args.intent_mix)
+    cfg = GeneratorConfig(visitors=args.visitors, seed=args.seed, days=args.days, world=args.world,
+                          intent_mix=args.intent_mix)
     counts = generate(cfg, args.out)
     log.info("wrote %s: %s", args.out, ", ".join(f"{k}={v}" for k, v in counts.items()))
 

@@ -1,6 +1,7 @@
-"""The diagnostic oracles (training/evaluation/oracle.py): signals by hand, and the mirrored click model checked
-against freshly generated data, so a change to the generator's click logit cannot go unnoticed."""
+"""The diagnostic oracles (training/evaluation/oracle.py): signals by hand, and the click model (the generator's own
+`click_logit` with the hidden needs) checked against freshly generated data per need-strength bucket, per world."""
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -62,21 +63,68 @@ def test_session_matrix_one_hot_per_session():
     assert m[0, t.intents.index("refinance")] == 1 and m[0].sum() == 1 and np.isnan(m[1]).all()
 
 
-def test_mirrored_click_model_matches_the_generator(small_data):
+def _check_buckets(p: np.ndarray, y: np.ndarray, masks: dict[str, np.ndarray], min_rows: int = 200) -> None:
+    for name, mask in masks.items():
+        assert mask.sum() > min_rows, name
+        # standard error with customers' propensities correlated: generous 4.5 sigma of the binomial one
+        se = np.sqrt(p[mask].mean() * (1 - p[mask].mean()) / mask.sum()) * 1.5
+        assert abs(p[mask].mean() - y[mask].mean()) < 3 * se + 0.005, (name, p[mask].mean(), y[mask].mean())
+
+
+def test_click_model_matches_the_generator_per_strength_bucket(small_data):
     t = Truth.load(small_data)
-    assert t is not None and t.need_days == 21
+    assert t is not None and t.world_name == "bank" and t.needs
     data = EvalData.load(small_data)
     tb = impression_table(data, 21.0)
     p, y = t.click_probability(data, tb), tb.clicked.astype(float)
     assert abs(p.sum() - y.sum()) < 0.06 * y.sum()
-    need_tiles = {i.name: set(i.tiles) for i in INTENTS}
-    on_need = np.array([x in need_tiles[t.customer_intent[c]] for c, x in zip(tb.customer, tb.tile, strict=True)])
-    active = t.need_active(tb.customer, tb.ts)
+    on_need, strength = t.tile_need(tb)
     held = np.array([data.tiles[x] in data.customers[c].products for c, x in zip(tb.customer, tb.tile, strict=True)])
-    for name, mask in {"active need tile": on_need & active, "inactive need tile": on_need & ~active,
-                       "held product": held & ~on_need, "position 3": (tb.position == 3) & ~on_need}.items():
-        assert mask.sum() > 200, name
-        # standard error with customers' propensities correlated: generous 4.5 sigma of the binomial one
-        se = np.sqrt(p[mask].mean() * (1 - p[mask].mean()) / mask.sum()) * 1.5
-        assert abs(p[mask].mean() - y[mask].mean()) < 3 * se + 0.005, (name, p[mask].mean(), y[mask].mean())
+    _check_buckets(p, y, {
+        "need tile, strength >= 0.6": on_need & (strength >= 0.6),
+        "need tile, strength 0.25..0.6": on_need & (strength >= 0.25) & (strength < 0.6),
+        "need tile, strength 0.02..0.25": on_need & (strength > 0.02) & (strength < 0.25),
+        "need tile, no strength": on_need & (strength <= 0.02),
+        "held product": held & ~on_need, "position 3": (tb.position == 3) & ~on_need})
+    s = t.need_strength(tb.customer, tb.ts)
+    assert s.min() >= 0 and s.max() <= 1 and t.need_stats(data, tb)["world"] == "bank"
+    web = {c["customer_id"] for c in map(json.loads, (small_data / "truth" / "customers.jsonl").open())
+           if c["web"]}
+    app_only = np.array([c not in web for c in tb.customer])
+    assert app_only.any() and (s[app_only] == 0).all()  # intent shows up on the web
     assert Truth.load(small_data / "nowhere") is None
+
+
+@pytest.mark.parametrize("world", ["weak", "credit_union"])
+def test_click_model_matches_the_generator_in_other_worlds(tmp_path, world):
+    from training.synthetic import GeneratorConfig, generate
+
+    generate(GeneratorConfig(visitors=2000, seed=13, world=world), tmp_path)
+    t = Truth.load(tmp_path)
+    assert t.world_name == world
+    data = EvalData.load(tmp_path)
+    tb = impression_table(data, 21.0)
+    p, y = t.click_probability(data, tb), tb.clicked.astype(float)
+    assert abs(p.sum() - y.sum()) < 0.08 * y.sum()
+    on_need, strength = t.tile_need(tb)
+    _check_buckets(p, y, {"active need tile": on_need & (strength >= 0.5), "other": ~on_need}, min_rows=150)
+
+
+def test_old_data_without_a_world_is_the_weak_world(tmp_path):
+
+    from training.synthetic import GeneratorConfig, generate
+
+    generate(GeneratorConfig(visitors=150, seed=1, world="weak"), tmp_path)
+    cfg_path = tmp_path / "truth" / "generator_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    del cfg["world"]
+    cfg_path.write_text(json.dumps(cfg))
+    rows = [json.loads(x) for x in (tmp_path / "truth" / "customers.jsonl").open()]
+    (tmp_path / "truth" / "customers.jsonl").write_text(
+        "".join(json.dumps({k: v for k, v in r.items() if k != "needs"}) + "\n" for r in rows))
+    t = Truth.load(tmp_path)
+    assert t.world_name == "weak" and not t.needs and t.need_days == 21
+    c = rows[0]["customer_id"]
+    start = rows[0]["need_start_ms"]
+    np.testing.assert_array_equal(t.need_active(np.array([c, c]), np.array([start, start + 21 * DAY_MS])),
+                                  [True, False])
