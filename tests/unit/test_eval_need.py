@@ -1,5 +1,7 @@
 """The need head behind the served ranker's need feature (need.py) and its out-of-fold use (ranking.py)."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -83,3 +85,30 @@ def test_fit_ranker_learns_a_positive_need_weight():
     assert fitted.ranker.weights[-1] > 0
     with pytest.raises(ValueError, match="conversion table"):
         fit_ranker(table, spec, signals, c=1.0)
+
+
+def test_need_examples_pool_with_recency_relative_to_the_conversion():
+    day = 86_400_000
+    signal = np.array([[1.0, 0.0], [0.0, 1.0], [4.0, 4.0]], np.float32)
+    end_ms = np.array([10 * day, 17 * day, 30 * day])
+    conv = ConversionTable(np.array(["C0", "C1"]), np.array([17 * day, 31 * day]), np.array(["card", "loan"]),
+                           [[0, 1], [2]])
+    ex = need_examples(conv, signal, {"C0", "C1"}, before_ts=40 * day, end_ms=end_ms, half_life_days=7.0)
+    # C0 converted at day 17: its sessions are 7 and 0 days old, weights 0.5 and 1
+    np.testing.assert_allclose(ex.x[0], (0.5 * signal[0] + signal[1]) / 1.5, rtol=1e-6)
+    np.testing.assert_allclose(ex.x[1], signal[2])
+    plain = need_examples(conv, signal, {"C0", "C1"}, before_ts=40 * day)  # no half-life: the plain mean
+    np.testing.assert_allclose(plain.x[0], [0.5, 0.5])
+    with pytest.raises(ValueError, match="end_ms"):
+        need_examples(conv, signal, {"C0"}, before_ts=40 * day, half_life_days=7.0)
+
+
+def test_fit_ranker_with_recency_records_the_half_life():
+    _, signals, conv, table, spec = tiny_world()
+    signals.end_ms = np.array([150] * 6 + [0])
+    spec = replace(spec, half_life_days=3.0, recency=True)
+    fitted = fit_ranker(table, spec, signals, c=10.0, conv=conv)
+    assert fitted.ranker.meta["half_life_days"] == 3.0 and fitted.ranker.meta["recency"]
+    assert len(fitted.ranker.weights) == len(spec.feature_names()) == len(FeatureSpec(
+        spec.tiles, spec.tile_products, spec.segments, signal="embedding", signal_dim=2,
+        signal_block="need").feature_names()) + 3
