@@ -60,10 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
         add_flag(p, "max-len", 64, "keep the most recent N events of a session", type=int)
         add_flag(p, "seed", 7, "random seed", type=int)
         add_flag(p, "device", "auto", "torch device: auto, cpu, cuda")
+        add_flag(p, "positives", "visitor", "contrastive positive pair: visitor (another session of the same "
+                 "visitor) or view (two crops of one session)", choices=("visitor", "view"))
+        add_flag(p, "mem-weight", 0.2, "weight of masked event modelling beside the contrastive loss", type=float)
         p.add_argument("--strict", action="store_true", help="fail on the first invalid row instead of reporting")
         if name == "run":
             add_flag(p, "visitors", 6000, "visitors to generate when --data does not exist yet", type=int)
             add_flag(p, "report", "reports/encoder.json", "probe report path", type=Path)
+            add_flag(p, "second-world", "credit_union", "also generate this synthetic world into data/<world>, "
+                     "train on it into <artifacts>/<world> and report it beside --data ('' skips it)")
+            add_flag(p, "n-boot", 200, "bootstrap resamples of the downstream intervals", type=int)
             _taxonomy_flags(p)
 
     p = sub.add_parser("taxonomy", help="LLM taxonomy, LLM labels on a sample, distilled intent head")
@@ -73,10 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     _taxonomy_flags(p)
     p.add_argument("--compare", action="store_true", help="also build the other method's taxonomy and score both")
 
-    p = sub.add_parser("probe", help="linear probe: embedding vs bag-of-pages on held-out visitors")
-    add_flag(p, "data", "data/synthetic", "data directory with truth/", type=Path)
+    p = sub.add_parser("probe", help="does pre-training pay: the encoder vs an untrained twin and bag-of-pages "
+                       "on the downstream tasks (intent probe with truth/, conversion, tile-ranking log loss)")
+    add_flag(p, "data", "data/synthetic", "data directory (truth/ adds the intent probe)", type=Path)
     add_flag(p, "artifacts", "artifacts", "trained featurizer + encoder", type=Path)
-    add_flag(p, "report", "reports/encoder.json", "report path", type=Path)
+    add_flag(p, "report", "reports/encoder.json", "report path (other worlds already in it are kept)", type=Path)
+    add_flag(p, "n-boot", 200, "bootstrap resamples of the intervals", type=int)
 
     p = sub.add_parser("bench-train", help="training and inference throughput")
     add_flag(p, "data", "data/synthetic", "data directory", type=Path)
@@ -139,11 +147,13 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace):
     """The train stage with the flags shared by `train` and `run`."""
+    from training.encoder.objectives import ObjectiveConfig
     from training.encoder.train import TrainConfig
     from training.featurizer import FeaturizerConfig
     from training.pipeline import train
 
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
+                      objective=ObjectiveConfig(positives=args.positives, mem_weight=args.mem_weight))
     return train(args.data, args.artifacts, cfg, FeaturizerConfig(max_len=args.max_len), strict=args.strict)
 
 
@@ -157,8 +167,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_probe(args: argparse.Namespace) -> None:
     from training.pipeline import probe_report
 
-    report = probe_report(args.data, args.artifacts, args.report)
-    print(_probe_table(report))
+    report = probe_report(args.data, args.artifacts, args.report, n_boot=args.n_boot)
+    print(downstream_table(report))
 
 
 def cmd_bench_train(args: argparse.Namespace) -> None:
@@ -175,25 +185,50 @@ def cmd_run(args: argparse.Namespace) -> None:
     if not any((args.data / name).exists() for name in EVENT_FILES):
         log.info("no data in %s: generating the synthetic bank (%d visitors)", args.data, args.visitors)
         generate(GeneratorConfig(visitors=args.visitors, seed=args.seed), args.data)
+    if args.report.exists():
+        args.report.unlink()  # this run's worlds only
     result = _train(args)
-    report = probe_report(args.data, args.artifacts, args.report)
+    report = probe_report(args.data, args.artifacts, args.report, n_boot=args.n_boot)
+    if args.second_world:
+        second = argparse.Namespace(**{**vars(args), "data": args.data.parent / args.second_world,
+                                       "artifacts": args.artifacts / args.second_world})
+        if not any((second.data / name).exists() for name in EVENT_FILES):
+            log.info("generating the %s world into %s (%d visitors)", args.second_world, second.data, args.visitors)
+            generate(GeneratorConfig(visitors=args.visitors, seed=args.seed, world=args.second_world), second.data)
+        _train(second)
+        report = probe_report(second.data, second.artifacts, args.report, n_boot=args.n_boot)
     first, last = result.history[0], result.history[-1]
     print("\n== intent platform: main job ==")
-    print(f"data       {args.data}  ({report['n_sessions']} sessions, {report['n_intents']} hidden intents)")
+    print(f"data       {args.data}")
     print(f"encoder    {args.artifacts / 'encoder.pt'}  featurizer {result.featurizer_version}")
     print(f"training   {len(result.history)} epochs, val loss {first['val_loss']:.3f} -> {last['val_loss']:.3f}, "
           f"{last['sessions_per_s']:.0f} sessions/s")
-    print(_probe_table(report))
+    print(downstream_table(report))
     print(f"report     {args.report}")
     print("\n== intent taxonomy (LLM-named, distilled into the head) ==")
     print(_taxonomy_summary(_taxonomy(args)))
     print(f"report     {args.taxonomy_report}")
 
 
-def _probe_table(report: dict) -> str:
-    rows = [f"{'probe on held-out visitors':<28}{'accuracy':>10}{'macro F1':>10}"]
-    for name, acc in sorted(report["probe_accuracy"].items(), key=lambda kv: -kv[1]):
-        rows.append(f"  {name:<26}{acc:>10.3f}{report['probe_macro_f1'][name]:>10.3f}")
+TASKS = (("probe_macro_f1", "intent probe macro F1"), ("conversion_micro_f1", "conversion micro F1"),
+         ("ranking_log_loss", "tile ranking log loss (lower wins)"))
+
+
+def downstream_table(report: dict) -> str:
+    """One screen: per world and task, the three representations and pretrained minus the better baseline."""
+    rows = [f"{'does pre-training pay? (held-out data)':<40}{'pretrained':>11}{'untrained':>11}{'bag of pages':>13}"
+            f"   pretrained - best baseline [95% CI]"]
+    for world, entry in report.get("worlds", {}).items():
+        rows.append(f"  {world}")
+        for key, label in TASKS:
+            task = entry["downstream"].get(key)
+            if task is None:
+                continue
+            d = task["vs_best_baseline"]
+            verdict = "wins" if d["pretrained_better"] else "does not win"
+            rows.append(f"    {label:<36}{task['pretrained']['value']:>11.4f}{task['untrained']['value']:>11.4f}"
+                        f"{task['bag_of_pages']['value']:>13.4f}   {d['difference']:+.4f} "
+                        f"[{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}] vs {d['baseline']}: {verdict}")
     return "\n".join(rows)
 
 

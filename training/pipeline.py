@@ -11,11 +11,9 @@ from pathlib import Path
 
 import torch
 
-from training.encoder.inference import embed_encoded
-from training.encoder.train import TrainConfig, build_encoder, load_checkpoint, train_encoder
+from training.encoder.train import TrainConfig, load_checkpoint, train_encoder
 from training.featurizer import Featurizer, FeaturizerConfig
-from training.probe import bag_of_pages, probe
-from training.sessions import load_sessions, load_truth_intents
+from training.sessions import load_sessions
 from training.splits import is_holdout
 
 log = logging.getLogger(__name__)
@@ -44,7 +42,8 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig, feat_cfg: FeaturizerC
     log.info("featurizer %s: %s", featurizer.version,
              ", ".join(f"{k}={len(v)}" for k, v in featurizer.vocabs.items()))
     _, history = train_encoder(featurizer, [featurizer.encode(s.events) for s in train_s],
-                               [featurizer.encode(s.events) for s in val_s], cfg, out_dir)
+                               [featurizer.encode(s.events) for s in val_s], cfg, out_dir,
+                               [s.anonymous_id for s in train_s], [s.anonymous_id for s in val_s])
     return TrainResult(history, len(train_s), len(val_s), featurizer.version, str(out_dir / "encoder.pt"))
 
 
@@ -58,42 +57,37 @@ def load_artifacts(artifacts: Path, device: str = "cpu") -> tuple[Featurizer, to
     return featurizer, encoder, meta
 
 
-def probe_report(data_dir: Path, artifacts: Path, report_path: Path, seed: int = 0) -> dict:
-    """Linear-probe accuracy of the embedding vs bag-of-pages (and an untrained encoder) on held-out visitors."""
-    truth = load_truth_intents(data_dir)
-    if not truth:
-        raise ValueError(f"{data_dir}/truth/sessions.jsonl is missing: the probe needs hidden intents")
-    data = load_sessions(data_dir)
-    labelled = [(s, h) for s, h in zip(data.sessions, data.holdout, strict=True) if s.session_id in truth]
-    train_s = [s for s, h in labelled if not h]
-    test_s = [s for s, h in labelled if h]
-    y_train, y_test = [truth[s.session_id] for s in train_s], [truth[s.session_id] for s in test_s]
-    featurizer, encoder, meta = load_artifacts(artifacts)
-    enc_train = [featurizer.encode(s.events) for s in train_s]
-    enc_test = [featurizer.encode(s.events) for s in test_s]
-    dim = encoder.cfg.embedding_dim
-    scores = {"embedding": probe(embed_encoded(encoder, enc_train), y_train, embed_encoded(encoder, enc_test),
-                                 y_test, seed)}
-    torch.manual_seed(seed)
-    untrained = build_encoder(featurizer, TrainConfig(d_model=encoder.cfg.d_model, embedding_dim=dim,
-                                                      n_layers=encoder.cfg.n_layers))
-    scores["untrained_encoder"] = probe(embed_encoded(untrained, enc_train), y_train,
-                                        embed_encoded(untrained, enc_test), y_test, seed)
-    bag_train, bag_test = bag_of_pages(train_s, test_s, dim, seed)
-    scores["bag_of_pages"] = probe(bag_train, y_train, bag_test, y_test, seed)
-    report = {
-        "probe_accuracy": {k: round(v.accuracy, 4) for k, v in scores.items()},
-        "probe_macro_f1": {k: round(v.macro_f1, 4) for k, v in scores.items()},
-        "n_sessions": len(labelled),
-        "n_probe_train": len(train_s),
-        "n_probe_test": len(test_s),
-        "n_intents": len(set(truth.values())),
-        "embedding_dim": dim,
-        "featurizer_version": featurizer.version,
-        "encoder_epoch": meta["metrics"].get("epoch"),
-        "data": str(data_dir),
-        "machine": machine_info(),
-    }
+def world_name(data_dir: Path) -> str:
+    """The synthetic world a data directory was generated from (truth/generator_config.json), else its name."""
+    config = Path(data_dir) / "truth" / "generator_config.json"
+    if config.exists():
+        return str(json.loads(config.read_text()).get("world", "weak"))
+    return Path(data_dir).resolve().name
+
+
+def probe_report(data_dir: Path, artifacts: Path, report_path: Path, seed: int = 0, n_boot: int = 200) -> dict:
+    """Does pre-training pay on this data? The encoder against an untrained twin and bag-of-pages on the
+    downstream tasks the directory supports (`training.evaluation.downstream`), written into `report_path`
+    under worlds.<world>.downstream; other worlds already in the report are kept, so one report holds all."""
+    from training.evaluation.downstream import downstream_report
+
+    _, encoder, meta = load_artifacts(artifacts)
+    downstream = downstream_report(data_dir, artifacts, n_boot, seed)
+    world = world_name(data_dir)
+    old = json.loads(report_path.read_text()) if report_path.exists() else {}
+    worlds = old.get("worlds", {}) if isinstance(old.get("worlds"), dict) else {}
+    worlds[world] = {"data": str(data_dir), "artifacts": str(artifacts), "encoder_epoch": meta["metrics"].get("epoch"),
+                     "featurizer_version": meta["featurizer_version"], "downstream": downstream}
+    report: dict = {"world": world, "data": str(data_dir), "embedding_dim": encoder.cfg.embedding_dim,
+                    "encoder_epoch": meta["metrics"].get("epoch"), "featurizer_version": meta["featurizer_version"]}
+    probe = downstream.get("probe_macro_f1")
+    if probe is not None:
+        names = {"pretrained": "embedding", "untrained": "untrained_encoder", "bag_of_pages": "bag_of_pages"}
+        report.update({"probe_accuracy": {names[k]: round(v, 4) for k, v in probe["accuracy"].items()},
+                       "probe_macro_f1": {names[k]: round(probe[k]["value"], 4) for k in names},
+                       "n_probe_train": probe["n_train"], "n_probe_test": probe["n_test"],
+                       "n_intents": probe["n_intents"]})
+    report.update({"worlds": worlds, "machine": machine_info()})
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report, indent=2))
     return report

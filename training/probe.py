@@ -30,12 +30,16 @@ class ProbeScore:
     macro_f1: float
 
 
+def probe_predict(train_x: np.ndarray, train_y: Sequence[str], test_x: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Standardize + multinomial logistic regression fitted on the train part; its labels for the test part."""
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0, random_state=seed))
+    return model.fit(train_x, train_y).predict(test_x)
+
+
 def probe(train_x: np.ndarray, train_y: Sequence[str], test_x: np.ndarray, test_y: Sequence[str],
           seed: int = 0) -> ProbeScore:
-    """Standardize + multinomial logistic regression; accuracy and macro F1 on the test part."""
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0, random_state=seed))
-    model.fit(train_x, train_y)
-    pred = model.predict(test_x)
+    """Accuracy and macro F1 of `probe_predict` on the test part."""
+    pred = probe_predict(train_x, train_y, test_x, seed)
     return ProbeScore(float(accuracy_score(test_y, pred)), float(f1_score(test_y, pred, average="macro")))
 
 

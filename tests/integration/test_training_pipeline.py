@@ -1,4 +1,5 @@
-"""End to end on a small synthetic bank: train lowers the loss; the embedding beats bag-of-pages."""
+"""End to end on a small synthetic bank: train lowers the loss; the probe report scores the embedding against its
+baselines on every downstream task the data supports."""
 
 import json
 import shutil
@@ -28,13 +29,27 @@ def test_training_lowers_the_loss_and_checkpoints(trained):
     assert {"encoder.pt", "encoder_last.pt", "featurizer.json", "train_metrics.json"} <= {p.name for p in out.iterdir()}
 
 
-def test_embedding_probe_beats_bag_of_pages(trained, tmp_path):
+def test_probe_report_scores_three_representations_on_three_tasks(trained, tmp_path):
     data, out, _ = trained
-    report = probe_report(data, out, tmp_path / "encoder.json")
+    report = probe_report(data, out, tmp_path / "encoder.json", n_boot=20)
     assert json.loads((tmp_path / "encoder.json").read_text()) == report
     acc = report["probe_accuracy"]
     assert acc["embedding"] > acc["bag_of_pages"] + 0.01, acc
-    assert acc["embedding"] > 0.6 and report["n_sessions"] > 1000
+    assert acc["embedding"] > 0.6 and report["n_probe_test"] > 300
+    downstream = report["worlds"][report["world"]]["downstream"]
+    assert set(downstream) == {"probe_macro_f1", "conversion_micro_f1", "ranking_log_loss"}
+    for task in downstream.values():
+        for rep in ("pretrained", "untrained", "bag_of_pages"):
+            lo, hi = task[rep]["ci95"]
+            assert lo <= task[rep]["value"] <= hi
+        assert task["vs_best_baseline"]["baseline"] in ("untrained", "bag_of_pages")
+    # a second data directory adds its world beside the first instead of replacing it
+    other = tmp_path / "other_bank"
+    shutil.copytree(data, other, ignore=shutil.ignore_patterns("truth"))
+    again = probe_report(other, out, tmp_path / "encoder.json", n_boot=5)
+    assert set(again["worlds"]) == {report["world"], "other_bank"}
+    assert "probe_macro_f1" not in again["worlds"]["other_bank"]["downstream"]  # no truth/: no probe
+    assert "ranking_log_loss" in again["worlds"]["other_bank"]["downstream"]
 
 
 def test_embeddings_do_not_depend_on_padding_or_batch_company(trained):

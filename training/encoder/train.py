@@ -58,20 +58,45 @@ def _shuffled_batches(lengths: list[int], batch_size: int, rng: np.random.Genera
     return [b for b in batches if len(b) > 1]  # the contrastive loss needs negatives
 
 
+def group_codes(keys: Sequence[str]) -> np.ndarray:
+    """Integer code per row: rows with the same key (visitor) share one."""
+    return np.unique(np.asarray(keys, dtype=str), return_inverse=True)[1].astype(np.int64)
+
+
+def partner_index(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """For each row, a uniformly drawn *other* row of the same group (the row itself when it is alone)."""
+    order = np.argsort(groups, kind="stable")
+    sorted_groups = groups[order]
+    starts = np.searchsorted(sorted_groups, sorted_groups, side="left")
+    counts = np.searchsorted(sorted_groups, sorted_groups, side="right") - starts
+    rank = np.arange(len(groups)) - starts
+    draw = (rng.random(len(groups)) * np.maximum(counts - 1, 1)).astype(np.int64)
+    pick = np.where(counts > 1, starts + draw + (draw >= rank), np.arange(len(groups)))
+    out = np.empty(len(groups), np.int64)
+    out[order] = order[pick]
+    return out
+
+
 def _run_epoch(encoder: SessionEncoder, heads: PretrainingHeads, data: Encoded, cfg: TrainConfig,
                rng: np.random.Generator, device: torch.device, desc: str,
                optimizer: torch.optim.Optimizer | None = None,
-               scheduler: torch.optim.lr_scheduler.OneCycleLR | None = None) -> dict[str, float]:
-    """One pass over `data`; trains when an optimizer is given, else only measures the losses."""
+               scheduler: torch.optim.lr_scheduler.OneCycleLR | None = None,
+               groups: np.ndarray | None = None) -> dict[str, float]:
+    """One pass over `data`; trains when an optimizer is given, else only measures the losses. With `groups`
+    (the visitor of each session) and "visitor" positives, each session is paired with another of its visitor."""
     training = optimizer is not None
     encoder.train(training)
     heads.train(training)
     sums: dict[str, float] = {}
     n = 0
     batches = _shuffled_batches([len(c) for c, _ in data], cfg.batch_size, rng)
+    by_visitor = groups is not None and cfg.objective.positives == "visitor"
+    partner = partner_index(groups, rng) if by_visitor else None
     with torch.set_grad_enabled(training):
         for idx in (bar := tqdm(batches, desc=desc, unit="batch", leave=False)):
-            losses = pretraining_loss(encoder, heads, [data[i] for i in idx], rng, cfg.objective, device)
+            partners = [data[i] for i in partner[idx]] if partner is not None else None
+            losses = pretraining_loss(encoder, heads, [data[i] for i in idx], rng, cfg.objective, device,
+                                      partners, groups[idx] if by_visitor else None)
             if optimizer is not None:
                 optimizer.zero_grad()
                 losses["loss"].backward()
@@ -86,9 +111,11 @@ def _run_epoch(encoder: SessionEncoder, heads: PretrainingHeads, data: Encoded, 
     return {k: v / max(n, 1) for k, v in sums.items()}
 
 
-def train_encoder(featurizer: Featurizer, train: Encoded, val: Encoded, cfg: TrainConfig,
-                  out_dir: Path) -> tuple[SessionEncoder, list[dict]]:
-    """Returns the best encoder (lowest validation loss) and per-epoch metrics; writes checkpoints."""
+def train_encoder(featurizer: Featurizer, train: Encoded, val: Encoded, cfg: TrainConfig, out_dir: Path,
+                  train_visitors: Sequence[str] | None = None, val_visitors: Sequence[str] | None = None
+                  ) -> tuple[SessionEncoder, list[dict]]:
+    """Returns the best encoder (lowest validation loss) and per-epoch metrics; writes checkpoints.
+    `*_visitors` (the anonymous id of each session) enable the "visitor" positives of the objective."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     device = pick_device(cfg.device)
@@ -99,6 +126,8 @@ def train_encoder(featurizer: Featurizer, train: Encoded, val: Encoded, cfg: Tra
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * max(1, len(train) // cfg.batch_size + 1)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=steps, pct_start=0.1)
+    train_groups = group_codes(train_visitors) if train_visitors is not None else None
+    val_groups = group_codes(val_visitors) if val_visitors is not None else None
     history: list[dict] = []
     best = float("inf")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -107,10 +136,10 @@ def train_encoder(featurizer: Featurizer, train: Encoded, val: Encoded, cfg: Tra
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         train_m = _run_epoch(encoder, heads, train, cfg, rng, device, f"epoch {epoch}/{cfg.epochs}",
-                             optimizer, scheduler)
+                             optimizer, scheduler, train_groups)
         seconds = time.perf_counter() - t0
         val_m = _run_epoch(encoder, heads, val, cfg, np.random.default_rng(cfg.seed + 1), device,
-                           "validate")
+                           "validate", groups=val_groups)
         row = {"epoch": epoch, "seconds": round(seconds, 2), "sessions_per_s": round(len(train) / seconds, 1),
                **{f"train_{k}": round(v, 4) for k, v in train_m.items()},
                **{f"val_{k}": round(v, 4) for k, v in val_m.items()}}
