@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -168,6 +170,27 @@ def _baseline_sensitivity(data, train: ImpressionTable, test: ImpressionTable, c
     return out
 
 
+def data_world(data_dir: Path | str) -> dict:
+    """What a data directory is: the synthetic world it was generated from (truth/generator_config.json
+    `world`; a config without the field is the legacy `weak`), else a user's directory named by its name."""
+    from training.worlds import LEGACY_WORLD
+
+    config = Path(data_dir) / "truth" / "generator_config.json"
+    if config.exists():
+        return {"name": str(json.loads(config.read_text()).get("world") or LEGACY_WORLD), "synthetic": True}
+    return {"name": Path(data_dir).resolve().name, "synthetic": False}
+
+
+def tiles_per_visit(visit: np.ndarray) -> dict:
+    """Tiles shown per app visit (one customer, one timestamp), from the impressions' visit ids."""
+    if len(visit) == 0:
+        return {"median": None, "mode": None, "min": None, "max": None}
+    counts = np.unique(visit, return_counts=True)[1]
+    mode = Counter(counts.tolist()).most_common(1)[0][0]
+    return {"median": float(np.median(counts)), "mode": int(mode), "min": int(counts.min()),
+            "max": int(counts.max())}
+
+
 def evaluate_dataset(data_dir: Path, artifacts: Path, head_path: Path, taxonomy_path: Path | None, cfg: EvalConfig,
                      llm_client=None, progress: bool = False) -> DatasetResult:
     data = EvalData.load(data_dir)
@@ -221,6 +244,8 @@ def evaluate_dataset(data_dir: Path, artifacts: Path, head_path: Path, taxonomy_
     emb_run = next((r for r in runs if r.name == "embedding"), None)
     summary = {
         "data": str(data_dir), "artifacts": str(artifacts), "head": str(head_path),
+        "world": {**data_world(data_dir), "oracles": truth is not None,
+                  "tiles_per_visit": tiles_per_visit(test.visit), "n_tiles": len(data.tiles)},
         "taxonomy": str(taxonomy_path) if taxonomy_path else None,
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
         "split": {"cutoff": datetime.fromtimestamp(cutoff / 1000, UTC).isoformat(),

@@ -108,18 +108,35 @@ def bootstrap_ci(stat: Callable[[np.ndarray], float], clusters: np.ndarray, n_bo
     return (point, *percentile_interval(bootstrap_replicates(stat, clusters, n_boot, seed), level))
 
 
-METRIC_DEFINITION_MD = """## Definitions
+def tiles_phrase(tiles_per_visit: dict | None) -> str:
+    """"shows 6 tiles" (the mode), "shows 4-6 tiles (usually 6)" when visits differ; from the impressions."""
+    if not tiles_per_visit or tiles_per_visit.get("mode") is None:
+        return "shows a few tiles"
+    lo, hi, mode = tiles_per_visit["min"], tiles_per_visit["max"], tiles_per_visit["mode"]
+    if lo == hi:
+        return f"shows {mode} tile" + ("s" if mode != 1 else "")
+    return f"shows {lo}-{hi} tiles (usually {mode}, median {tiles_per_visit['median']:g})"
 
-- **Macro Recall@1.** A test app visit shows 4 tiles; each ranker orders them by predicted click probability
-  (ties keep the app's position order). Every clicked (visit, tile) pair is a relevant item of class *tile*; it
-  is a hit when that tile is ranked first in its visit. Recall@1 of a tile = hits / relevant items of that tile;
-  **macro Recall@1 = the unweighted mean over tiles** with at least one click. Visits without a click do not
-  count. Micro Recall@1 (hits / all relevant items) is shown beside it.
+
+def metric_definition_md(tiles_per_visit: dict | None = None, n_boot: int = 200, capture: bool = True) -> str:
+    """The definitions section of eval.md, with the data's own tiles per visit (`evaluate.tiles_per_visit`)."""
+    capture_md = ("- **Capture** (synthetic worlds only) = the embedding ranker's relative change / the generator's "
+                  "own click\n  model's relative change, on all test impressions: the share of the gain a perfect "
+                  "intent signal gives\n  that the ranker gets.\n") if capture else ""
+    return f"""## Definitions
+
+- **Macro Recall@1.** A test app visit {tiles_phrase(tiles_per_visit)} (counted from the impressions); each
+  ranker orders them by predicted click probability (ties keep the app's position order). Every clicked (visit,
+  tile) pair is a relevant item of class *tile*; it is a hit when that tile is ranked first in its visit.
+  Recall@1 of a tile = hits / relevant items of that tile; **macro Recall@1 = the unweighted mean over tiles**
+  with at least one click. Visits without a click do not count. Micro Recall@1 (hits / all relevant items) is
+  shown beside it.
 - **Log loss**: mean binary cross-entropy of the click probability over every shown tile of the test window.
 - **Relative change** = 100 x (ranker - baseline) / baseline; the baseline is the same logistic ranker on app
   features only (segment, tenure, products held, tile-product-held, position, tile, segment x product).
 - **95% intervals**: percentile bootstrap of the paired relative change, resampling customers (all their
-  visits) with replacement, 200 resamples per seed, pooled over the seeds (so they include training-sample
+  visits) with replacement, {n_boot} resamples per seed, pooled over the seeds (so they include training-sample
   variation across seeds as well as test sampling). Each seed trains on a seeded 90% of training customers.
-- **Conversion micro F1**: one predicted product per customer (accuracy), 5-fold stratified CV, mean over seeds.
+{capture_md}- **Conversion micro F1**: one predicted product per customer (accuracy), 5-fold stratified CV, mean over
+  seeds.
 """

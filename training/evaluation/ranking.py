@@ -57,7 +57,7 @@ KINDS: dict[str, RankerKind] = {
     "embedding": RankerKind("embedding", "need", "+ embedding (need head)"),
     "embedding_no_recency": RankerKind("embedding", "need", "+ embedding, mean pooling, no recency (before)",
                                        recency=False),
-    "embedding_crosses": RankerKind("embedding", "crosses", "+ embedding, 64 x 13 crosses (before)"),
+    "embedding_crosses": RankerKind("embedding", "crosses", "+ embedding, signal x tile crosses (before)"),
     "llm_labels": RankerKind("llm_labels", "need", "+ llm_labels (need head)"),
     "distilled": RankerKind("distilled", "need", "+ distilled (need head)"),
     "oracle_session_intents": RankerKind("oracle_session_intents", "need",
