@@ -69,19 +69,21 @@ bench-triton: venv $(DATA)/events.jsonl  ## perf_analyzer on the ensemble, c=1..
 run: venv  ## the main job: data -> train -> probe -> taxonomy -> ranker -> export -> Triton + gateway, ranked tiles
 	$(INTENT) run --data $(DATA) --artifacts $(ARTIFACTS) --visitors $(VISITORS) --epochs $(EPOCHS) --seed $(SEED)
 	$(PY) -m training.evaluation --data $(DATA) --artifacts $(ARTIFACTS) --reports $(ARTIFACTS)/run_eval \
-		--seeds 0 --llm-customers 0 --no-robustness --n-boot 20 --no-progress > /dev/null
+		--seeds 0 --llm-customers 0 --no-robustness --no-second-world --n-boot 20 --no-progress > /dev/null
 	$(PY) -m training.export export --artifacts $(ARTIFACTS) --head $(HEAD) --repository $(REPOSITORY) --target cpu
 	$(PY) -m gateway.replay --data $(DATA) --artifacts $(ARTIFACTS) --repository $(REPOSITORY)
 
 # -- evaluation: the paper's two tasks on the synthetic bank (issue 4) ---------------------------------------
 LLM_CUSTOMERS ?= 150
+SECOND_WORLD ?= credit_union
 
 .PHONY: eval
 
-eval: venv $(DATA)/events.jsonl  ## tile ranking + conversion eval (+ a 2nd generator config) -> reports/eval.{md,json}, PNGs, $(ARTIFACTS)/ranker.json
+eval: venv $(DATA)/events.jsonl  ## tile ranking + conversion on DATA, a 2nd world (credit_union) and robustness (weak), with capture -> reports/eval.{md,json}, PNGs, $(ARTIFACTS)/ranker.json
 	@test -f $(ARTIFACTS)/encoder.pt || $(MAKE) train
 	@test -f $(ARTIFACTS)/intent_head.json || $(MAKE) taxonomy
-	$(PY) -m training.evaluation --data $(DATA) --artifacts $(ARTIFACTS) --reports reports --llm-customers $(LLM_CUSTOMERS)
+	$(PY) -m training.evaluation --data $(DATA) --artifacts $(ARTIFACTS) --reports reports --llm-customers $(LLM_CUSTOMERS) \
+		--second-world $(SECOND_WORLD)
 
 # -- gateway: gRPC contract, session store, serving ------------------------------------------------------------
 BUF := .cache/buf/node_modules/.bin/buf

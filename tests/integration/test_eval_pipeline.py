@@ -57,14 +57,30 @@ def test_evaluation_end_to_end(small_data, eval_artifacts, tmp_path):
     low, high = emb["recall_at_1_rel_gain_ci95"]
     assert low <= high and len(emb["per_seed"]) == 3
     md = (tmp_path / "eval.md").read_text()
-    assert md.count("| + embedding (need head) |") >= 4 and md.count("| + embedding, 64 x 13 crosses (before) |") >= 4
+    assert md.count("| + embedding (need head) |") >= 4
+    assert md.count("| + embedding, signal x tile crosses (before) |") >= 4
     # the diagnostic oracles from truth/: reported apart, never as a product ranker
     oracle = saved["oracle"]["main"]["rankers"]
     assert {"oracle_session_intents", "oracle_intent", "oracle_intent_all", "click_model",
             "click_model_no_intent"} == set(oracle)
     assert all(pops["all"]["rankers"][n]["diagnostic"] for n in oracle)
     assert not pops["all"]["rankers"]["embedding"]["diagnostic"]
-    assert "Diagnostic upper bounds" in md and "targets_reachable" in saved
+    assert "Diagnostic upper bounds" in md
+    # capture: the embedding ranker's relative change over the click model's, on all test impressions
+    cap = saved["capture"]
+    assert cap["dataset"] == "main" and cap["world"] == "bank" and cap["target"] == 0.6
+    click = pops["all"]["rankers"]["click_model"]
+    assert cap["log_loss"] == pytest.approx(emb["log_loss_rel_change_pct"] / click["log_loss_rel_change_pct"], abs=1e-3)
+    assert cap["oracle"]["log_loss_rel_change_pct"] == click["log_loss_rel_change_pct"]
+    assert cap["paper"] == {"recall_at_1_rel_gain_pct": 1.88, "log_loss_rel_change_pct": -13.38}
+    assert set(cap["met"]) == {"log_loss", "recall_at_1", "recall_at_1_ci95_excludes_zero", "all"}
+    assert saved["datasets"]["main"]["capture"] == cap["datasets"]["main"]
+    assert cap["conversion"]["embedding_above_bag_of_pages"] in (True, False)
+    # the report describes the data it ran on
+    world = saved["datasets"]["main"]["world"]
+    assert world["name"] == "bank" and world["synthetic"] and world["tiles_per_visit"]["mode"] == 4
+    assert "the synthetic `bank` world" in md and "A test app visit shows 4 tiles" in md
+    assert "## Headline" in md and "| R@1 capture |" in md.split("## Definitions")[0]
     assert saved["tile_ranking"]["before"]["all"]["recall_at_1_rel_gain_pct"] == \
         pops["all"]["rankers"]["embedding_crosses"]["recall_at_1_rel_gain_pct"]
     # knowing the hidden intent and need window helps more than the embedding on the clicks' own terms
@@ -90,6 +106,32 @@ def test_evaluation_end_to_end(small_data, eval_artifacts, tmp_path):
                                run.ranker.score(np.eye(len(run.ranker.weights), dtype=np.float32)[:5]), rtol=1e-6)
 
 
+def test_report_without_truth(small_data, eval_artifacts, tmp_path):
+    """A user's directory (no truth/): no oracle section, no capture, no synthetic-bank wording; the tiles per
+    visit come from its impressions."""
+    import shutil
+
+    data = tmp_path / "mybank"
+    shutil.copytree(small_data, data, ignore=shutil.ignore_patterns("truth"))
+    cfg = EvalConfig(seeds=(0,), llm_customers=0, n_boot=10, c_grid=(0.1,), half_life_grid=(3.0,))
+    with threadpool_limits(1):
+        result = evaluate_dataset(data, eval_artifacts, eval_artifacts / "intent_head.json", None, cfg)
+    files = plots(result, tmp_path / "reports", truth_customer_intents(data), prefix="eval_main")
+    doc = write_report({"main": result}, tmp_path / "reports", {"main": files})
+    md = (tmp_path / "reports" / "eval.md").read_text()
+    assert "oracle" not in doc and doc["capture"]["log_loss"] is None and doc["capture"]["recall_at_1"] is None
+    assert "truth" in doc["capture"]["reason"] and doc["capture"]["met"] is None
+    assert doc["datasets"]["main"]["world"] == {**doc["datasets"]["main"]["world"], "name": "mybank",
+                                                "synthetic": False, "oracles": False}
+    lowered = md.lower()
+    for phrase in ("diagnostic upper bounds", "synthetic bank", "click model", "capture", "oracle"):
+        assert phrase not in lowered, phrase
+    assert "`mybank`" in md
+    counts = np.unique(result.test.visit, return_counts=True)[1]
+    assert f"A test app visit shows {int(np.bincount(counts).argmax())} tiles" in md
+    assert not any("intent_confusion" in f for f in files)
+
+
 def test_cli_flags_and_environment():
     s = parse(["--seeds", "3,4,5", "--no-robustness"], env={"INTENT_LLM_CUSTOMERS": "7", "INTENT_ARTIFACTS": "a"})
     assert isinstance(s, Settings)
@@ -98,6 +140,16 @@ def test_cli_flags_and_environment():
     assert parse(["--llm-customers", "9"], env={"INTENT_LLM_CUSTOMERS": "7"}).llm_customers == 9
     with pytest.raises(SystemExit):
         parse(["--seeds", "x"], env={})
+    # the second world: on by default (credit_union into data/ and artifacts/credit_union), off by flag or env
+    s = parse([], env={})
+    assert s.second_world == "credit_union" and str(s.second_data) == "data/credit_union"
+    assert str(s.second_artifacts) == "artifacts/credit_union" and str(s.robust_data) == "data/weak"
+    assert parse(["--no-second-world"], env={}).second_world is None
+    assert parse([], env={"INTENT_SECOND_WORLD": "0"}).second_world is None
+    s = parse(["--second-world", "credit_union", "--second-data", "d2", "--second-artifacts", "a2"], env={})
+    assert (str(s.second_data), str(s.second_artifacts)) == ("d2", "a2")
+    with pytest.raises(SystemExit):
+        parse(["--second-world", "atlantis"], env={})
 
 
 class FirstCandidateBackend:

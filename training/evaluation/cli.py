@@ -1,4 +1,10 @@
-"""`python -m training.evaluation`: both datasets -> reports/eval.{json,md} + PNGs, and the served ranker.
+"""`python -m training.evaluation`: every world -> reports/eval.{json,md} + PNGs, and the served ranker.
+
+Datasets: the main data directory (`--data`, the calibrated `bank` world by default, or your own logs); a
+second world of another site (`--second-world credit_union`: generated into `--second-data`, its own encoder
+and a small generated taxonomy in `--second-artifacts`; `--no-second-world` skips it); and the robustness
+section on the previous configuration (`--world weak`, the main taxonomy pinned; `--no-robustness` skips it).
+The extra worlds are prepared when absent, each step skipped when its output already exists.
 
 Every flag can also come from the environment as INTENT_<FLAG> (dashes as underscores, e.g.
 INTENT_LLM_CUSTOMERS=50); a flag on the command line wins.
@@ -31,6 +37,13 @@ class Settings:
     lookback_days: float
     llm_customers: int
     n_boot: int
+    second_world: str | None
+    second_data: Path
+    second_artifacts: Path
+    second_visitors: int
+    second_epochs: int
+    second_llm_customers: int
+    second_clusters: int
     robustness: bool
     robust_data: Path
     robust_artifacts: Path
@@ -65,11 +78,25 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     p.add_argument("--llm-customers", type=int, default=int(d("llm-customers", "150")),
                    help="customers whose linked sessions get LLM labels (about 2 sessions, ~1-2 s each; cached)")
     p.add_argument("--n-boot", type=int, default=int(d("n-boot", "200")), help="bootstrap resamples per seed")
+    p.add_argument("--second-world", default=d("second-world", "credit_union"),
+                   help="a second synthetic world (another site and intents), prepared when absent")
+    p.add_argument("--no-second-world", dest="second_world", action="store_const", const="",
+                   help="skip the second world")
+    p.add_argument("--second-data", type=Path, default=d("second-data", ""),
+                   help="its data directory (default data/WORLD)")
+    p.add_argument("--second-artifacts", type=Path, default=d("second-artifacts", ""),
+                   help="its encoder, taxonomy and head (default artifacts/WORLD)")
+    p.add_argument("--second-visitors", type=int, default=int(d("second-visitors", "6000")))
+    p.add_argument("--second-epochs", type=int, default=int(d("second-epochs", "4")))
+    p.add_argument("--second-llm-customers", type=int, default=int(d("second-llm-customers", "50")),
+                   help="LLM-labelled customers for its conversion comparison (0: none)")
+    p.add_argument("--second-clusters", type=int, default=int(d("second-clusters", "10")),
+                   help="clusters its generated taxonomy names")
     p.add_argument("--robustness", action=argparse.BooleanOptionalAction,
                    default=d("robustness", "1").lower() not in ("0", "false", "no"),
-                   help="also evaluate the second generator configuration")
-    p.add_argument("--robust-data", type=Path, default=d("robust-data", "data/robustness"))
-    p.add_argument("--robust-artifacts", type=Path, default=d("robust-artifacts", "artifacts/robustness"))
+                   help="also evaluate the previous configuration (--world weak) in the robustness section")
+    p.add_argument("--robust-data", type=Path, default=d("robust-data", "data/weak"))
+    p.add_argument("--robust-artifacts", type=Path, default=d("robust-artifacts", "artifacts/weak"))
     p.add_argument("--robust-visitors", type=int, default=int(d("robust-visitors", "3000")))
     p.add_argument("--robust-epochs", type=int, default=int(d("robust-epochs", "5")))
     p.add_argument("--robust-llm-customers", type=int, default=int(d("robust-llm-customers", "0")))
@@ -85,11 +112,24 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         raise SystemExit(f"--seeds must be comma-separated integers, got {a.seeds!r}") from exc
     if not seeds:
         raise SystemExit("--seeds is empty")
-    return Settings(a.data, a.artifacts, a.head if str(a.head) not in ("", ".") else a.artifacts / "intent_head.json",
-                    a.taxonomy if str(a.taxonomy) not in ("", ".") else a.artifacts / "taxonomy.yaml", a.reports,
-                    a.ranker_out if str(a.ranker_out) not in ("", ".") else a.artifacts / "ranker.json", seeds,
-                    a.test_share, a.lookback_days, a.llm_customers, a.n_boot, a.robustness, a.robust_data,
-                    a.robust_artifacts, a.robust_visitors, a.robust_epochs, a.robust_llm_customers, a.progress)
+    second = str(a.second_world or "").strip()
+    if second.lower() in ("0", "false", "no", "none"):
+        second = ""
+    if second:
+        from training.worlds import WORLD_NAMES
+
+        if second not in WORLD_NAMES:
+            raise SystemExit(f"--second-world must be one of {', '.join(WORLD_NAMES)}, got {second!r}")
+    given = lambda p: str(p) not in ("", ".")  # noqa: E731
+    return Settings(a.data, a.artifacts, a.head if given(a.head) else a.artifacts / "intent_head.json",
+                    a.taxonomy if given(a.taxonomy) else a.artifacts / "taxonomy.yaml", a.reports,
+                    a.ranker_out if given(a.ranker_out) else a.artifacts / "ranker.json", seeds,
+                    a.test_share, a.lookback_days, a.llm_customers, a.n_boot, second or None,
+                    a.second_data if given(a.second_data) else Path("data") / (second or "second_world"),
+                    a.second_artifacts if given(a.second_artifacts) else Path("artifacts") / (second or "second_world"),
+                    a.second_visitors, a.second_epochs, a.second_llm_customers, a.second_clusters, a.robustness,
+                    a.robust_data, a.robust_artifacts, a.robust_visitors, a.robust_epochs, a.robust_llm_customers,
+                    a.progress)
 
 
 def run(s: Settings, llm_client=None) -> dict:
@@ -105,17 +145,29 @@ def run(s: Settings, llm_client=None) -> dict:
     cfg = EvalConfig(seeds=s.seeds, test_share=s.test_share, lookback_days=s.lookback_days,
                      llm_customers=s.llm_customers if taxonomy else 0, n_boot=s.n_boot)
     results = {"main": evaluate_dataset(s.data, s.artifacts, s.head, taxonomy, cfg, llm_client, s.progress)}
+    if s.second_world:
+        from training.evaluation.robustness import WorldPlan, prepare
+
+        plan = WorldPlan(s.second_world, s.second_data, s.second_artifacts, s.second_visitors, epochs=s.second_epochs,
+                         clusters=s.second_clusters)
+        head = prepare(plan, s.progress, llm_client)
+        second_taxonomy = plan.taxonomy_out if plan.taxonomy_out.exists() else None
+        scfg = EvalConfig(seeds=s.seeds, test_share=s.test_share, lookback_days=s.lookback_days,
+                          llm_customers=s.second_llm_customers if second_taxonomy else 0, n_boot=s.n_boot)
+        results["second_world"] = evaluate_dataset(plan.data, plan.artifacts, head, second_taxonomy, scfg,
+                                                   llm_client, s.progress)
     if s.robustness:
-        from training.evaluation.robustness import prepare
+        from training.evaluation.robustness import ROBUST_WORLD, WorldPlan, prepare
 
         if taxonomy is None:
             raise SystemExit("robustness needs the pinned taxonomy; pass --taxonomy or --no-robustness")
-        head = prepare(s.robust_data, s.robust_artifacts, taxonomy, s.robust_visitors, epochs=s.robust_epochs,
-                       progress=s.progress)
+        plan = WorldPlan(ROBUST_WORLD, s.robust_data, s.robust_artifacts, s.robust_visitors, epochs=s.robust_epochs,
+                         taxonomy=taxonomy)
+        head = prepare(plan, s.progress, llm_client)
         rcfg = EvalConfig(seeds=s.seeds, test_share=s.test_share, lookback_days=s.lookback_days,
                           llm_customers=s.robust_llm_customers, n_boot=s.n_boot)
-        results["robustness"] = evaluate_dataset(s.robust_data, s.robust_artifacts, head, taxonomy, rcfg,
-                                                 llm_client, s.progress)
+        results["robustness"] = evaluate_dataset(plan.data, plan.artifacts, head, taxonomy, rcfg, llm_client,
+                                                 s.progress)
     plot_files = {name: plots(r, s.reports, truth_customer_intents(r.summary["data"]), prefix=f"eval_{name}")
                   for name, r in results.items()}
     served = next(r.ranker for r in results["main"].runs if r.name == "embedding")
@@ -123,7 +175,7 @@ def run(s: Settings, llm_client=None) -> dict:
                           {**served.meta, "encoder": str(s.artifacts / "encoder.pt"), "head": str(s.head),
                            "featurizer_version": json.loads((s.artifacts / "featurizer.json").read_text()).get(
                                "version"),
-                           "lookback_days": s.lookback_days, "signal_pooling": "mean over linked sessions"})
+                           "lookback_days": s.lookback_days, "signal_pooling": signal_pooling(served.spec)})
     served.save(s.ranker_out)
     doc = write_report(results, s.reports, plot_files,
                        {"ranker_artifact": str(s.ranker_out), "seconds": round(time.perf_counter() - started, 1),
@@ -131,6 +183,19 @@ def run(s: Settings, llm_client=None) -> dict:
     log.info("wrote %s/eval.json, eval.md and %d plots; ranker -> %s", s.reports,
              sum(map(len, plot_files.values())), s.ranker_out)
     return doc
+
+
+def signal_pooling(spec) -> str:
+    """How the served ranker pools its linked sessions (`scoring.pool_sessions`), in words for its meta."""
+    from training.evaluation.scoring import plain_mean
+
+    if spec.signal_dim == 0:
+        return "none (app features only)"
+    recency = " plus days since the last session and the decayed session count" if spec.recency else ""
+    if plain_mean(spec.half_life_days):
+        return "mean over linked sessions in the lookback" + recency
+    return (f"recency-weighted mean over linked sessions in the lookback (weight 0.5 ** (age days / "
+            f"{spec.half_life_days:g}), by session end)" + recency)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -146,4 +211,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     with threadpool_limits(1):  # small BLAS calls: extra threads only contend on a shared box
         doc = run(parse(argv))
     print(json.dumps({k: doc[k] for k in ("tile_ranking", "conversion")}, indent=2))
+    print(json.dumps({"capture": {name: {k: c.get(k) for k in ("world", "log_loss", "recall_at_1", "target", "met")}
+                                  for name, c in doc["capture"]["datasets"].items()}}, indent=2))
     return 0
