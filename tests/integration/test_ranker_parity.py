@@ -97,9 +97,13 @@ def write_data(root: Path, events: list[dict]) -> None:
         (root / name).write_text("".join(json.dumps(d) + "\n" for d in docs))
 
 
-def served_ranker(data: EvalData, half_life: float | None, recency: bool, seed: int = 0) -> Ranker:
-    spec = data.feature_spec("embedding", DIM, "need", half_life_days=half_life, recency=recency)
+def served_ranker(data: EvalData, half_life: float | None, recency: bool, seed: int = 0, block: str = "need"
+                  ) -> Ranker:
+    spec = data.feature_spec("embedding", DIM, block, half_life_days=half_life, recency=recency)
     rng = np.random.default_rng(seed)
+    if block == "crosses":
+        spec = replace(spec, signal_mean=rng.normal(0, 1, DIM).astype(np.float32),
+                       signal_scale=rng.uniform(0.5, 2, DIM).astype(np.float32))
     products = ("card", "loan", "savings")
     spec = replace(spec, need_products=products, need_weights=rng.normal(0, 1, (3, DIM)).astype(np.float32),
                    need_bias=rng.normal(0, 1, 3).astype(np.float32))
@@ -129,9 +133,10 @@ async def gateway_scores(store_path: Path, ranker: Ranker, events: list[dict], c
         await store.close()
 
 
-@pytest.mark.parametrize(("half_life", "recency"), [(3.0, True), (None, True), (None, False)],
-                         ids=["half-life-3d", "mean+recency", "format-2-mean"])
-def test_evaluation_score_equals_rank_tiles_score(tmp_path, half_life, recency):
+@pytest.mark.parametrize(("half_life", "recency", "block"),
+                         [(3.0, True, "need"), (None, True, "need"), (None, False, "need"), (7.0, True, "crosses")],
+                         ids=["half-life-3d", "mean+recency", "format-2-mean", "decayed-crosses-7d"])
+def test_evaluation_score_equals_rank_tiles_score(tmp_path, half_life, recency, block):
     events = world()
     write_data(tmp_path / "data", events)
     data = EvalData.load(tmp_path / "data")
@@ -140,7 +145,7 @@ def test_evaluation_score_equals_rank_tiles_score(tmp_path, half_life, recency):
     for i, s in enumerate(data.sessions):
         emb[i] = embed(s.events)[0]
     signals = SessionSignals({"embedding": emb}, end_ms=data.session_end_ms())
-    ranker = served_ranker(data, half_life, recency)
+    ranker = served_ranker(data, half_life, recency, block=block)
 
     mine = (table.customer == "C1") & (table.ts == NOW)
     assert mine.sum() == len(TILES)

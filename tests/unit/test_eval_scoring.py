@@ -138,3 +138,33 @@ def test_recency_layout_by_hand_and_round_trip(tmp_path):
         FeatureSpec(("t1",), ("card",), ("mass",), recency=True)  # no signal
     with pytest.raises(ValueError, match="half_life"):
         replace(need_spec(), half_life_days=0.0)
+
+
+def test_decayed_crosses_layout_by_hand(tmp_path):
+    """"crosses" with recency: z x tile fades by 0.5 ** (days since last / half-life); recency features and
+    their tile crosses follow; no session zeroes all of it."""
+    spec = FeatureSpec(("t1", "t2"), ("card", "loan"), ("mass",), positions=1, signal="embedding", signal_dim=2,
+                       signal_block="crosses", signal_mean=np.array([1.0, 0.0], np.float32),
+                       signal_scale=np.array([2.0, 1.0], np.float32), half_life_days=7.0, recency=True)
+    names = spec.feature_names()
+    tail = ["embedding[0]", "embedding[1]", "embedding[0]&tile=t1&decay", "embedding[0]&tile=t2&decay",
+            "embedding[1]&tile=t1&decay", "embedding[1]&tile=t2&decay", "embedding:log1p_days_since_last",
+            "embedding:log1p_decayed_sessions", "embedding:log1p_days_since_last&tile=t1",
+            "embedding:log1p_days_since_last&tile=t2", "embedding:log1p_decayed_sessions&tile=t1",
+            "embedding:log1p_decayed_sessions&tile=t2"]
+    assert names[-len(tail):] == tail
+    signal = np.array([[3.0, -1.0]] * 2)
+    rec = np.array([[math.log1p(14.0), 0.5]] * 2)  # last session 14 days ago: two half-lives, decay 0.25
+    x = spec.features(["t2", "t1"], [0, 0], ["mass"] * 2, [0] * 2, [()] * 2, signal, [True, False], rec)
+    z = [1.0, -1.0]  # (3 - 1) / 2, (-1 - 0) / 1
+    expected = [*z, 0, z[0] * 0.25, 0, z[1] * 0.25, math.log1p(14.0), 0.5, 0, math.log1p(14.0), 0, 0.5]
+    np.testing.assert_allclose(x[0, -len(tail):], expected, rtol=1e-6)
+    np.testing.assert_allclose(x[1, -len(tail):], 0)
+    plain = replace(spec, half_life_days=None)  # the plain mean: the crosses do not fade
+    np.testing.assert_allclose(plain.features(["t2"], [0], ["mass"], [0], [()], signal[:1], [True], rec[:1])[0, 5],
+                               z[0])
+    weights = np.linspace(-1, 1, len(names)).astype(np.float32)
+    Ranker(spec, weights, 0.2).save(tmp_path / "crosses.json")
+    loaded = Ranker.load(tmp_path / "crosses.json")
+    assert loaded.spec.signal_block == "crosses" and loaded.spec.recency and loaded.spec.half_life_days == 7.0
+    np.testing.assert_allclose(loaded.score(x), Ranker(spec, weights, 0.2).score(x), rtol=1e-7)

@@ -34,10 +34,11 @@ from training.evaluation.ranking import (
 from training.evaluation.signals import llm_sample, session_signals
 
 log = logging.getLogger(__name__)
-MAIN_RANKERS = ("baseline", "embedding", "embedding_no_recency", "embedding_crosses", "distilled")
+MAIN_RANKERS = ("baseline", "embedding", "embedding_need", "embedding_no_recency", "embedding_crosses", "distilled")
 """On every population; `embedding_no_recency` (plain mean, no recency features: format 2) and
 `embedding_crosses` (format 1) are the previous served designs, kept for before/after."""
-LLM_SAMPLE_RANKERS = ("baseline", "embedding", "llm_labels", "distilled")
+LLM_SAMPLE_RANKERS = ("baseline", "embedding_need", "llm_labels", "distilled")
+"""The need design for all three signals: on ~150 customers' impressions, D x T crosses would only overfit."""
 ORACLE_RANKERS = ("oracle_session_intents", "oracle_intent", "oracle_intent_all", "click_model_no_intent",
                   "click_model")
 """Diagnostics from truth/ (synthetic data only)."""

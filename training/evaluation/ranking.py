@@ -8,16 +8,19 @@ product, no-session x tile, the need of the tile's product) it expresses what ma
 customer's need points to. A GBDT would find interactions itself but needs a tree runtime at serving time,
 and on ~30k training rows with ~2k clicks it would mostly add variance.
 
-How the signal enters (`RankerKind.block`): "need" (served) turns the pooled signal into the probability that
-the customer's need is each tile's product with a small head fitted on training-window conversions
-(`need.py`), one weight in the ranker; "crosses" (the previous design, kept as `embedding_crosses` for
-before/after, and the family of the intent oracles) crosses every z-scored signal dimension with every tile.
+How the signal enters (`RankerKind.block`): "crosses" (served, `embedding`) crosses every z-scored dimension of
+the pooled signal with every tile, and with recency those crosses fade with the time since the last session;
+"need" (`embedding_need`, and the label signals) turns the pooled signal into the probability that the
+customer's need is each tile's product with a small head fitted on training-window conversions (`need.py`), one
+weight in the ranker. On the calibrated worlds the crosses win on the validation slice and on test: the need
+head sees only the product, not which of a product's tiles, and not how strong the need is (the perfect
+session-label oracle through the need head gets about what the embedding does through it).
 
-Recency: a "need" ranker on a session signal pools its sessions with exponential recency weights and gets the
+Recency: a ranker on a session signal pools its sessions with exponential recency weights and gets the
 recency features (`scoring.pool_sessions`); its half-life is chosen with its C on the validation slice (the
 last fifth of the training window) from `HALF_LIFE_GRID` (None: the plain mean), and the validation log loss
-of every half-life is kept in the ranker's meta. `embedding_no_recency` is the format 2 design (plain mean, no
-recency features), kept for before/after.
+of every half-life is kept in the ranker's meta. `embedding_no_recency` (need head, plain mean: format 2) and
+`embedding_crosses` (crosses, plain mean: format 1) are the previous designs, kept for before/after.
 """
 
 from __future__ import annotations
@@ -54,10 +57,12 @@ class RankerKind:
 
 KINDS: dict[str, RankerKind] = {
     "baseline": RankerKind("none", "need", "baseline (app features)"),
-    "embedding": RankerKind("embedding", "need", "+ embedding (need head)"),
+    "embedding": RankerKind("embedding", "crosses", "+ embedding x tile crosses, recency-decayed (served)"),
+    "embedding_need": RankerKind("embedding", "need", "+ embedding through the need head, recency"),
     "embedding_no_recency": RankerKind("embedding", "need", "+ embedding, mean pooling, no recency (before)",
                                        recency=False),
-    "embedding_crosses": RankerKind("embedding", "crosses", "+ embedding, signal x tile crosses (before)"),
+    "embedding_crosses": RankerKind("embedding", "crosses", "+ embedding, signal x tile crosses, mean pooling "
+                                    "(format 1)", recency=False),
     "llm_labels": RankerKind("llm_labels", "need", "+ llm_labels (need head)"),
     "distilled": RankerKind("distilled", "need", "+ distilled (need head)"),
     "oracle_session_intents": RankerKind("oracle_session_intents", "need",
@@ -220,7 +225,7 @@ def spec_for(data: EvalData, name: str, signals: SessionSignals | None) -> Featu
 
 def uses_recency(kind: RankerKind, signals: SessionSignals | None) -> bool:
     """Recency pooling and features: "need" rankers on a per-session signal (not the row-given oracles)."""
-    return (kind.recency and kind.block == "need" and signals is not None and kind.signal in signals.matrices
+    return (kind.recency and signals is not None and kind.signal in signals.matrices
             and signals.end_ms is not None)
 
 

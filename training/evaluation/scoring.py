@@ -9,6 +9,9 @@ The ranker is a logistic regression on explicit features, so scoring is `sigmoid
                    | with `recency` (format 3): need x log1p(days since the last session), log1p(days since
                      the last session), log1p(recency-weighted session count) [3]
         "crosses": no-session indicator [1] | no-session x tile [T] | z-scored signal [D] | signal x tile [D*T]
+                   | with `recency` (format 3): the signal x tile crosses are multiplied by the need's decay
+                     `0.5 ** (days since the last session / half_life_days)`, and the recency features and
+                     their tile crosses are added [R + R*T]
 
 The signal is the customer's pre-login summary from linked web sessions in the lookback: the session
 embeddings (or distilled intent probabilities, or LLM label one-hots) pooled by `pool_sessions`, a vector of
@@ -27,8 +30,12 @@ crossed with having one).
 "need" (the served layout since format 2): a small softmax head inside the ranker, `softmax(signal @ need_weights.T
 + need_bias)` over `need_products`, estimates which product the customer's need is for (it is fitted on the
 training window's conversions, see `training/evaluation/need.py`); each tile gets the probability of its own
-product, one number with one weight. "crosses" (format 1, the previous design): every signal dimension
-crossed with every tile, D*T weights, which the ~600 clicks on visits with a session cannot pin down.
+product, one number with one weight. "crosses" (format 1): every signal dimension crossed with every tile,
+D*T weights. On the weak world's ~600 clicks of visits with a session those could not be pinned down; on the
+calibrated worlds (thousands of such clicks) they can, and they see what the need head cannot: which *tile*
+of a product the session points to, and a need's strength beside its product. With `recency` the crosses fade
+with the time since the customer's last session at the same half-life that pools them, so a stale visit
+counts less than yesterday's (the served layout since the calibrated worlds: `make eval` reports both).
 
 `ranker.json`, format "intent-ranker/3": {"format", "signal", "signal_dim", "signal_block", "tiles",
 "tile_products", "segments", "positions", "signal_mean", "signal_scale", "need_products", "need_weights",
@@ -141,14 +148,14 @@ class FeatureSpec:
     half_life_days: float | None = None
     """Recency pooling of the sessions (`pool_sessions`); None (or inf): the plain mean, as formats 1 and 2."""
     recency: bool = False
-    """"need" only: the recency features (`RECENCY_FEATURES`) and need x log1p(days since last) are in the
-    layout (format 3); False: the format 2 layout."""
+    """Format 3: the recency features (`RECENCY_FEATURES`) are in the layout ("need": with need x log1p(days
+    since last); "crosses": with their tile crosses, and the signal crosses decayed); False: formats 1 and 2."""
 
     def __post_init__(self) -> None:
         if self.signal_block not in BLOCKS:
             raise ValueError(f"signal_block must be one of {BLOCKS}, got {self.signal_block!r}")
-        if self.recency and (self.signal_block != "need" or not self.signal_dim):
-            raise ValueError("recency features need the \"need\" signal block and a signal")
+        if self.recency and not self.signal_dim:
+            raise ValueError("recency features need a signal")
         if self.half_life_days is not None and not (self.half_life_days > 0):
             raise ValueError(f"half_life_days must be > 0, None or inf, got {self.half_life_days}")
         if len(self.tiles) != len(self.tile_products):
@@ -203,9 +210,21 @@ class FeatureSpec:
                     names += [f"{self.signal}:need_of_tile_product&{RECENCY_FEATURES[0]}"]
                     names += [f"{self.signal}:{r}" for r in RECENCY_FEATURES]
             else:
+                decayed = "&decay" if self.recency else ""
                 names += [f"{self.signal}[{d}]" for d in range(self.signal_dim)]
-                names += [f"{self.signal}[{d}]&tile={x}" for d in range(self.signal_dim) for x in t]
+                names += [f"{self.signal}[{d}]&tile={x}{decayed}" for d in range(self.signal_dim) for x in t]
+                if self.recency:
+                    names += [f"{self.signal}:{r}" for r in RECENCY_FEATURES]
+                    names += [f"{self.signal}:{r}&tile={x}" for r in RECENCY_FEATURES for x in t]
         return names
+
+    def decay(self, recency: np.ndarray) -> np.ndarray:
+        """The need's decay per row, `0.5 ** (days since the last session / half_life_days)` (1 for the plain
+        mean), from the recency features [N, R] (`RECENCY_FEATURES[0]` is log1p of those days)."""
+        if plain_mean(self.half_life_days):
+            return np.ones(len(recency), np.float32)
+        days = np.expm1(np.asarray(recency, dtype=np.float64)[:, 0])
+        return (0.5 ** (days / self.half_life_days)).astype(np.float32)
 
     def need_probabilities(self, signal: np.ndarray) -> np.ndarray:
         """The need head's product probabilities [N, len(need_products)] for signals [N, signal_dim]."""
@@ -265,6 +284,12 @@ class FeatureSpec:
             has = np.asarray(has_session, dtype=bool).reshape(n)
             none = (~has).astype(np.float32)[:, None]
             blocks += [none, none * tile_oh]
+            rec = None
+            if self.recency:
+                if recency is None:
+                    raise ValueError("the ranker uses recency features: pass recency")
+                rec = np.asarray(recency, dtype=np.float32).reshape(n, len(RECENCY_FEATURES))
+                rec = np.where(has[:, None], rec, 0).astype(np.float32)
             if self.signal_block == "need":
                 need = np.zeros((n, 1), np.float32)
                 col = tile_need[tpos]
@@ -272,15 +297,16 @@ class FeatureSpec:
                 if use.any():
                     need[use, 0] = self.need_probabilities(signal[use])[np.arange(int(use.sum())), col[use]]
                 blocks.append(need)
-                if self.recency:
-                    if recency is None:
-                        raise ValueError("the ranker uses recency features: pass recency")
-                    rec = np.asarray(recency, dtype=np.float32).reshape(n, len(RECENCY_FEATURES))
-                    rec = np.where(has[:, None], rec, 0).astype(np.float32)
+                if rec is not None:
                     blocks += [need * rec[:, :1], rec]
             else:
                 z = np.where(has[:, None], (signal - self.signal_mean) / self.signal_scale, 0).astype(np.float32)
-                blocks += [z, (z[:, :, None] * tile_oh[:, None, :]).reshape(n, -1)]
+                crosses = (z[:, :, None] * tile_oh[:, None, :]).reshape(n, -1)
+                if rec is None:
+                    blocks += [z, crosses]
+                else:
+                    decay = np.where(has, self.decay(rec), 0).astype(np.float32)[:, None]
+                    blocks += [z, crosses * decay, rec, (rec[:, :, None] * tile_oh[:, None, :]).reshape(n, -1)]
         return np.concatenate(blocks, axis=1)
 
 
