@@ -501,7 +501,7 @@ def write_report(results: dict[str, DatasetResult], out_dir: Path, plot_files: d
 
     before = tr.get("before", {})
     lines += [f"### Main dataset by population ({main_name})", "",
-              "| metric | embedding ranker [95% CI] | before: 64 x tiles crosses [95% CI] |"
+              "| metric | embedding ranker [95% CI] | before: signal x tile crosses [95% CI] |"
               + (" oracle: hidden intent + need window | the click model itself |" if bound else "") + " paper |",
               "|---|---|---|" + ("---|---|" if bound else "") + "---|"]
     for pop, title in (("all", "all customers"), ("linked_customers", "linked customers")):
