@@ -7,7 +7,7 @@ ARTIFACTS ?= artifacts
 VISITORS ?= 6000
 SEED     ?= 7
 WORLD    ?= bank
-EPOCHS   ?= 8
+EPOCHS   ?= 16
 
 PY := $(VENV)/bin/python
 INTENT := $(VENV)/bin/intent

@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         add_flag(p, "data", "data/synthetic", "data directory in the contract's format", type=Path)
         add_flag(p, "artifacts", "artifacts", "where featurizer.json and encoder.pt go", type=Path)
-        add_flag(p, "epochs", 8, "training epochs", type=int)
+        add_flag(p, "epochs", 16, "training epochs", type=int)
         add_flag(p, "batch-size", 128, "sessions per batch", type=int)
         add_flag(p, "lr", 2e-3, "peak learning rate", type=float)
         add_flag(p, "max-len", 64, "keep the most recent N events of a session", type=int)

@@ -24,7 +24,7 @@ Encoded = Sequence[tuple[np.ndarray, np.ndarray]]
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 4
+    epochs: int = 16
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.01

@@ -87,7 +87,7 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     p.add_argument("--second-artifacts", type=Path, default=d("second-artifacts", ""),
                    help="its encoder, taxonomy and head (default artifacts/WORLD)")
     p.add_argument("--second-visitors", type=int, default=int(d("second-visitors", "6000")))
-    p.add_argument("--second-epochs", type=int, default=int(d("second-epochs", "4")))
+    p.add_argument("--second-epochs", type=int, default=int(d("second-epochs", "16")))
     p.add_argument("--second-llm-customers", type=int, default=int(d("second-llm-customers", "50")),
                    help="LLM-labelled customers for its conversion comparison (0: none)")
     p.add_argument("--second-clusters", type=int, default=int(d("second-clusters", "10")),
@@ -98,7 +98,7 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     p.add_argument("--robust-data", type=Path, default=d("robust-data", "data/weak"))
     p.add_argument("--robust-artifacts", type=Path, default=d("robust-artifacts", "artifacts/weak"))
     p.add_argument("--robust-visitors", type=int, default=int(d("robust-visitors", "3000")))
-    p.add_argument("--robust-epochs", type=int, default=int(d("robust-epochs", "5")))
+    p.add_argument("--robust-epochs", type=int, default=int(d("robust-epochs", "16")))
     p.add_argument("--robust-llm-customers", type=int, default=int(d("robust-llm-customers", "0")))
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False)
     return p
