@@ -13,7 +13,7 @@ import torch
 
 from training.encoder.train import TrainConfig, load_checkpoint, train_encoder
 from training.featurizer import Featurizer, FeaturizerConfig
-from training.sessions import load_sessions
+from training.sessions import data_world, load_sessions
 from training.splits import is_holdout
 
 log = logging.getLogger(__name__)
@@ -57,14 +57,6 @@ def load_artifacts(artifacts: Path, device: str = "cpu") -> tuple[Featurizer, to
     return featurizer, encoder, meta
 
 
-def world_name(data_dir: Path) -> str:
-    """The synthetic world a data directory was generated from (truth/generator_config.json), else its name."""
-    config = Path(data_dir) / "truth" / "generator_config.json"
-    if config.exists():
-        return str(json.loads(config.read_text()).get("world", "weak"))
-    return Path(data_dir).resolve().name
-
-
 def probe_report(data_dir: Path, artifacts: Path, report_path: Path, seed: int = 0, n_boot: int = 200) -> dict:
     """Does pre-training pay on this data? The encoder against an untrained twin and bag-of-pages on the
     downstream tasks the directory supports (`training.evaluation.downstream`), written into `report_path`
@@ -73,7 +65,7 @@ def probe_report(data_dir: Path, artifacts: Path, report_path: Path, seed: int =
 
     _, encoder, meta = load_artifacts(artifacts)
     downstream = downstream_report(data_dir, artifacts, n_boot, seed)
-    world = world_name(data_dir)
+    world = data_world(data_dir)["name"]
     old = json.loads(report_path.read_text()) if report_path.exists() else {}
     worlds = old.get("worlds", {}) if isinstance(old.get("worlds"), dict) else {}
     worlds[world] = {"data": str(data_dir), "artifacts": str(artifacts), "encoder_epoch": meta["metrics"].get("epoch"),

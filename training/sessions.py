@@ -45,3 +45,13 @@ def load_truth_intents(data_dir: Path | str) -> dict[str, str]:
         return {}
     with path.open() as fh:
         return {row["session_id"]: row["intent"] for row in map(json.loads, fh)}
+
+
+def data_world(data_dir: Path | str) -> dict:
+    """What a data directory is: {"name", "synthetic"}. The synthetic world it was generated from (truth/
+    generator_config.json's `world`; a config without the field is the first generator's, now called `weak`),
+    else a user's directory, named by its folder."""
+    config = Path(data_dir) / "truth" / "generator_config.json"
+    if config.exists():
+        return {"name": str(json.loads(config.read_text()).get("world") or "weak"), "synthetic": True}
+    return {"name": Path(data_dir).resolve().name, "synthetic": False}

@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from training.evaluation.evaluate import data_world, tiles_per_visit
+from training.evaluation.evaluate import tiles_per_visit
 from training.evaluation.metrics import metric_definition_md, tiles_phrase
 from training.evaluation.report import capture_doc, capture_entry, capture_table, conversion_check
+from training.sessions import data_world
 
 
 def _entry(r1: float, ll: float, ci=(-1.0, 5.0)) -> dict:

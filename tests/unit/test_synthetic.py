@@ -167,7 +167,8 @@ def test_training_code_never_reads_truth():
 
     root = pathlib.Path(bank.__file__).parent
     readers = [str(p.relative_to(root)) for p in root.rglob("*.py") if '/ "truth"' in p.read_text()]
-    # the writer, the evaluation-only loader, and the paper evaluation (its report and diagnostic oracles)
+    # the writer, the evaluation-only loader (hidden intents, the world's name), and the paper evaluation (its
+    # report and diagnostic oracles)
     assert sorted(readers) == ["evaluation/oracle.py", "evaluation/report.py", "sessions.py", "synthetic.py"]
 
 
@@ -179,7 +180,9 @@ def test_only_the_generator_and_the_oracle_import_the_worlds():
     pattern = re.compile(r"^\s*(from training(\.worlds|\.bank| import bank)|import training\.(worlds|bank))", re.M)
     users = sorted(str(p.relative_to(root)) for p in root.rglob("*.py")
                    if pattern.search(p.read_text()) and not str(p.relative_to(root)).startswith("worlds/"))
-    # features.py's TILES fallback is being removed separately; cli.py lists the registry's names for --world
-    assert set(users) - {"evaluation/features.py"} <= {"synthetic.py", "evaluation/oracle.py", "bank.py", "cli.py"}
+    # the two command lines check a --world / --second-world against the registry's names, nothing more
+    assert set(users) <= {"synthetic.py", "evaluation/oracle.py", "bank.py", "cli.py", "evaluation/cli.py"}
     cli = (root / "cli.py").read_text()
     assert "from training.worlds import DEFAULT_WORLD, WORLD_NAMES" in cli and "get_world" not in cli
+    eval_cli = (root / "evaluation" / "cli.py").read_text()
+    assert "from training.worlds import WORLD_NAMES" in eval_cli and "get_world" not in eval_cli

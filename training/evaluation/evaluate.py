@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -32,6 +31,7 @@ from training.evaluation.ranking import (
     run_rankers,
 )
 from training.evaluation.signals import llm_sample, session_signals
+from training.sessions import data_world
 
 log = logging.getLogger(__name__)
 MAIN_RANKERS = ("baseline", "embedding", "embedding_need", "embedding_no_recency", "embedding_crosses", "distilled")
@@ -169,17 +169,6 @@ def _baseline_sensitivity(data, train: ImpressionTable, test: ImpressionTable, c
         out[str(c)] = {"macro_recall_at_1": round(float(r1), 5),
                        "log_loss": round(float(np.mean([log_loss(test.clicked, r.scores) for r in runs])), 5)}
     return out
-
-
-def data_world(data_dir: Path | str) -> dict:
-    """What a data directory is: the synthetic world it was generated from (truth/generator_config.json
-    `world`; a config without the field is the legacy `weak`), else a user's directory named by its name."""
-    from training.worlds import LEGACY_WORLD
-
-    config = Path(data_dir) / "truth" / "generator_config.json"
-    if config.exists():
-        return {"name": str(json.loads(config.read_text()).get("world") or LEGACY_WORLD), "synthetic": True}
-    return {"name": Path(data_dir).resolve().name, "synthetic": False}
 
 
 def tiles_per_visit(visit: np.ndarray) -> dict:

@@ -65,12 +65,10 @@ def prepare(plan: WorldPlan, progress: bool = False, client=None) -> Path:
     """Generate, train and distill for `plan` (each step only when its output is absent); the head's path."""
     from training.encoder.train import TrainConfig
     from training.pipeline import train
+    from training.sessions import data_world
 
-    config = plan.data / "truth" / "generator_config.json"
-    if config.exists():
-        import json
-
-        found = json.loads(config.read_text()).get("world") or "weak"
+    if (plan.data / "events.jsonl").exists():
+        found = data_world(plan.data)["name"]
         if found != plan.world:
             raise ValueError(f"{plan.data} holds the {found!r} world, not {plan.world!r}: remove it or pass another "
                              "data directory")
