@@ -55,8 +55,11 @@ def fit_head(embeddings: np.ndarray, labels: Sequence[str], calibration_x: np.nd
     if len(set(labels)) < 2:
         raise ValueError(f"need at least two distinct labels to train a head, got {sorted(set(labels))}")
     model = LogisticRegression(C=c, max_iter=3000, random_state=seed).fit(embeddings, labels)
-    head = IntentHead(tuple(str(x) for x in model.classes_), model.coef_.astype(np.float32),
-                      model.intercept_.astype(np.float32), taxonomy_version=taxonomy_version)
+    coef, intercept = model.coef_, model.intercept_
+    if len(model.classes_) == 2:  # sklearn fits one logit for two classes: softmax over [0, logit] is the same
+        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+    head = IntentHead(tuple(str(x) for x in model.classes_), coef.astype(np.float32),
+                      intercept.astype(np.float32), taxonomy_version=taxonomy_version)
     if calibration_x is None or calibration_y is None:
         return head
     return replace(head, temperature=_fit_temperature(head, calibration_x, calibration_y))

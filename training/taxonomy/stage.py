@@ -206,7 +206,11 @@ def _scores(head: IntentHead, train_s: Sequence[Session], train_l: Sequence[Labe
         "llm_invalid_labels": sum(x.label is None for x in [*train_l, *eval_l])}}
     if not truth:
         return report
-    tr = [i for i, x in enumerate(train_l) if x.label is not None]
+    # a few sessionized sessions have no hidden intent (the generator's session cut by a 30-minute pause, or
+    # two of its sessions run together): the truth scores leave those out
+    tr = [i for i, x in enumerate(train_l) if x.label is not None and train_s[i].session_id in truth]
+    ok = [i for i in ok if eval_s[i].session_id in truth]
+    llm_eval, head_eval = [eval_l[i].label for i in ok], [eval_pred[i] for i in ok]
     train_truth = [truth[train_s[i].session_id] for i in tr]
     eval_truth = [truth[eval_s[i].session_id] for i in ok]
     head_train = head.predict(train_emb[tr])
@@ -216,6 +220,8 @@ def _scores(head: IntentHead, train_s: Sequence[Session], train_l: Sequence[Labe
         "downstream_task": "hidden intent from the label by a label->intent lookup fitted on the training sample",
         "downstream_micro_f1": {"llm_labels": round(f1_llm, 4), "head_labels": round(f1_head, 4)},
         "drop_pct": round(100 * (f1_llm - f1_head) / max(f1_llm, 1e-9), 2)})
+    known = [i for i, s in enumerate(held_out) if s.session_id in truth]
+    held_out, held_emb = [held_out[i] for i in known], held_emb[known]
     held_truth = [truth[s.session_id] for s in held_out]
     held_pred = head.predict(held_emb)
     purity = {}
@@ -245,7 +251,8 @@ def compare_methods(cfg: StageConfig, chosen: Taxonomy, pool: Sequence[Session],
         else:
             taxonomy = build_taxonomy(method, pool, pool_emb, client, cfg.taxonomy)
             labels = Labeller(taxonomy, cfg.shortlist).label(client, eval_s, progress=progress)
-        ok = [(x.label, truth[s.session_id]) for x, s in zip(labels, eval_s, strict=True) if x.label and truth]
+        ok = [(x.label, truth[s.session_id]) for x, s in zip(labels, eval_s, strict=True)
+              if x.label and s.session_id in truth]
         out[method] = {"taxonomy_size": len(taxonomy.labels), "names": list(taxonomy.names),
                        "nmi_llm": round(normalized_mutual_info_score([t for _, t in ok], [lb for lb, _ in ok]), 4)
                        if ok else None, "invalid_labels": sum(x.label is None for x in labels)}
