@@ -46,7 +46,7 @@ def test_taxonomy_file_and_head_belong_together(stage):
     assert 2 <= len(taxonomy.labels) <= 20 and report["taxonomy_size"] == len(taxonomy.labels)
     assert set(head.labels) <= set(taxonomy.names) and len(head.labels) >= 2
     assert head.taxonomy_version == taxonomy.version == report["taxonomy"]["version"]
-    assert all(len(label.description) >= 10 and label.pages for label in taxonomy.labels)
+    assert all(len(label.description) >= 10 and label.pages for label in taxonomy.labels), taxonomy.labels
     rows = [json.loads(line) for line in (artifacts / "llm_labels.jsonl").read_text().splitlines()]
     assert len(rows) == 60 and {r["split"] for r in rows} == {"train", "eval"}
     assert all(r["label"] is None or r["label"] in r["candidates"] for r in rows)
@@ -58,7 +58,8 @@ def test_labels_carry_the_hidden_intents_and_the_head_is_fast(stage):
     # real signal even from a 135M model and 40 labels.
     assert report["truth"]["nmi_head_all_held_out"] > 0.15, report["truth"]
     assert report["latency"]["head_speedup_over_llm"] >= 10_000
-    assert client.stats.calls > 0 and report["llm"]["labelling_calls"] == 60
+    # one call per labelled session, plus a re-ask for each reply that failed validation
+    assert report["llm"]["labelling_calls"] == 60 + report["llm"]["labelling_retries"]
 
 
 def test_a_pinned_taxonomy_is_reused_without_renaming(stage, small_data, tmp_path):
@@ -70,5 +71,6 @@ def test_a_pinned_taxonomy_is_reused_without_renaming(stage, small_data, tmp_pat
     again = run_taxonomy(small_data, artifacts, tmp_path / "again.json", cfg, client=client, progress=False)
     assert again["taxonomy"]["version"] == report["taxonomy"]["version"]
     # same sessions, same prompts: every label replays from the cache (timing uses its own uncached client)
-    assert client.stats.calls == calls_before and client.stats.cache_hits - hits_before == 60
+    assert client.stats.calls == calls_before
+    assert client.stats.cache_hits - hits_before == report["llm"]["labelling_calls"]
     assert again["distill"]["llm_vs_head_micro_f1"] == report["distill"]["llm_vs_head_micro_f1"]

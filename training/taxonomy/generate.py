@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sklearn.cluster import KMeans
 from sklearn.feature_extraction.text import TfidfVectorizer
 from tqdm.auto import tqdm
@@ -52,6 +52,8 @@ class TaxonomyConfig:
 
 
 class LabelReply(BaseModel):
+    model_config = ConfigDict(str_strip_whitespace=True)  # the limits hold for the text that is kept
+
     name: str = Field(pattern=NAME_PATTERN, description="short snake_case intent name, 2-4 words")
     description: str = Field(min_length=10, max_length=120, description="one short sentence: what the visitor wants")
 

@@ -75,7 +75,9 @@ class Labeller:
             candidates = self.candidates(session)
             system, schema = self.prompt(candidates)
             try:
-                label = client.complete_json(system, compact_summary(session.events), schema, max_tokens=32).label
+                # room for the longest candidate name (a token per character at worst) and the JSON around it
+                budget = 16 + max(len(c) for c in candidates)
+                label = client.complete_json(system, compact_summary(session.events), schema, max_tokens=budget).label
             except LLMOutputError as exc:
                 log.warning("session %s: no valid label: %s", session.session_id, exc)
                 label = None

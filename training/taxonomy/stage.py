@@ -135,7 +135,7 @@ def run_taxonomy(data_dir: Path, artifacts: Path, report_path: Path, cfg: StageC
     eval_idx = rng.permutation(len(held_out))[: cfg.label_eval]
     train_s, eval_s = pool[: cfg.label_train], [held_out[i] for i in eval_idx]
     labeller = Labeller(taxonomy, cfg.shortlist)
-    llm_calls_before = client.stats.calls
+    llm_calls_before, llm_retries_before = client.stats.calls, client.stats.retries
     labelled = labeller.label(client, train_s + eval_s, progress=progress)
     _write_labels(artifacts / "llm_labels.jsonl", labelled, len(train_s))
     train_l, eval_l = labelled[: len(train_s)], labelled[len(train_s):]
@@ -165,6 +165,7 @@ def run_taxonomy(data_dir: Path, artifacts: Path, report_path: Path, cfg: StageC
                     "head_speedup_over_llm": round(llm_s * 1e6 / head_us),
                     "encoder_plus_head_speedup_over_llm": round(llm_s * 1e6 / encoder_head_us)},
         "llm": {**client.stats.as_dict(), "labelling_calls": client.stats.calls - llm_calls_before,
+                "labelling_retries": client.stats.retries - llm_retries_before,
                 "shortlist": cfg.shortlist},
         "label_share": {"llm_eval_sample": {k: round(v / max(llm_share.total(), 1), 3) for k, v in llm_share.items()},
                         "head_all_held_out": {k: round(v / len(held_out), 3) for k, v in head_share.items()}},
