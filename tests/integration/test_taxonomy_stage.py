@@ -59,7 +59,7 @@ def test_labels_carry_the_hidden_intents_and_the_head_is_fast(stage):
     assert report["truth"]["nmi_head_all_held_out"] > 0.15, report["truth"]
     assert report["latency"]["head_speedup_over_llm"] >= 10_000
     # one call per labelled session, plus a re-ask for each reply that failed validation
-    assert report["llm"]["labelling_calls"] == 60 + report["llm"]["labelling_retries"]
+    assert client.stats.calls >= report["llm"]["labelling_calls"] == 60 + report["llm"]["labelling_retries"]
 
 
 def test_a_pinned_taxonomy_is_reused_without_renaming(stage, small_data, tmp_path):
