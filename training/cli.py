@@ -67,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             add_flag(p, "visitors", 6000, "visitors to generate when --data does not exist yet", type=int)
             add_flag(p, "report", "reports/encoder.json", "probe report path", type=Path)
-            add_flag(p, "second-world", "credit_union", "also generate this synthetic world into data/<world>, "
-                     "train on it into <artifacts>/<world> and report it beside --data ('' skips it)")
+            add_flag(p, "second-world", "credit_union", "also generate this synthetic world into ./data/<world>, "
+                     "train on it into <artifacts>/<world> and report it beside --data ('' skips it)",
+                     choices=("", *WORLD_NAMES))
             add_flag(p, "n-boot", 200, "bootstrap resamples of the downstream intervals", type=int)
             _taxonomy_flags(p)
 
@@ -190,7 +191,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     result = _train(args)
     report = probe_report(args.data, args.artifacts, args.report, n_boot=args.n_boot)
     if args.second_world:
-        second = argparse.Namespace(**{**vars(args), "data": args.data.parent / args.second_world,
+        # data/<world> as `make eval` prepares it (never beside a data directory the user brought)
+        second = argparse.Namespace(**{**vars(args), "data": Path("data") / args.second_world,
                                        "artifacts": args.artifacts / args.second_world})
         if not any((second.data / name).exists() for name in EVENT_FILES):
             log.info("generating the %s world into %s (%d visitors)", args.second_world, second.data, args.visitors)
