@@ -12,8 +12,9 @@ the interval of a difference is the interval of a paired difference):
   scored on held-out visitors' sessions, visitors resampled (synthetic data only: it needs truth/);
 - **conversion_micro_f1**: which product a linked customer converts to, from the sessions before it
   (`conversion.py`: 5-fold CV over customers), customers resampled;
-- **ranking_log_loss**: the served tile ranker (need head, recency pooling) with each representation as its
-  pre-login signal, trained on the earlier impressions and scored on the later window, customers resampled.
+- **ranking_log_loss**: the served tile ranker (recency-pooled signal x tile crosses that fade with the days since
+  the last session) with each representation as its pre-login signal, trained on the earlier impressions and
+  scored on the later window, customers resampled.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from sklearn.metrics import f1_score
 from training.encoder.inference import embed_encoded
 from training.encoder.train import TrainConfig, build_encoder
 from training.evaluation.conversion import conversion_predictions
-from training.evaluation.features import EvalData, SessionSignals, conversion_table, impression_table
-from training.evaluation.metrics import bootstrap_replicates, percentile_interval
+from training.evaluation.features import EvalData, SessionSignals, conversion_table, impression_table, time_split
+from training.evaluation.metrics import bootstrap_replicates, log_loss_rows, percentile_interval
 from training.evaluation.ranking import run_rankers
 from training.pipeline import load_artifacts
 from training.probe import bag_of_pages, probe_predict
@@ -130,14 +131,11 @@ def conversion_task(data: EvalData, vectors: SessionVectors, n_boot: int, seeds:
 
 def ranking_task(data: EvalData, vectors: SessionVectors, n_boot: int, seeds: Sequence[int] = (0,),
                  lookback_days: float = 21.0, test_share: float = 0.3) -> dict:
-    """ranking_log_loss of the served ranker design (`ranking.KINDS["embedding"]`: need head, recency pooling,
+    """ranking_log_loss of the served ranker design (`ranking.KINDS["embedding"]`: decayed signal x tile crosses,
     C and half-life chosen on the validation slice) with each representation as the session signal, on the
     latest `test_share` of impressions; the app-only baseline's log loss beside it."""
-    table = impression_table(data, lookback_days)
-    cutoff = int(np.quantile(table.ts, 1 - test_share))
-    train, test = table.subset(table.ts < cutoff), table.subset(table.ts >= cutoff)
+    train, test, _ = time_split(impression_table(data, lookback_days), test_share)
     conv = conversion_table(data)
-    y = test.clicked.astype(float)
     losses: dict[str, np.ndarray] = {}
     chosen: dict[str, dict] = {}
     for rep in ("baseline", *REPRESENTATIONS):
@@ -145,8 +143,7 @@ def ranking_task(data: EvalData, vectors: SessionVectors, n_boot: int, seeds: Se
                                  end_ms=data.session_end_ms())
         name = "baseline" if rep == "baseline" else "embedding"
         runs = run_rankers(data, train, test, signals, (name,), tuple(seeds), conv=conv)
-        p = np.clip(np.mean([r.scores for r in runs], axis=0), 1e-12, 1 - 1e-12)
-        losses[rep] = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+        losses[rep] = log_loss_rows(test.clicked, np.mean([r.scores for r in runs], axis=0))
         meta = runs[0].ranker.meta if runs[0].ranker is not None else {}
         chosen[rep] = {"c": meta.get("c"), "half_life_days": meta.get("half_life_days")}
     stats = {rep: (lambda ix, v=v: float(v[ix].mean())) for rep, v in losses.items() if rep != "baseline"}

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from training.evaluation.conversion import conversion_predictions
-from training.evaluation.features import EvalData, ImpressionTable, conversion_table, impression_table
+from training.evaluation.features import EvalData, ImpressionTable, conversion_table, impression_table, time_split
 from training.evaluation.metrics import (
     bootstrap_replicates,
     log_loss,
+    log_loss_rows,
     micro_f1,
     percentile_interval,
     rel_change_pct,
@@ -90,10 +91,7 @@ def _ranking_population(test: ImpressionTable, runs: list[RankerRun], mask: np.n
         per_seed, gain_reps, ll_reps = [], [], []
         for seed in cfg.seeds:
             run, base = by[(name, seed)], by[("baseline", seed)]
-            p = np.clip(run.scores[mask], 1e-12, 1 - 1e-12)
-            pb = np.clip(base.scores[mask], 1e-12, 1 - 1e-12)
-            ll_row = -(y * np.log(p) + (1 - y) * np.log(1 - p))
-            llb_row = -(y * np.log(pb) + (1 - y) * np.log(1 - pb))
+            ll_row, llb_row = log_loss_rows(y, run.scores[mask]), log_loss_rows(y, base.scores[mask])
             h, hb = run.hits[mask], base.hits[mask]
             rel = ~np.isnan(h)
             per_seed.append({"seed": seed, "macro_recall_at_1": macro_from_hits(h, cls),
@@ -194,8 +192,7 @@ def evaluate_dataset(data_dir: Path, artifacts: Path, head_path: Path, taxonomy_
         for name in ORACLE_SIGNALS:
             signals.row_signals[name] = lambda tb, name=name: truth.row_signal(name, tb)
             signals.row_dims[name] = 2 * len(truth.intents)
-    cutoff = int(np.quantile(table.ts, 1 - cfg.test_share))
-    train, test = table.subset(table.ts < cutoff), table.subset(table.ts >= cutoff)
+    train, test, cutoff = time_split(table, cfg.test_share)
     log.info("%s: %d training and %d test impressions (cut-off %s)", data_dir, len(train), len(test),
              datetime.fromtimestamp(cutoff / 1000, UTC).isoformat())
 

@@ -213,6 +213,12 @@ class ImpressionTable:
                              rec if spec.recency else None)
 
 
+def time_split(table: ImpressionTable, test_share: float) -> tuple[ImpressionTable, ImpressionTable, int]:
+    """The latest `test_share` of impressions (by time) as the test window: (train, test, cut-off in ms)."""
+    cutoff = int(np.quantile(table.ts, 1 - test_share))
+    return table.subset(table.ts < cutoff), table.subset(table.ts >= cutoff), cutoff
+
+
 def impression_table(data: EvalData, lookback_days: float) -> ImpressionTable:
     lookback = int(lookback_days * DAY_MS)
     imps = sorted(data.impressions, key=lambda r: (r.ts, r.customer_id, r.position))

@@ -52,12 +52,20 @@ def recall_at_1(groups: np.ndarray, scores: np.ndarray, clicked: np.ndarray, cla
     return float(np.mean([hits[rel][cls == c].mean() for c in np.unique(cls)]))
 
 
+def log_loss_rows(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Binary cross-entropy of each row (natural log), probabilities clipped to [1e-12, 1 - 1e-12]: what paired
+    bootstraps resample."""
+    y, p = np.asarray(y, dtype=float), np.clip(np.asarray(p, dtype=float), EPS, 1 - EPS)
+    if len(y) != len(p):
+        raise ValueError(f"need equal lengths, got {len(y)} and {len(p)}")
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+
 def log_loss(y: np.ndarray, p: np.ndarray) -> float:
     """Mean binary cross-entropy (natural log); probabilities are clipped to [1e-12, 1 - 1e-12]."""
-    y, p = np.asarray(y, dtype=float), np.clip(np.asarray(p, dtype=float), EPS, 1 - EPS)
     if len(y) != len(p) or len(y) == 0:
         raise ValueError(f"need equal, non-zero lengths, got {len(y)} and {len(p)}")
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    return float(np.mean(log_loss_rows(y, p)))
 
 
 def micro_f1(y_true: Sequence, y_pred: Sequence) -> float:
