@@ -178,14 +178,21 @@ def cmd_bench_train(args: argparse.Namespace) -> None:
     print(json.dumps(bench_train(args.data, args.report, epochs=args.epochs, device=args.device), indent=2))
 
 
-def cmd_run(args: argparse.Namespace) -> None:
+def _generate_if_absent(data: Path, world: str, visitors: int, seed: int) -> None:
+    """A synthetic world into `data` unless it already holds events (a directory of real logs is left alone)."""
     from training.contract import EVENT_FILES
-    from training.pipeline import probe_report
     from training.synthetic import GeneratorConfig, generate
 
-    if not any((args.data / name).exists() for name in EVENT_FILES):
-        log.info("no data in %s: generating the synthetic bank (%d visitors)", args.data, args.visitors)
-        generate(GeneratorConfig(visitors=args.visitors, seed=args.seed), args.data)
+    if not any((data / name).exists() for name in EVENT_FILES):
+        log.info("no data in %s: generating the synthetic %s world (%d visitors)", data, world, visitors)
+        generate(GeneratorConfig(visitors=visitors, seed=seed, world=world), data)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from training.pipeline import probe_report
+    from training.worlds import DEFAULT_WORLD
+
+    _generate_if_absent(args.data, DEFAULT_WORLD, args.visitors, args.seed)
     if args.report.exists():
         args.report.unlink()  # this run's worlds only
     result = _train(args)
@@ -194,9 +201,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         # data/<world> as `make eval` prepares it (never beside a data directory the user brought)
         second = argparse.Namespace(**{**vars(args), "data": Path("data") / args.second_world,
                                        "artifacts": args.artifacts / args.second_world})
-        if not any((second.data / name).exists() for name in EVENT_FILES):
-            log.info("generating the %s world into %s (%d visitors)", args.second_world, second.data, args.visitors)
-            generate(GeneratorConfig(visitors=args.visitors, seed=args.seed, world=args.second_world), second.data)
+        _generate_if_absent(second.data, args.second_world, args.visitors, args.seed)
         _train(second)
         report = probe_report(second.data, second.artifacts, args.report, n_boot=args.n_boot)
     first, last = result.history[0], result.history[-1]
