@@ -177,10 +177,11 @@ class Gateway:
         with child_span("rank") as span:
             spec = self.ranker.spec
             now = self.now_ms() if now_ms is None else now_ms
-            ends = [s.end_ms for s in sessions]
-            pooled = spec.pool(intents.embeddings, ends, now) if sessions and intents is not None else None
+            # embeddings and intent probabilities share each session's weight: one pooling for both
+            pooled = (spec.pool(np.hstack([intents.embeddings, intents.probabilities]), [s.end_ms for s in sessions],
+                                now) if sessions and intents is not None else None)
             has_session = pooled is not None and pooled.has_session
-            signal = pooled.signal if has_session else np.zeros(spec.signal_dim, np.float32)
+            signal = pooled.signal[:spec.signal_dim] if has_session else np.zeros(spec.signal_dim, np.float32)
             recency = pooled.recency if has_session else np.zeros(len(RECENCY_FEATURES))
             n, ctx = len(request.tile_ids), request.context
             features = spec.features(
@@ -189,8 +190,7 @@ class Gateway:
                 np.tile(recency, (n, 1)))
             scores = self.ranker.score(features)
             order = np.argsort(-scores, kind="stable")
-            explanation = (self.top_intents(spec.pool(intents.probabilities, ends, now).signal)
-                           if has_session else [])
+            explanation = self.top_intents(pooled.signal[spec.signal_dim:]) if has_session else []
             span.set_attribute("tiles", n)
             span.set_attribute("degraded", intents is None)
             return Ranking([(request.tile_ids[i], float(scores[i])) for i in order], explanation,
