@@ -1,4 +1,4 @@
 """The online side: the gRPC gateway (session store, identity linkage, tile reranking, Triton client).
 
-Never imports torch: featurization is the shared numpy-only training.featurizer.
+Imports only the torch-free serving core (`core`) besides its own modules; import-linter enforces it.
 """

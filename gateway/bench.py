@@ -35,12 +35,12 @@ import tritonclient.grpc.aio as triton_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.contract import Customer, LoadReport, load_events, read_rows
+from core.featurizer import Featurizer, pad_batch
+from core.sessionize import sessionize
 from gateway.api import pb, pb_grpc
 from gateway.replay import pick_visitors, replay
-from training.contract import Customer, LoadReport, load_events, read_rows
 from training.export.triton_server import TritonServer, free_port
-from training.featurizer import Featurizer, pad_batch
-from training.sessionize import sessionize
 
 DAY_MS = 86_400_000
 VARIANTS = (("gateway", True, True), ("gateway_cold", False, False), ("gateway_warm", True, False))

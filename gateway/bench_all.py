@@ -127,9 +127,9 @@ class Workload:
 
 def workload(data: Path, artifacts: Path, visitors: int, max_events: int = 1000, max_sessions: int = 20) -> Workload:
     """The replayed visitors' logged-in customers with recent sessions, as RankTiles / reranker requests."""
+    from core.contract import Customer, LoadReport, load_events, read_rows
+    from core.sessionize import sessionize
     from gateway.replay import pick_visitors
-    from training.contract import Customer, LoadReport, load_events, read_rows
-    from training.sessionize import sessionize
 
     events = pick_visitors(load_events(data), visitors)
     as_of = events[-1].ts + 1
@@ -281,6 +281,7 @@ async def typed_load(port: int, workload: Workload, concurrency: Sequence[int], 
 # -- the run -------------------------------------------------------------------------------------------------------
 
 def run(args: argparse.Namespace) -> dict:
+    from core.featurizer import Featurizer
     from gateway.bench import start_gateway
     from training.export.perf import (
         FALLBACK_STABILITY,
@@ -290,7 +291,6 @@ def run(args: argparse.Namespace) -> dict:
         write_input_data,
     )
     from training.export.triton_server import TritonServer
-    from training.featurizer import Featurizer
     from training.pipeline import machine_info
 
     load_start = os.getloadavg()[0]

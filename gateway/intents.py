@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from opentelemetry.trace import SpanKind
 
+from core.featurizer import Featurizer, pad_batch
 from gateway.telemetry import child_span, inject_headers
-from training.featurizer import Featurizer, pad_batch
 
 
 class ModelMismatch(RuntimeError):

@@ -51,6 +51,9 @@ from google.protobuf import json_format
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind
 
+from core.featurizer import Featurizer, pad_batch
+from core.ranker import Ranker
+from core.sessionize import Session
 from gateway.api import pb
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
@@ -58,9 +61,6 @@ from gateway.intents import SessionIntents, served_model
 from gateway.service import Gateway, select_sessions
 from gateway.telemetry import TelemetrySettings, child_span, inject_headers, setup, tracer
 from gateway.validation import to_events
-from training.evaluation.scoring import Ranker
-from training.featurizer import Featurizer, pad_batch
-from training.sessionize import Session
 
 log = logging.getLogger("gateway.kserve")
 MODEL_NAME = "reranker"

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import grpc
 
+from core.contract import Customer, Event, LoadReport, load_events, read_rows
 from gateway.api import pb, pb_grpc
 from gateway.config import GatewayConfig
 from gateway.server import GatewayServer
-from training.contract import Customer, Event, LoadReport, load_events, read_rows
 from training.export.triton_server import TritonServer
 
 log = logging.getLogger("gateway.replay")

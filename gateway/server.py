@@ -15,6 +15,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from core.featurizer import Featurizer
+from core.ranker import Ranker
 from gateway.api import SERVICE_NAME, pb_grpc
 from gateway.config import GatewayConfig
 from gateway.intents import IntentClient
@@ -22,8 +24,6 @@ from gateway.service import Gateway, GatewayServicer
 from gateway.store import StoreLimits, open_store
 from gateway.telemetry import TelemetrySettings, server_interceptors
 from gateway.telemetry import setup as setup_telemetry
-from training.evaluation.scoring import Ranker
-from training.featurizer import Featurizer
 
 log = logging.getLogger("gateway")
 

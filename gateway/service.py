@@ -2,7 +2,7 @@
 
 RankTiles: the customer's links -> their visitors' sessions that ended in the lookback window
 (`select_sessions`) -> (cached per session version, else one Triton call for all) embeddings and intent
-probabilities -> the ranker's pre-login signal, pooled by `scoring.pool_sessions` (recency weights at the
+probabilities -> the ranker's pre-login signal, pooled by `ranker.pool_sessions` (recency weights at the
 ranker's half-life, from each session's end to now, plus the recency features; the plain mean for format
 1/2 rankers), the same function the evaluation pools with -> tile scores. When Triton is down or slower than
 `triton_timeout_s`, the same ranker scores the tiles with the no-session input and the answer says `degraded`.
@@ -22,6 +22,9 @@ from datetime import UTC, datetime
 import grpc
 import numpy as np
 
+from core.contract import Event, parse_ts
+from core.ranker import RECENCY_FEATURES, Ranker
+from core.sessionize import Session, sessionize
 from gateway.api import pb, pb_grpc
 from gateway.config import GatewayConfig
 from gateway.embedder import WriteBehindEmbedder
@@ -30,9 +33,6 @@ from gateway.intents import IntentClient, SessionIntents
 from gateway.store import SessionStore
 from gateway.telemetry import METRICS, child_span
 from gateway.validation import check_id, require_ids, to_events
-from training.contract import Event, parse_ts
-from training.evaluation.scoring import RECENCY_FEATURES, Ranker
-from training.sessionize import Session, sessionize
 
 log = logging.getLogger("gateway")
 DAY_MS = 86_400_000

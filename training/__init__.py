@@ -1,5 +1,5 @@
-"""Offline side of the intent platform: data contract, synthetic bank, featurizer, encoder, taxonomy.
+"""Offline side of the intent platform: synthetic worlds, encoder, taxonomy, evaluation, export.
 
-Importing this package is cheap and torch-free: the gateway imports `training.featurizer`
-and `training.contract`, which are numpy/pydantic-only. Torch lives under `training.encoder`.
+It builds on the torch-free serving core (`core`: data contract, sessionizer, featurizer, ranker, manifest),
+never the reverse. Importing this package is cheap; torch lives under `training.encoder`.
 """

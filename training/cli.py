@@ -148,9 +148,9 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace):
     """The train stage with the flags shared by `train` and `run`."""
+    from core.featurizer import FeaturizerConfig
     from training.encoder.objectives import ObjectiveConfig
     from training.encoder.train import TrainConfig
-    from training.featurizer import FeaturizerConfig
     from training.pipeline import train
 
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
@@ -180,7 +180,7 @@ def cmd_bench_train(args: argparse.Namespace) -> None:
 
 def _generate_if_absent(data: Path, world: str, visitors: int, seed: int) -> None:
     """A synthetic world into `data` unless it already holds events (a directory of real logs is left alone)."""
-    from training.contract import EVENT_FILES
+    from core.contract import EVENT_FILES
     from training.synthetic import GeneratorConfig, generate
 
     if not any((data / name).exists() for name in EVENT_FILES):
@@ -247,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from training.contract import DataError
+    from core.contract import DataError
 
     try:
         COMMANDS[args.command](args)

@@ -18,8 +18,8 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from training.featurizer import normalize_url
-from training.sessionize import Session
+from core.featurizer import normalize_url
+from core.sessionize import Session
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from training.contract import Event
+from core.contract import Event
 
 LinkSourceName = Literal["login", "api"]
 DAY_MS = 86_400_000

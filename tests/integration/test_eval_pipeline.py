@@ -7,6 +7,7 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
+from core.ranker import Ranker
 from training.encoder.inference import embed_encoded
 from training.encoder.train import TrainConfig
 from training.evaluation.cli import Settings, parse
@@ -14,7 +15,6 @@ from training.evaluation.evaluate import EvalConfig, evaluate_dataset
 from training.evaluation.metrics import recall_at_1
 from training.evaluation.ranking import KINDS
 from training.evaluation.report import plots, truth_customer_intents, write_report
-from training.evaluation.scoring import Ranker
 from training.pipeline import load_artifacts, train
 from training.sessions import load_sessions, load_truth_intents
 from training.taxonomy.distill import fit_head

@@ -16,16 +16,16 @@ import numpy as np
 import pytest
 import torch
 
+from core.contract import Event
+from core.featurizer import Featurizer
+from core.ranker import FeatureSpec, Ranker
+from core.sessionize import sessionize
 from gateway.api import pb, pb_grpc
 from gateway.bench import launch_gateway, metric, metrics_env, wait_for_write_behind
 from gateway.errors import field_violations
 from training.bank import SEGMENTS, TILES
-from training.contract import Event
-from training.evaluation.scoring import FeatureSpec, Ranker
 from training.export.triton_server import TritonServer, free_port
-from training.featurizer import Featurizer
 from training.pipeline import load_artifacts
-from training.sessionize import sessionize
 from training.sessions import load_sessions
 
 pytestmark = pytest.mark.slow

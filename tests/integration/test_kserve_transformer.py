@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from test_gateway_grpc import gw_artifacts, triton, visitor  # noqa: F401 (fixtures)
 
+from core.ranker import Ranker
 from gateway.api import pb
 from gateway.bench_all import event_json, start_transformer
-from training.evaluation.scoring import Ranker
 
 pytestmark = pytest.mark.slow
 DAY_MS = 86_400_000

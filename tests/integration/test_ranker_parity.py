@@ -21,15 +21,15 @@ import grpc
 import numpy as np
 import pytest
 
+from core.contract import Event
+from core.ranker import Ranker
 from gateway.api import pb, pb_grpc
 from gateway.config import GatewayConfig
 from gateway.intents import SessionIntents
 from gateway.service import Gateway, GatewayServicer
 from gateway.store import StoreLimits, open_store
-from training.contract import Event
 from training.evaluation.features import EvalData, SessionSignals, impression_table
 from training.evaluation.ranking import FittedRanker
-from training.evaluation.scoring import Ranker
 
 DAY_MS = 86_400_000
 MIN_MS = 60_000

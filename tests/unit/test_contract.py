@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from training.contract import DataError, Event, load_dataset, parse_ts
+from core.contract import DataError, Event, load_dataset, parse_ts
 
 
 @pytest.mark.parametrize(("value", "expected"), [

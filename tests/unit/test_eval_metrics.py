@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from core.ranker import FeatureSpec, Ranker
 from training.evaluation.metrics import (
     bootstrap_ci,
     bootstrap_replicates,
@@ -16,7 +17,6 @@ from training.evaluation.metrics import (
     top1_hits,
 )
 from training.evaluation.ranking import macro_from_hits
-from training.evaluation.scoring import FeatureSpec, Ranker
 
 # Three visits of 2-3 tiles. Visit 0: tile a clicked, ranked first -> hit.
 # Visit 1: tile b clicked but a scores higher -> miss. Visit 2: a and b both clicked, b ranked first ->

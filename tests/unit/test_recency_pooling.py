@@ -1,12 +1,12 @@
-"""Recency pooling (`scoring.pool_sessions`), the one function the evaluation and the gateway pool with, by hand."""
+"""Recency pooling (`ranker.pool_sessions`), the one function the evaluation and the gateway pool with, by hand."""
 
 import math
 
 import numpy as np
 import pytest
 
+from core.ranker import DAY_MS, RECENCY_FEATURES, pool_sessions, recency_weights
 from training.evaluation.features import SessionSignals
-from training.evaluation.scoring import DAY_MS, RECENCY_FEATURES, pool_sessions, recency_weights
 
 NOW = 100 * DAY_MS
 

@@ -1,5 +1,5 @@
-from training.contract import Event
-from training.sessionize import sessionize
+from core.contract import Event
+from core.sessionize import sessionize
 
 MIN = 60_000
 

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from core.featurizer import pad_batch
 from training.encoder.model import SessionEncoder
-from training.featurizer import pad_batch
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.featurizer import MASK, FeatureBatch, pad_batch
 from training.encoder.model import SessionEncoder
-from training.featurizer import MASK, FeatureBatch, pad_batch
 
 MASKED_COLUMNS = (0, 1, 2)  # url, area, event_type
 

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from core.featurizer import Featurizer
 from training.encoder.inference import length_sorted_batches
 from training.encoder.model import EncoderConfig, SessionEncoder
 from training.encoder.objectives import ObjectiveConfig, PretrainingHeads, pretraining_loss
-from training.featurizer import Featurizer
 
 log = logging.getLogger(__name__)
 Encoded = Sequence[tuple[np.ndarray, np.ndarray]]

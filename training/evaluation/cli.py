@@ -186,8 +186,8 @@ def run(s: Settings, llm_client=None) -> dict:
 
 
 def signal_pooling(spec) -> str:
-    """How the served ranker pools its linked sessions (`scoring.pool_sessions`), in words for its meta."""
-    from training.evaluation.scoring import plain_mean
+    """How the served ranker pools its linked sessions (`ranker.pool_sessions`), in words for its meta."""
+    from core.ranker import plain_mean
 
     if spec.signal_dim == 0:
         return "none (app features only)"

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from sklearn.metrics import f1_score
 
+from core.sessionize import Session
 from training.encoder.inference import embed_encoded
 from training.encoder.train import TrainConfig, build_encoder
 from training.evaluation.conversion import conversion_predictions
@@ -36,7 +37,6 @@ from training.evaluation.metrics import bootstrap_replicates, log_loss_rows, per
 from training.evaluation.ranking import run_rankers
 from training.pipeline import load_artifacts
 from training.probe import bag_of_pages, probe_predict
-from training.sessionize import Session
 from training.sessions import load_sessions, load_truth_intents
 from training.splits import is_holdout
 

@@ -4,9 +4,9 @@ Identity linkage follows the gateway: an anonymous id whose events contain a log
 X from the time of that login on. At an impression (or conversion) at time t, a customer's *pre-login signal*
 is built from the sessions of their linked anonymous ids that ended at or before t, within `lookback_days`
 (no lookback for conversions), and only if the link was already known at t. Nothing after t is ever used.
-A customer with no such session gets the explicit no-session input (see `scoring.FeatureSpec`).
+A customer with no such session gets the explicit no-session input (see `ranker.FeatureSpec`).
 
-Pooling: the sessions of an impression (or conversion) are pooled by `scoring.pool_sessions`, the function the
+Pooling: the sessions of an impression (or conversion) are pooled by `ranker.pool_sessions`, the function the
 gateway calls, with each session's end time and the impression's time (`ImpressionTable.ts`), at the spec's
 half-life: recency-weighted signal plus the recency features.
 
@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from training.contract import Conversion, Customer, Impression, load_dataset
-from training.evaluation.scoring import RECENCY_FEATURES, FeatureSpec, plain_mean, pool_sessions
-from training.sessionize import Session, sessionize
+from core.contract import Conversion, Customer, Impression, load_dataset
+from core.ranker import RECENCY_FEATURES, FeatureSpec, plain_mean, pool_sessions
+from core.sessionize import Session, sessionize
 
 log = logging.getLogger(__name__)
 DAY_MS = 86_400_000

@@ -1,6 +1,6 @@
 """The need head: which product a customer's pre-login sessions point to, learned from app-side conversions.
 
-The served ranker's signal block (`scoring.FeatureSpec`, layout "need") is one feature per tile: the probability
+The served ranker's signal block (`ranker.FeatureSpec`, layout "need") is one feature per tile: the probability
 that the customer's need is the tile's product. That probability comes from a multinomial logistic regression
 on the pooled session signal, fitted on the *conversions* of the ranker's own training customers whose first
 conversion falls before the end of the training rows (and whose linked sessions ended before it, as in the
@@ -12,7 +12,7 @@ Training rows of the customers whose conversion trained the head would see an in
 need probability, so those rows get an out-of-fold one (`cross_fit`), as in stacking. The head's L2 strength
 is chosen by cross-validated log loss on its own training conversions, inside the training window.
 
-Each customer's sessions are pooled with the ranker's recency weights (`scoring.pool_sessions` at the spec's
+Each customer's sessions are pooled with the ranker's recency weights (`ranker.pool_sessions` at the spec's
 half-life), relative to the conversion time, as the ranker pools them relative to each impression.
 """
 
@@ -27,8 +27,8 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
+from core.ranker import FeatureSpec, plain_mean, pool_sessions
 from training.evaluation.features import ConversionTable
-from training.evaluation.scoring import FeatureSpec, plain_mean, pool_sessions
 
 log = logging.getLogger(__name__)
 HEAD_C_GRID = (0.03, 0.1, 0.3, 1.0)

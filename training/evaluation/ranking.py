@@ -2,7 +2,7 @@
 pre-login signal (embedding, LLM labels, distilled labels), trained on earlier impressions and scored on a
 later time window; plus diagnostic oracles from the generator's truth (see `oracle.py`).
 
-Why logistic regression: the gateway scores it with a dot product in numpy (`scoring.Ranker`), its click
+Why logistic regression: the gateway scores it with a dot product in numpy (`ranker.Ranker`), its click
 probabilities are calibrated enough to compare log loss honestly, and with explicit features (segment x
 product, no-session x tile, the need of the tile's product) it expresses what matters here: which tile a
 customer's need points to. A GBDT would find interactions itself but needs a tree runtime at serving time,
@@ -17,7 +17,7 @@ head sees only the product, not which of a product's tiles, and not how strong t
 session-label oracle through the need head gets about what the embedding does through it).
 
 Recency: a ranker on a session signal pools its sessions with exponential recency weights and gets the
-recency features (`scoring.pool_sessions`); its half-life is chosen with its C on the validation slice (the
+recency features (`ranker.pool_sessions`); its half-life is chosen with its C on the validation slice (the
 last fifth of the training window) from `HALF_LIFE_GRID` (None: the plain mean), and the validation log loss
 of every half-life is kept in the ranker's meta. `embedding_no_recency` (need head, plain mean: format 2) and
 `embedding_crosses` (crosses, plain mean: format 1) are the previous designs, kept for before/after.
@@ -31,10 +31,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+from core.ranker import FeatureSpec, Ranker
 from training.evaluation.features import ConversionTable, EvalData, ImpressionTable, SessionSignals
 from training.evaluation.metrics import log_loss, recall_at_1, top1_hits
 from training.evaluation.need import cross_fit, fit_need_head, need_examples
-from training.evaluation.scoring import FeatureSpec, Ranker
 
 log = logging.getLogger(__name__)
 C_GRID = (0.03, 0.3)

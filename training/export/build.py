@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from core.featurizer import CONTINUOUS
 from training.export.onnx_export import ParityReport, check_parity, example_inputs, export_encoder, export_head
 from training.export.repository import ENCODER, HEAD, ModelShapes, ServingConfig, write_repository
-from training.featurizer import CONTINUOUS
 from training.pipeline import load_artifacts
 from training.taxonomy.distill import IntentHead
 

@@ -135,9 +135,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    from core.featurizer import Featurizer
     from training.export.build import export_models
     from training.export.perf import bench_triton
-    from training.featurizer import Featurizer
     from training.pipeline import machine_info
     from training.sessions import load_sessions
 

@@ -1,6 +1,6 @@
 import pytest
 
-from training.contract import Event
+from core.contract import Event
 from training.taxonomy.summaries import summarize
 
 
