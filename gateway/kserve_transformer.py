@@ -57,9 +57,9 @@ from core.sessionize import Session
 from gateway.api import pb
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
-from gateway.intents import SessionIntents, served_model
 from gateway.service import Gateway, select_sessions
 from gateway.telemetry import TelemetrySettings, child_span, inject_headers, setup, tracer
+from gateway.triton_client import SessionIntents, served_model
 from gateway.validation import to_events
 
 log = logging.getLogger("gateway.kserve")

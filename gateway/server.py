@@ -19,11 +19,11 @@ from core.featurizer import Featurizer
 from core.ranker import Ranker
 from gateway.api import SERVICE_NAME, pb_grpc
 from gateway.config import GatewayConfig
-from gateway.intents import IntentClient
 from gateway.service import Gateway, GatewayServicer
 from gateway.store import StoreLimits, open_store
 from gateway.telemetry import TelemetrySettings, server_interceptors
 from gateway.telemetry import setup as setup_telemetry
+from gateway.triton_client import TritonIntentClient
 
 log = logging.getLogger("gateway")
 
@@ -49,7 +49,7 @@ class GatewayServer:
         self.featurizer = Featurizer.load(artifacts / "featurizer.json")
         self.ranker = Ranker.load(artifacts / "ranker.json")
         self.store = open_store(cfg.store, StoreLimits(cfg.retention_days, cfg.max_events_per_visitor))
-        self.intents = IntentClient(cfg.triton_url, self.featurizer, cfg.triton_model, cfg.triton_trace_url)
+        self.intents = TritonIntentClient(cfg.triton_url, self.featurizer, cfg.triton_model, cfg.triton_trace_url)
         self.gateway = Gateway(cfg, self.store, self.intents, self.ranker)
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(interceptors=server_interceptors(telemetry, cfg.grpc_instrumentation))

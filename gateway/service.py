@@ -29,9 +29,9 @@ from gateway.api import pb, pb_grpc
 from gateway.config import GatewayConfig
 from gateway.embedder import WriteBehindEmbedder
 from gateway.errors import GatewayError, invalid_argument, not_found
-from gateway.intents import IntentClient, SessionIntents
 from gateway.store import SessionStore
 from gateway.telemetry import METRICS, child_span
+from gateway.triton_client import SessionIntents, TritonIntentClient
 from gateway.validation import check_id, require_ids, to_events
 
 log = logging.getLogger("gateway")
@@ -66,7 +66,7 @@ class Ranking:
 
 
 class Gateway:
-    def __init__(self, cfg: GatewayConfig, store: SessionStore, intents: IntentClient, ranker: Ranker) -> None:
+    def __init__(self, cfg: GatewayConfig, store: SessionStore, intents: TritonIntentClient, ranker: Ranker) -> None:
         self.cfg, self.store, self.intents, self.ranker = cfg, store, intents, ranker
         self.lookback_ms = int((cfg.lookback_days or float(ranker.meta.get("lookback_days", 30))) * DAY_MS)
         self.fixed_now = parse_ts(cfg.as_of) if cfg.as_of else None

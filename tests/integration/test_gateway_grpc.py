@@ -61,7 +61,7 @@ def visitor(small_data):
     return anon, events
 
 
-class Gateway:
+class GatewayProcess:
     """`python -m gateway.server` as a subprocess (gateway.bench.launch_gateway) with a typed stub; a new one on
     the same store is a restart."""
 
@@ -74,7 +74,7 @@ class Gateway:
             self.flags += [f"--{k.replace('_', '-')}", v]
         self.log_path = Path(store.removeprefix("sqlite://")).with_suffix(f".{secrets.token_hex(3)}.log")
 
-    def start(self) -> Gateway:
+    def start(self) -> GatewayProcess:
         self.process, self.port = launch_gateway(self.flags, self.env, self.log_path)
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
         self.stub = pb_grpc.IntentGatewayServiceStub(self.channel)
@@ -89,7 +89,8 @@ class Gateway:
 @pytest.fixture(scope="module")
 def gateway(gw_artifacts, triton, visitor, tmp_path_factory):
     as_of = visitor[1][-1].ts + DAY_MS
-    gw = Gateway(gw_artifacts, f"sqlite://{tmp_path_factory.mktemp('gw_store') / 'gw.db'}", triton.grpc_url, as_of)
+    store = f"sqlite://{tmp_path_factory.mktemp('gw_store') / 'gw.db'}"
+    gw = GatewayProcess(gw_artifacts, store, triton.grpc_url, as_of)
     yield gw.start()
     gw.stop()
 
@@ -193,11 +194,11 @@ def test_unknown_customer_gets_the_no_session_ranking_and_forget_deletes(gateway
 def test_nothing_accepted_is_lost_across_a_restart(gw_artifacts, triton, visitor, tmp_path):
     anon, events = visitor
     store = f"sqlite://{tmp_path / 'gw.db'}"
-    gw = Gateway(gw_artifacts, store, triton.grpc_url, events[-1].ts + DAY_MS).start()
+    gw = GatewayProcess(gw_artifacts, store, triton.grpc_url, events[-1].ts + DAY_MS).start()
     accepted = gw.stub.RecordEvents(pb.RecordEventsRequest(events=[to_pb(e) for e in events[:20]]), timeout=10).accepted
     gw.stub.LinkIdentity(pb.LinkIdentityRequest(anonymous_id=anon, customer_id="C-restart"), timeout=10)
     assert gw.stop() == 0
-    gw = Gateway(gw_artifacts, store, triton.grpc_url, events[-1].ts + DAY_MS).start()
+    gw = GatewayProcess(gw_artifacts, store, triton.grpc_url, events[-1].ts + DAY_MS).start()
     try:
         got = gw.stub.GetSessions(pb.GetSessionsRequest(customer_id="C-restart"), timeout=10)
         assert sum(s.n_events for s in got.sessions) == accepted == 20
@@ -214,7 +215,7 @@ def test_write_behind_embedding_fills_the_cache_before_the_app_asks(gw_artifacts
     store = f"sqlite://{tmp_path / 'wb.db'}"
     tiles = ["tile_refinance_rates", "tile_cash_back_card", "tile_open_checking", "tile_auto_loan"]
     request = pb.RankTilesRequest(customer_id="C-wb", tile_ids=tiles, context=pb.CustomerContext(segment="mass"))
-    gw = Gateway(gw_artifacts, store, triton.grpc_url, events[-1].ts + DAY_MS, env=env).start()
+    gw = GatewayProcess(gw_artifacts, store, triton.grpc_url, events[-1].ts + DAY_MS, env=env).start()
     try:
         half = min(len(events), 50) // 2
         gw.stub.RecordEvents(pb.RecordEventsRequest(events=[to_pb(e) for e in events[:half]]), timeout=10)
@@ -228,7 +229,8 @@ def test_write_behind_embedding_fills_the_cache_before_the_app_asks(gw_artifacts
         assert metric(metrics_port, "gateway_sessions_embedded_total", path="read") == 0
     finally:
         gw.stop()
-    cold = Gateway(gw_artifacts, store, triton.grpc_url, events[-1].ts + DAY_MS, cache_embeddings="false").start()
+    cold = GatewayProcess(gw_artifacts, store, triton.grpc_url, events[-1].ts + DAY_MS,
+                          cache_embeddings="false").start()
     try:  # same store, no cache: every session embedded on the read path
         again = cold.stub.RankTiles(request, timeout=10)
     finally:
@@ -239,8 +241,8 @@ def test_write_behind_embedding_fills_the_cache_before_the_app_asks(gw_artifacts
 
 def test_a_dead_model_server_degrades_to_the_baseline_never_an_error(gw_artifacts, visitor, tmp_path):
     anon, events = visitor
-    gw = Gateway(gw_artifacts, f"sqlite://{tmp_path / 'gw.db'}", f"127.0.0.1:{free_port()}", events[-1].ts + DAY_MS,
-                 triton_timeout_s="0.3").start()
+    gw = GatewayProcess(gw_artifacts, f"sqlite://{tmp_path / 'gw.db'}", f"127.0.0.1:{free_port()}",
+                        events[-1].ts + DAY_MS, triton_timeout_s="0.3").start()
     try:
         gw.stub.RecordEvents(pb.RecordEventsRequest(events=[to_pb(e) for e in events[:10]]), timeout=10)
         gw.stub.LinkIdentity(pb.LinkIdentityRequest(anonymous_id=anon, customer_id="C1"), timeout=10)

@@ -25,9 +25,9 @@ from core.contract import Event
 from core.ranker import Ranker
 from gateway.api import pb, pb_grpc
 from gateway.config import GatewayConfig
-from gateway.intents import SessionIntents
 from gateway.service import Gateway, GatewayServicer
 from gateway.store import StoreLimits, open_store
+from gateway.triton_client import SessionIntents
 from training.evaluation.features import EvalData, SessionSignals, impression_table
 from training.evaluation.ranking import FittedRanker
 
@@ -49,7 +49,7 @@ def embed(events: Sequence[Event]) -> tuple[np.ndarray, np.ndarray]:
 
 
 class StandInModel:
-    """The IntentClient interface the gateway uses (labels, version, infer), without Triton."""
+    """The TritonIntentClient interface the gateway uses (labels, version, infer), without Triton."""
 
     labels = LABELS
     version = "stand-in:1"

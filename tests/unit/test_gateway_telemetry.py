@@ -14,8 +14,8 @@ from opentelemetry.trace import INVALID_SPAN
 from core.contract import Event
 from core.featurizer import Featurizer, FeaturizerConfig
 from gateway import telemetry
-from gateway.intents import IntentClient
 from gateway.telemetry import TelemetrySettings, child_span, inject_headers
+from gateway.triton_client import TritonIntentClient
 
 
 def test_a_sampled_span_sends_its_traceparent() -> None:
@@ -75,7 +75,7 @@ def test_sampled_requests_take_the_trace_transport_with_their_context(sampler, v
     """With a trace_url, a sampled span's request goes there (HTTP keeps every traceparent in Triton 2.51)
     carrying its context; an unsampled one stays on the default transport and carries nothing."""
     events = [Event(anonymous_id="a", ts=i * 10_000, event_type="page_view", url="/checking") for i in range(3)]
-    client = IntentClient.__new__(IntentClient)  # no network: the transports are recorders
+    client = TritonIntentClient.__new__(TritonIntentClient)  # no network: the transports are recorders
     client.model, client.max_batch = "intent_pipeline", 64
     client.featurizer = Featurizer.fit([events], FeaturizerConfig(max_len=5, min_count=1))
     client.transport, client.traced = _Recorder(), _Recorder()

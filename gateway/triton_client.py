@@ -1,4 +1,4 @@
-"""Session intents from the Triton ensemble (session_encoder -> intent_head) over gRPC.
+"""The Triton client for session intents: the ensemble (session_encoder -> intent_head) over gRPC or HTTP.
 
 Sessions of one request go to Triton in one call (padded to the longest, in chunks of the model's
 max_batch_size); the channel is opened once and reused. At start-up the client reads the ensemble's
@@ -76,7 +76,7 @@ class _Transport:
         return await self.client.infer(model, inputs, outputs=outputs, client_timeout=timeout_s, headers=headers)
 
 
-class IntentClient:
+class TritonIntentClient:
     def __init__(self, url: str, featurizer: Featurizer, model: str = "intent_pipeline", trace_url: str = "") -> None:
         self.url = url
         self.model = model
