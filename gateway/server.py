@@ -9,21 +9,17 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from core.featurizer import Featurizer
-from core.ranker import Ranker
 from gateway.api import SERVICE_NAME, pb_grpc
+from gateway.app import ServingApp
 from gateway.config import GatewayConfig
-from gateway.service import Gateway, GatewayServicer
-from gateway.store import StoreLimits, open_store
+from gateway.service import GatewayServicer
 from gateway.telemetry import TelemetrySettings, server_interceptors
 from gateway.telemetry import setup as setup_telemetry
-from gateway.triton_client import TritonIntentClient
 
 log = logging.getLogger("gateway")
 
@@ -40,29 +36,19 @@ class JsonFormatter(logging.Formatter):
 
 
 class GatewayServer:
-    """The assembled server: store, Triton client, ranker, gRPC services. `start()` then `stop()`."""
+    """The typed gRPC front end over one `ServingApp`: health, reflection, graceful shutdown."""
 
     def __init__(self, cfg: GatewayConfig, telemetry: TelemetrySettings | None = None) -> None:
         self.cfg = cfg
         telemetry = telemetry or TelemetrySettings.from_env({})
-        artifacts = Path(cfg.artifacts)
-        self.featurizer = Featurizer.load(artifacts / "featurizer.json")
-        self.ranker = Ranker.load(artifacts / "ranker.json")
-        self.store = open_store(cfg.store, StoreLimits(cfg.retention_days, cfg.max_events_per_visitor))
-        self.intents = TritonIntentClient(cfg.triton_url, self.featurizer, cfg.triton_model, cfg.triton_trace_url)
-        self.gateway = Gateway(cfg, self.store, self.intents, self.ranker)
+        self.app = ServingApp(cfg)
+        self.gateway = self.app.gateway
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(interceptors=server_interceptors(telemetry, cfg.grpc_instrumentation))
         self.port = 0
 
     async def start(self) -> int:
-        try:
-            await self.intents.connect()
-        except Exception as exc:  # Triton may come up later: serve degraded rankings meanwhile
-            if "featurizer" in str(exc):
-                raise
-            log.warning("Triton at %s not reachable yet (%s): rankings are degraded until it is",
-                        self.cfg.triton_url, exc)
+        await self.app.start()
         pb_grpc.add_IntentGatewayServiceServicer_to_server(GatewayServicer(self.gateway), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
@@ -70,8 +56,6 @@ class GatewayServer:
         if self.port == 0:
             raise OSError(f"cannot listen on {self.cfg.listen}")
         await self.server.start()
-        if self.gateway.embedder is not None:
-            self.gateway.embedder.start()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("gateway serving on port %d (store %s, triton %s, model %s)", self.port, self.cfg.store,
@@ -82,10 +66,7 @@ class GatewayServer:
         """Report NOT_SERVING, let in-flight calls finish within grace_s, then close the store."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.cfg.grace_s)
-        if self.gateway.embedder is not None:
-            await self.gateway.embedder.stop()
-        await self.intents.close()
-        await self.store.close()
+        await self.app.stop()
         log.info("gateway stopped")
 
 
