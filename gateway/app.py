@@ -15,7 +15,7 @@ from core.ranker import Ranker
 from gateway.config import GatewayConfig
 from gateway.service import Gateway
 from gateway.store import StoreLimits, open_store
-from gateway.triton_client import TritonIntentClient
+from gateway.triton_client import TransportFactory, TritonIntentClient
 
 log = logging.getLogger("gateway")
 
@@ -23,13 +23,15 @@ log = logging.getLogger("gateway")
 class ServingApp:
     """Store, Triton client, ranker and `Gateway`, built from `cfg`. `await start()`, then `await stop()`."""
 
-    def __init__(self, cfg: GatewayConfig) -> None:
+    def __init__(self, cfg: GatewayConfig, transport: TransportFactory | None = None) -> None:
+        """`transport`: how to reach Triton (default: tritonclient, by the url's scheme)."""
         self.cfg = cfg
         artifacts = Path(cfg.artifacts)
         self.featurizer = Featurizer.load(artifacts / "featurizer.json")
         self.ranker = Ranker.load(artifacts / "ranker.json")
         self.store = open_store(cfg.store, StoreLimits(cfg.retention_days, cfg.max_events_per_visitor))
-        self.intents = TritonIntentClient(cfg.triton_url, self.featurizer, cfg.triton_model, cfg.triton_trace_url)
+        self.intents = TritonIntentClient(cfg.triton_url, self.featurizer, cfg.triton_model, cfg.triton_trace_url,
+                                          transport)
         self.gateway = Gateway(cfg, self.store, self.intents, self.ranker)
 
     async def start(self) -> None:

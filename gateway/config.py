@@ -15,8 +15,9 @@ import yaml
 class GatewayConfig:
     listen: str = "127.0.0.1:50051"
     """host:port the gRPC server binds."""
-    store: str = "sqlite://var/gateway.db"
-    """Session store URL: sqlite://PATH (embedded, default) or redis://HOST:PORT/DB (several replicas)."""
+    store: str = "sqlite://.run/gateway.db"
+    """Session store URL: sqlite://PATH (embedded, default; `.run/` is the ignored runtime directory) or
+    redis://HOST:PORT/DB (several replicas)."""
     artifacts: str = "artifacts"
     """Directory with featurizer.json and ranker.json (the same files the models were exported with)."""
     triton_url: str = "127.0.0.1:8001"

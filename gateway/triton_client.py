@@ -14,8 +14,9 @@ and `triton.infer` are made here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 from opentelemetry.trace import SpanKind
@@ -75,14 +76,35 @@ class _Transport:
             return await self.client.infer(model, inputs, outputs=outputs, headers=headers)
         return await self.client.infer(model, inputs, outputs=outputs, client_timeout=timeout_s, headers=headers)
 
+    async def close(self) -> None:
+        await self.client.close()
+
+
+class Transport(Protocol):
+    """How the client reaches Triton: `_Transport` (tritonclient gRPC or HTTP), or another implementation
+    with the same calls (the KServe transformer's, on kserve's own gRPC client)."""
+
+    async def config(self, model: str, timeout_s: float) -> dict: ...
+
+    async def infer(self, model: str, categorical: np.ndarray, continuous: np.ndarray, timeout_s: float,
+                    headers: dict[str, str] | None) -> Any: ...
+
+    async def close(self) -> None: ...
+
+
+TransportFactory = Callable[[str], Transport]
+"""url -> Transport; the default is `_Transport`."""
+
 
 class TritonIntentClient:
-    def __init__(self, url: str, featurizer: Featurizer, model: str = "intent_pipeline", trace_url: str = "") -> None:
+    def __init__(self, url: str, featurizer: Featurizer, model: str = "intent_pipeline", trace_url: str = "",
+                 transport: TransportFactory | None = None) -> None:
         self.url = url
         self.model = model
         self.featurizer = featurizer
-        self.transport = _Transport(url)
-        self.traced = _Transport(trace_url) if trace_url else self.transport
+        make = transport or _Transport
+        self.transport = make(url)
+        self.traced = make(trace_url) if trace_url else self.transport
         self.labels: tuple[str, ...] = ()
         self.version = ""
         self.max_batch = 64
@@ -112,6 +134,6 @@ class TritonIntentClient:
         return SessionIntents(np.concatenate(embeddings), np.concatenate(probabilities))
 
     async def close(self) -> None:
-        await self.transport.client.close()
+        await self.transport.close()
         if self.traced is not self.transport:
-            await self.traced.client.close()
+            await self.traced.close()
