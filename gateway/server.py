@@ -38,17 +38,22 @@ class JsonFormatter(logging.Formatter):
 class GatewayServer:
     """The typed gRPC front end over one `ServingApp`: health, reflection, graceful shutdown."""
 
-    def __init__(self, cfg: GatewayConfig, telemetry: TelemetrySettings | None = None) -> None:
+    def __init__(self, cfg: GatewayConfig, telemetry: TelemetrySettings | None = None,
+                 app: ServingApp | None = None) -> None:
+        """`app`: an already assembled ServingApp to serve (the KServe transformer shares its own); when given,
+        its start and stop are the caller's."""
         self.cfg = cfg
         telemetry = telemetry or TelemetrySettings.from_env({})
-        self.app = ServingApp(cfg)
+        self.owns_app = app is None
+        self.app = app or ServingApp(cfg)
         self.gateway = self.app.gateway
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(interceptors=server_interceptors(telemetry, cfg.grpc_instrumentation))
         self.port = 0
 
     async def start(self) -> int:
-        await self.app.start()
+        if self.owns_app:
+            await self.app.start()
         pb_grpc.add_IntentGatewayServiceServicer_to_server(GatewayServicer(self.gateway), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
@@ -66,7 +71,8 @@ class GatewayServer:
         """Report NOT_SERVING, let in-flight calls finish within grace_s, then close the store."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.cfg.grace_s)
-        await self.app.stop()
+        if self.owns_app:
+            await self.app.stop()
         log.info("gateway stopped")
 
 
