@@ -137,6 +137,21 @@ lock:  ## re-resolve requirements.lock from pyproject (needs network)
 	/tmp/intent-lock/bin/pip install --quiet -e '.[dev]'
 	/tmp/intent-lock/bin/pip freeze --exclude-editable | sed 's/+cpu$$//' > requirements.lock
 
+# -- the gateway image's own dependency set (issue 15): requirements-gateway.lock, a subset of requirements.lock ----
+.PHONY: lock-gateway footprint
+
+GATEWAY_LOCK_ENV := /tmp/intent-lock-gateway
+
+lock-gateway:  ## re-resolve requirements-gateway.lock (gateway image) within requirements.lock's pins (needs network)
+	rm -rf $(GATEWAY_LOCK_ENV) && $(PYTHON) -m venv $(GATEWAY_LOCK_ENV)
+	$(GATEWAY_LOCK_ENV)/bin/pip install --quiet -r deploy/docker/requirements-gateway.in -c requirements.lock
+	{ echo "# The gateway image's resolved set (deploy/docker/Dockerfile): deploy/docker/requirements-gateway.in within"; \
+	  echo "# requirements.lock's pins, so every package has the full environment's version. Regenerate: make lock-gateway."; \
+	  $(GATEWAY_LOCK_ENV)/bin/pip freeze; } > requirements-gateway.lock
+
+footprint: venv  ## gateway env (requirements-gateway.lock) vs full .venv: MB, packages, start-up to SERVING -> reports/footprint.json
+	$(PY) -m harness.footprint --artifacts $(ARTIFACTS) --repository $(REPOSITORY) --out reports/footprint.json
+
 clean:  ## remove generated data and artifacts (keeps .venv)
 	rm -rf data artifacts .pytest_cache
 
