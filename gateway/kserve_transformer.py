@@ -1,99 +1,107 @@
-"""`python -m gateway.kserve_transformer`: the reranker on the Open Inference Protocol v2, as a KServe transformer.
+"""`python -m gateway.kserve_transformer`: the gateway's product on the Open Inference Protocol v2, as a KServe
+transformer.
 
-KServe's native shape: this process (REST on --http_port 8080, gRPC on --grpc_port 8081) is the
-transformer; its predictor is Triton's `intent_pipeline` over grpc-v2 (`--predictor_host H:P
---predictor_protocol grpc-v2`). preprocess validates and featurizes, predict forwards the featurized
-sessions to Triton (KServe's own grpc-v2 client), postprocess scores the tiles with the gateway's ranking
-core (`Gateway.rank_with`, the same code RankTiles runs). Stateless: the caller sends the customer's
-linked pre-login events, no store is read.
+One process, one `gateway.app.ServingApp` (session store, Triton client, ranker, `Gateway`), the same assembly as
+`python -m gateway.server`, served two ways:
+
+- KServe v2 (REST on --http_port 8080, gRPC on --grpc_port 8081), model `reranker`: by customer id, the answer is
+  `Gateway.rank`, RankTiles' own code: the customer's linked visitors' sessions from the store (SQLite by default,
+  Redis in the chart, shared with every replica and with the typed gateway), cached embeddings, Triton for the
+  rest, the ranker. Triton is the predictor (`--predictor_host H:P --predictor_protocol grpc-v2`), called through
+  kserve's own gRPC client (gateway/kserve_compat.py; tritonclient.grpc cannot be imported beside kserve), or
+  over HTTP with `--predictor_protocol v2`.
+- The typed `IntentGatewayService` (RecordEvents, LinkIdentity, UnlinkIdentity, ForgetCustomer, GetSessions,
+  RankTiles, with gRPC health and reflection) on the gateway's --listen (GATEWAY_LISTEN, 127.0.0.1:50051 by
+  default; the chart sets 0.0.0.0:50051), over the same ServingApp: events recorded and identities linked there
+  are what the v2 endpoint ranks from, and ForgetCustomer forgets them for both. `--enable_gateway_grpc false`
+  leaves it out.
 
 Model `reranker` (v2 tensors; BYTES elements are UTF-8):
 
-  inputs   EVENTS        BYTES [E]   one JSON web event each (RecordEvents' WebEvent fields: anonymous_id, ts,
-                                     event_type, url, dwell_ms, device, referrer, query); E may be 0
+  inputs   CUSTOMER_ID   BYTES [1]   the customer: rank from their linked pre-login sessions in the store
+           EVENTS        BYTES [E]   or, the stateless variant, the caller's events instead of the store's: one JSON
+                                     web event each (RecordEvents' WebEvent fields: anonymous_id, ts, event_type, url,
+                                     dwell_ms, device, referrer, query); E may be 0. Nothing is read from or written
+                                     to the store (no embedding cache either). `--allow_events false` turns it off
            TILE_IDS      BYTES [T]   candidate tiles, 1..max_tiles, known to the ranker, no duplicates
            CONTEXT       BYTES [1]   optional JSON {"segment", "tenure_months", "products_held"}
+           (exactly one of CUSTOMER_ID and EVENTS)
   outputs  TILE_IDS      BYTES [T]   the tiles, best first
            SCORES        FP32  [T]   their scores, same order
            INTENTS       BYTES [K]   top intent labels (K <= 3; 0 without sessions)
            INTENT_PROBS  FP32  [K]
            SESSIONS_USED INT32 [1]
            DEGRADED      BOOL  [1]   true when Triton failed or was late: the no-session ranking
+  parameters  model_version (as RankTiles' model_version), degraded_reason
 
-A bad request is a 400 (REST) / INVALID_ARGUMENT (gRPC) naming the field, as in the gateway's gRPC API.
+A bad request is a 400 (REST) / INVALID_ARGUMENT (gRPC) naming the tensor (`TILE_IDS[1]: unknown tile ...`), as
+the gateway's gRPC API names the field. Until the store is open and Triton's model config has been read the model
+is not ready (`/v2/models/reranker/ready` is 503) and the typed service is not started.
 
-Traces: with the gateway's `OTEL_*` settings, each request is a `reranker.infer` server span continuing the
-caller's `traceparent` (REST header or gRPC metadata), with `featurize` and `triton.infer` inside; a sampled
-span hands its context to Triton as gRPC metadata (start Triton with `--trace-config rate=0`, as for the
-gateway). Metrics are KServe's own (its /metrics on the REST port).
+Traces: with the gateway's `OTEL_*` settings, each v2 request is a `reranker.infer` server span continuing the
+caller's `traceparent` (REST header or gRPC metadata), with the gateway's spans inside (`store.lookup`,
+`featurize`, `triton.infer`, `rank`); a sampled `triton.infer` hands its context to Triton (start Triton with
+`--trace-config rate=0`, as for the gateway). The typed service traces as the gateway does. Metrics: KServe's on
+the REST port's /metrics, the gateway's on OTEL_EXPORTER_PROMETHEUS_PORT.
 
 So that Triton's perf_analyzer (and tritonclient) can drive it like a Triton model: ModelMetadata lists the tensors
-above, the gRPC server also answers Triton's ModelConfig RPC (which KServe's v2 server lacks), and a gRPC request
-sent with raw_input_contents is answered with raw_output_contents, as Triton answers.
+above, the v2 gRPC server also answers Triton's ModelConfig RPC, and a gRPC request sent with raw_input_contents
+is answered with raw_output_contents, as Triton answers.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextvars
-import functools
 import json
 import logging
+import re
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
-from types import SimpleNamespace
+from dataclasses import dataclass
 
 import numpy as np
 from google.protobuf import json_format
+from google.rpc import error_details_pb2, status_pb2
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind
 
-from core.featurizer import Featurizer, pad_batch
-from core.ranker import Ranker
-from core.sessionize import Session
 from gateway.api import pb
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
-from gateway.service import Gateway, select_sessions
-from gateway.telemetry import TelemetrySettings, child_span, inject_headers, setup, tracer
-from gateway.triton_client import SessionIntents, served_model
+from gateway.service import Gateway, Ranking, select_sessions
+from gateway.telemetry import METRICS, TelemetrySettings, setup, tracer
+from gateway.triton_client import SessionIntents
 from gateway.validation import to_events
 
 log = logging.getLogger("gateway.kserve")
 MODEL_NAME = "reranker"
 # (name, v2 datatype, shape, optional): the reranker's tensors, for ModelMetadata and ModelConfig
-INPUTS = (("EVENTS", "BYTES", [-1], False), ("TILE_IDS", "BYTES", [-1], False), ("CONTEXT", "BYTES", [1], True))
+INPUTS = (("CUSTOMER_ID", "BYTES", [1], True), ("EVENTS", "BYTES", [-1], True), ("TILE_IDS", "BYTES", [-1], False),
+          ("CONTEXT", "BYTES", [1], True))
 OUTPUTS = (("TILE_IDS", "BYTES", [-1]), ("SCORES", "FP32", [-1]), ("INTENTS", "BYTES", [-1]),
            ("INTENT_PROBS", "FP32", [-1]), ("SESSIONS_USED", "INT32", [1]), ("DEGRADED", "BOOL", [1]))
 _NUMPY = {"BYTES": np.object_, "FP32": np.float32, "INT32": np.int32, "BOOL": np.bool_}
+_TENSOR_OF_FIELD = {"customer_id": "CUSTOMER_ID", "tile_ids": "TILE_IDS", "context": "CONTEXT", "events": "EVENTS"}
 
 
-@dataclass
-class _Pending:
-    """What preprocess learned about one request, for postprocess (kept in a contextvar of the request's task)."""
-
-    request_id: str
-    request: pb.RankTilesRequest
-    sessions: list[Session]
-    reason: str = ""
-    now_ms: int | None = None
-    """The time the sessions were chosen at; the ranker pools them at the same time."""
-    raw_outputs: bool = False  # a gRPC request with raw_input_contents: answer with raw_output_contents
+def inputs(allow_events: bool = True) -> tuple:
+    return tuple(i for i in INPUTS if allow_events or i[0] != "EVENTS")
 
 
-_pending: contextvars.ContextVar[_Pending] = contextvars.ContextVar("kserve_pending")
+def model_config(name: str, allow_events: bool = True) -> dict:
+    """The reranker's Triton ModelConfig, as JSON: no batching (max_batch_size 0), the tensors of INPUTS and OUTPUTS;
+    what perf_analyzer reads before it sends load."""
+    def dtype(datatype: str) -> str:
+        return "TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"
+
+    return {"name": name, "backend": "python", "max_batch_size": 0,
+            "input": [{"name": n, "data_type": dtype(d), "dims": s, "optional": o}
+                      for n, d, s, o in inputs(allow_events)],
+            "output": [{"name": n, "data_type": dtype(d), "dims": s} for n, d, s in OUTPUTS]}
 
 
-def _strings(tensor) -> list[str]:
-    """A BYTES tensor's elements as str, whether it came over REST (a list) or gRPC (typed contents, or
-    raw_input_contents as tritonclient and perf_analyzer send them: then `data` is an empty list)."""
-    raw = getattr(tensor, "_raw_data", None) is not None
-    data = tensor.data if isinstance(tensor.data, list) and not raw else tensor.as_numpy().ravel().tolist()
-    return [x.decode() if isinstance(x, bytes) else str(x) for x in data]
-
+# -- requests --------------------------------------------------------------------------------------------------
 
 def _invalid(field: str, why: str):
     from kserve.errors import InvalidInput
@@ -101,272 +109,307 @@ def _invalid(field: str, why: str):
     return InvalidInput(f"{field}: {why}")
 
 
-def build_model(name: str, cfg: GatewayConfig, featurizer: Featurizer, ranker: Ranker, labels: Sequence[str],
-                version: str, predictor_model: str):
-    """The kserve.Model serving `name`; `labels`/`version` come from the served ensemble's config.
+def _strings(tensor) -> list[str]:
+    """A BYTES tensor's elements as str, however it came: REST (a list), gRPC typed contents, or raw_input_contents
+    (as tritonclient and perf_analyzer send them)."""
+    try:
+        values = tensor.as_numpy().ravel().tolist()
+    except (ValueError, TypeError):
+        raise _invalid(tensor.name, f"data does not match shape {list(tensor.shape)}") from None
+    try:
+        return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+    except UnicodeDecodeError:
+        raise _invalid(tensor.name, "elements must be UTF-8") from None
+
+
+def _json_problem(exc: Exception) -> str:
+    """Why a JSON document did not parse into the contract, naming fields but never echoing values (ids)."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not JSON ({exc.msg} at char {exc.pos})"
+    fields = re.findall(r'field named "(\w+)"|Failed to parse (\w+) field', str(exc))
+    names = sorted({a or b for a, b in fields})
+    return f"bad field {', '.join(names)}" if names else "not an object of the contract's fields"
+
+
+@dataclass(frozen=True)
+class Call:
+    """One v2 request, parsed: the RankTilesRequest, and for the stateless variant the caller's events."""
+
+    request: pb.RankTilesRequest
+    events: list[pb.WebEvent] | None  # None: by customer id, from the store
+    raw_outputs: bool  # a gRPC request with raw_input_contents: answer with raw_output_contents
+
+
+STATELESS = "(events)"
+"""customer_id of a stateless request's RankTilesRequest: never looked up (the sessions are the caller's events);
+set only because the gateway's request check requires one."""
+
+
+def parse(payload, allow_events: bool = True) -> Call:
+    """The v2 request -> Call, or InvalidInput naming the tensor."""
+    tensors: dict = {}
+    for tensor in payload.inputs:
+        if tensor.name in tensors:
+            raise _invalid(tensor.name, "sent twice")
+        tensors[tensor.name] = tensor
+    known = [n for n, *_ in inputs(allow_events)]
+    if "EVENTS" in tensors and not allow_events:
+        raise _invalid("EVENTS", "the stateless variant is off on this server (--allow_events false): send "
+                                 "CUSTOMER_ID")
+    unknown = sorted(set(tensors) - set(known))
+    if unknown:
+        raise _invalid("inputs", f"unknown tensors {unknown}; the model takes {known}")
+    for name, tensor in tensors.items():
+        if tensor.datatype != "BYTES":
+            raise _invalid(name, f"datatype must be BYTES, got {tensor.datatype}")
+    if "TILE_IDS" not in tensors:
+        raise _invalid("TILE_IDS", "required")
+    by_customer = "CUSTOMER_ID" in tensors
+    if by_customer and "EVENTS" in tensors:
+        raise _invalid("CUSTOMER_ID", "send CUSTOMER_ID (sessions from the store) or EVENTS (the caller's events), "
+                                      "not both")
+    if not by_customer and "EVENTS" not in tensors:
+        raise _invalid("CUSTOMER_ID", "required" + (" (or EVENTS, the caller's own events)" if allow_events else ""))
+    request = pb.RankTilesRequest(tile_ids=_strings(tensors["TILE_IDS"]))
+    if by_customer:
+        ids = _strings(tensors["CUSTOMER_ID"])
+        if len(ids) != 1:
+            raise _invalid("CUSTOMER_ID", f"one element expected, got {len(ids)}")
+        request.customer_id = ids[0]
+    else:
+        request.customer_id = STATELESS
+    if "CONTEXT" in tensors:
+        docs = _strings(tensors["CONTEXT"])
+        if len(docs) != 1:
+            raise _invalid("CONTEXT", f"one JSON object expected, got {len(docs)} elements")
+        try:
+            json_format.ParseDict(json.loads(docs[0]), request.context)
+        except (ValueError, json_format.ParseError, AttributeError, TypeError) as exc:
+            raise _invalid("CONTEXT", _json_problem(exc)) from None
+    events = None
+    if not by_customer:
+        events = []
+        for i, doc in enumerate(_strings(tensors["EVENTS"])):
+            try:
+                events.append(json_format.ParseDict(json.loads(doc), pb.WebEvent()))
+            except (ValueError, json_format.ParseError, AttributeError, TypeError) as exc:
+                raise _invalid(f"EVENTS[{i}]", _json_problem(exc)) from None
+    return Call(request, events, bool(payload.from_grpc and payload.use_binary_outputs))
+
+
+def _as_invalid_input(exc: GatewayError):
+    """The gateway's INVALID_ARGUMENT (a BadRequest of proto field paths) as InvalidInput naming the tensors."""
+    violations: list[tuple[str, str]] = []
+    details = dict(exc.status.trailing_metadata or ()).get("grpc-status-details-bin")
+    if details:
+        for detail in status_pb2.Status.FromString(details).details:
+            if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                detail.Unpack(bad)
+                violations += [(v.field, v.description) for v in bad.field_violations]
+    if not violations:
+        return _invalid("request", exc.status.details)
+
+    def tensor(path: str) -> str:  # customer_id -> CUSTOMER_ID, tile_ids[1] -> TILE_IDS[1], events[0].ts -> ...
+        head = re.match(r"[a-z_]*", path).group(0)
+        return _TENSOR_OF_FIELD[head] + path[len(head):] if head in _TENSOR_OF_FIELD else path
+
+    from kserve.errors import InvalidInput
+
+    shown = "; ".join(f"{tensor(f)}: {d}" for f, d in violations[:3])
+    more = f" (and {len(violations) - 3} more)" if len(violations) > 3 else ""
+    return InvalidInput(f"invalid request: {shown}{more}")
+
+
+# -- answers ---------------------------------------------------------------------------------------------------
+
+async def rank_events(gateway: Gateway, request: pb.RankTilesRequest, messages: Sequence[pb.WebEvent]) -> Ranking:
+    """The stateless variant: the gateway's session selection and ranking on the caller's events. The embedding
+    cache is neither read nor written: it is keyed by session id and length, which a caller's events could share
+    with a stored session while differing from it."""
+    gateway._check_rank_request(request)
+    events = to_events(messages, gateway.cfg.max_batch_events) if messages else []
+    now = gateway.now_ms()
+    sessions = select_sessions(events, now, gateway.lookback_ms, gateway.cfg.max_sessions)
+    intents, reason = SessionIntents(np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)), ""
+    if sessions:
+        timeout_s = gateway.cfg.triton_timeout_s
+        try:
+            intents = await asyncio.wait_for(gateway.intents.infer([s.events for s in sessions], timeout_s),
+                                             timeout_s)
+        except TimeoutError:
+            intents, reason = None, f"model server slower than {timeout_s * 1000:.0f} ms"
+        except Exception as exc:  # the model server failing degrades the answer, never fails it
+            log.warning("triton call failed: %s", type(exc).__name__)
+            intents, reason = None, f"model server unavailable: {type(exc).__name__}"
+    return gateway.rank_with(request, sessions, intents, reason, now)
+
+
+def response(ranking: Ranking, request_id: str, model_name: str, raw_outputs: bool):
+    from kserve import InferOutput, InferResponse
+
+    values = {"TILE_IDS": [t for t, _ in ranking.tiles], "SCORES": [s for _, s in ranking.tiles],
+              "INTENTS": [lb for lb, _ in ranking.intents], "INTENT_PROBS": [p for _, p in ranking.intents],
+              "SESSIONS_USED": [ranking.sessions_used], "DEGRADED": [ranking.degraded]}
+    outputs = []
+    for name, dtype, _ in OUTPUTS:
+        data = values[name]
+        if not raw_outputs:
+            outputs.append(InferOutput(name, [len(data)], dtype, data))
+            continue
+        # every output raw, even an empty one, so that raw_output_contents line up with the outputs
+        out = InferOutput(name, [len(data)], dtype)
+        out.set_data_from_numpy(np.array([x.encode() for x in data] if dtype == "BYTES" else data,
+                                         dtype=_NUMPY[dtype]), binary_data=True)
+        outputs.append(out)
+    return InferResponse(request_id, model_name, outputs, use_binary_outputs=raw_outputs,
+                         parameters={"model_version": ranking.model_version, "degraded_reason": ranking.reason})
+
+
+# -- the model -------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Options:
+    allow_events: bool = True
+    """Serve the stateless EVENTS variant."""
+    gateway_grpc: bool = True
+    """Serve the typed IntentGatewayService on cfg.listen from the same ServingApp."""
+    connect_retry_s: float = 1.0
+    """How often Triton's model config is asked for again while it cannot be read (the predictor loading)."""
+
+
+def build_model(name: str, cfg: GatewayConfig, telemetry: TelemetrySettings, transport, options: Options,
+                v2_grpc=None):
+    """The kserve.Model serving `name` over one ServingApp built from `cfg` with `transport` (a Triton transport
+    factory, see gateway/kserve_compat.py). It is a kserve "engine" model: ModelServer runs `start_engine()` in its
+    event loop (it builds and starts the ServingApp, then the typed gRPC server and `v2_grpc`, the v2 gRPC server
+    with Triton's ModelConfig, and serves until stopped) and calls `stop_engine()` on shutdown.
 
     kserve is imported here and in main(), never at import time (it parses sys.argv when imported)."""
     import kserve
-    from kserve import InferInput, InferOutput, InferRequest, InferResponse
-    from kserve.model import append_forwardable_headers
+    from kserve.errors import ServerNotReady
 
-    intents_info = SimpleNamespace(labels=tuple(labels), version=version)
-    core = Gateway(replace(cfg, embed_on_write=False), store=None, intents=intents_info, ranker=ranker)  # no store
+    from gateway import kserve_compat as compat
+    from gateway.app import ServingApp
+    from gateway.server import GatewayServer
 
     class Reranker(kserve.Model):
         def __init__(self) -> None:
             super().__init__(name, return_response_headers=False)
+            self.ready = True  # so that ModelServer registers it; not ready again until start_engine is done
+            self.engine = True
+            self.app: ServingApp | None = None
+            self.typed: GatewayServer | None = None
+            self._loop: asyncio.AbstractEventLoop | None = None
+            self._stopping: asyncio.Event | None = None
+
+        def start(self) -> None:  # ModelServer calls it after registering the model
+            self.ready = False
+
+        def load(self) -> bool:  # the data plane calls it for a model that is not ready: readiness is the engine's
+            return self.ready
+
+        async def start_engine(self) -> None:
+            self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
+            try:
+                await self._start()
+                await self._stopping.wait()
+            finally:
+                await self._stop()
+
+        def stop_engine(self) -> None:  # from ModelServer.stop (a signal handler)
+            self.ready = False
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(self._stopping.set)
+
+        async def _start(self) -> None:
+            self.app = ServingApp(cfg, transport=transport)
+            await self.app.start()
+            while not self.app.intents.labels:  # Triton (the predictor) not up yet: not ready until it is
+                if self._stopping.is_set():
+                    return
+                try:
+                    await self.app.intents.connect()
+                except Exception as exc:
+                    if "featurizer" in str(exc):
+                        raise
+                    log.info("Triton's model config not readable yet (%s); retrying", type(exc).__name__)
+                    await asyncio.sleep(options.connect_retry_s)
+            if v2_grpc is not None:
+                await v2_grpc.serve()
+            if options.gateway_grpc:
+                self.typed = GatewayServer(cfg, telemetry, app=self.app)
+                await self.typed.start()
             self.ready = True
+            log.info("reranker ready (model %s; stateless EVENTS %s; typed service %s)",
+                     self.app.gateway.model_version, "on" if options.allow_events else "off",
+                     f"on port {self.typed.port}" if self.typed else "off")
+
+        async def _stop(self) -> None:
+            self.ready = False
+            if self.typed is not None:
+                await self.typed.stop()
+            if v2_grpc is not None:
+                await v2_grpc.stop()
+            if self.app is not None:
+                await self.app.stop()
 
         def get_input_types(self) -> list[dict]:
-            return [{"name": n, "datatype": d, "shape": s} for n, d, s, _ in INPUTS]
+            return [{"name": n, "datatype": d, "shape": s} for n, d, s, _ in inputs(options.allow_events)]
 
         def get_output_types(self) -> list[dict]:
             return [{"name": n, "datatype": d, "shape": s} for n, d, s in OUTPUTS]
 
         async def __call__(self, body, headers: dict[str, str] | None = None, *args, **kwargs):
             """The request as one server span that continues the caller's W3C context (REST headers or gRPC
-            metadata); preprocess, predict and postprocess run inside it."""
+            metadata); the gateway's spans run inside it."""
             with tracer.start_as_current_span(f"{name}.infer", context=propagate.extract(headers or {}),
                                               kind=SpanKind.SERVER):
                 return await super().__call__(body, headers, *args, **kwargs)
 
-        async def preprocess(self, payload: InferRequest, headers: dict[str, str] | None = None):
-            inputs = {i.name: i for i in payload.inputs}
-            unknown = set(inputs) - {"EVENTS", "TILE_IDS", "CONTEXT"}
-            if unknown:
-                raise _invalid("inputs", f"unknown tensors {sorted(unknown)}")
-            if "TILE_IDS" not in inputs:
-                raise _invalid("TILE_IDS", "required")
-            request = pb.RankTilesRequest(customer_id="kserve", tile_ids=_strings(inputs["TILE_IDS"]))
-            try:
-                if "CONTEXT" in inputs:
-                    docs = _strings(inputs["CONTEXT"])
-                    if len(docs) != 1:
-                        raise _invalid("CONTEXT", "one JSON object expected")
-                    json_format.ParseDict(json.loads(docs[0]), request.context)
-                raw = _strings(inputs["EVENTS"]) if "EVENTS" in inputs else []
-                messages = [json_format.ParseDict(json.loads(doc), pb.WebEvent()) for doc in raw]
-            except (ValueError, json_format.ParseError) as exc:
-                raise _invalid("EVENTS/CONTEXT", f"not valid JSON for the contract: {exc}") from None
-            try:
-                core._check_rank_request(request)
-                events = to_events(messages, cfg.max_batch_events) if messages else []
-            except GatewayError as exc:
-                raise _invalid("request", str(exc)) from None
-            now = core.now_ms()
-            with child_span("featurize"):
-                # the gateway's selection (sessions that ended in the lookback, whole), on the events sent
-                sessions = select_sessions(events, now, core.lookback_ms, cfg.max_sessions)
-                _pending.set(_Pending(payload.id or "", request, sessions, now_ms=now,
-                                      raw_outputs=bool(payload.from_grpc and payload.use_binary_outputs)))
-                if not sessions:
-                    return InferRequest(model_name=predictor_model, infer_inputs=[], request_id=payload.id)
-                batch = pad_batch([featurizer.encode(s.events) for s in sessions])
-            tensors = [InferInput("CATEGORICAL", list(batch.categorical.shape), "INT64"),
-                       InferInput("CONTINUOUS", list(batch.continuous.shape), "FP32")]
-            tensors[0].set_data_from_numpy(batch.categorical, binary_data=True)
-            tensors[1].set_data_from_numpy(batch.continuous, binary_data=True)
-            return InferRequest(model_name=predictor_model, infer_inputs=tensors, request_id=payload.id)
-
         async def predict(self, payload, headers=None, response_headers=None):
-            pending = _pending.get()
-            if not pending.sessions:
-                return None
+            if not self.ready or self.app is None:
+                raise ServerNotReady("the reranker is starting (store, Triton's model config) or stopping")
+            call = parse(payload, options.allow_events)
+            gateway = self.app.gateway
             try:
-                with child_span("triton.infer", SpanKind.CLIENT):
-                    return await asyncio.wait_for(self._predict(payload, headers), cfg.triton_timeout_s)
-            except TimeoutError:
-                pending.reason = f"model server slower than {cfg.triton_timeout_s * 1000:.0f} ms"
-            except Exception as exc:  # the predictor failing degrades the answer, never fails it
-                log.warning("predictor call failed: %s", exc)
-                pending.reason = f"model server unavailable: {type(exc).__name__}"
-            return None
-
-        async def _predict(self, payload, headers):
-            """KServe's grpc-v2 predictor call, plus the W3C context of a sampled span as gRPC metadata: kserve
-            forwards only x-request-id, x-b3-traceid and authorization (this relies on kserve 0.21's
-            `_grpc_client`; Triton 2.51 keeps most, not all, traceparents sent as metadata)."""
-            context = inject_headers()
-            if not context:
-                return await super().predict(payload, headers)
-            metadata = [("request_type", "grpc_v2"), ("response_type", "grpc_v2"),
-                        *append_forwardable_headers(headers).items(), *context.items()]
-            return await self._grpc_client.infer(infer_request=payload, headers=tuple(metadata))
-
-        async def postprocess(self, result, headers=None, response_headers=None):
-            pending = _pending.get()
-            intents = None
-            if result is not None:
-                out = {o.name: o.as_numpy() for o in result.outputs}
-                intents = SessionIntents(out["EMBEDDING"], out["INTENT_PROBS"])
-            elif not pending.sessions:
-                intents = SessionIntents(np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32))
-            r = core.rank_with(pending.request, pending.sessions, intents, pending.reason, pending.now_ms)
-            tiles, scores = [t for t, _ in r.tiles], [s for _, s in r.tiles]
-            labels_out, probs = [lb for lb, _ in r.intents], [p for _, p in r.intents]
-            values = {"TILE_IDS": tiles, "SCORES": scores, "INTENTS": labels_out, "INTENT_PROBS": probs,
-                      "SESSIONS_USED": [r.sessions_used], "DEGRADED": [r.degraded]}
-            outputs = []
-            for out_name, dtype, _ in OUTPUTS:
-                data = values[out_name]
-                if not pending.raw_outputs:
-                    outputs.append(InferOutput(out_name, [len(data)], dtype, data))
-                    continue
-                # every output raw, even an empty one, so that raw_output_contents line up with the outputs
-                out = InferOutput(out_name, [len(data)], dtype)
-                out.set_data_from_numpy(np.array([x.encode() for x in data] if dtype == "BYTES" else data,
-                                                 dtype=_NUMPY[dtype]), binary_data=True)
-                outputs.append(out)
-            return InferResponse(pending.request_id, self.name, outputs, use_binary_outputs=pending.raw_outputs,
-                                 parameters={"model_version": r.model_version, "degraded_reason": r.reason})
+                with compat.forwarding(headers):
+                    if call.events is None:
+                        ranking = await gateway.rank(call.request)
+                    else:
+                        ranking = await rank_events(gateway, call.request, call.events)
+            except GatewayError as exc:
+                raise _as_invalid_input(exc) from None
+            if ranking.degraded:
+                METRICS.degraded.labels("reranker").inc()
+                log.warning("degraded ranking (%s): %s", "stateless" if call.events is not None else "by customer",
+                            ranking.reason)
+            return response(ranking, payload.id or "", self.name, call.raw_outputs)
 
     return Reranker()
 
 
-def read_served_model(url: str, featurizer: Featurizer, model: str) -> tuple[tuple[str, ...], str]:
-    """Labels and version of the served ensemble; refuses a featurizer mismatch (as the gateway does).
+# -- command line ----------------------------------------------------------------------------------------------
 
-    Triton's ModelConfig RPC over a plain grpc channel: tritonclient.grpc cannot be imported beside kserve
-    (both register protos of package `inference`), so the request is encoded by hand and the reply parsed
-    with Triton's model_config.proto, loaded from tritonclient's file without its package.
-    """
-    import grpc
-
-    model_config_pb2 = _model_config_pb2()
-    name = model.encode()
-    request = b"\x0a" + _varint(len(name)) + name  # ModelConfigRequest{name = 1}
-    with grpc.insecure_channel(url) as channel:
-        reply = channel.unary_unary("/inference.GRPCInferenceService/ModelConfig")(request, timeout=10)
-    config = model_config_pb2.ModelConfig()
-    if reply[:1] == b"\x0a":  # ModelConfigResponse{config = 1}
-        length, start = _read_varint(reply, 1)
-        config.ParseFromString(reply[start:start + length])
-    doc = json_format.MessageToDict(config, preserving_proto_field_name=True)
-    labels, _, version = served_model(doc, model, featurizer)
-    return labels, version
-
-
-@functools.cache
-def _model_config_pb2():
-    """Triton's model_config_pb2, loaded from tritonclient's file under another module name (importing
-    tritonclient.grpc itself would clash with kserve's protos of package `inference`)."""
-    import importlib.util
-
-    import tritonclient
-
-    path = Path(tritonclient.__file__).parent / "grpc" / "model_config_pb2.py"
-    spec = importlib.util.spec_from_file_location("_triton_model_config_pb2", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def model_config(name: str) -> bytes:
-    """The reranker's Triton ModelConfig (serialized): no batching (max_batch_size 0), the tensors of INPUTS
-    and OUTPUTS; what perf_analyzer reads before it sends load."""
-    mc = _model_config_pb2()
-    config = mc.ModelConfig(name=name, backend="python", max_batch_size=0)
-    for tensor_name, datatype, dims, optional in INPUTS:
-        config.input.add(name=tensor_name, data_type=mc.DataType.Value(_config_type(datatype)), dims=dims,
-                         optional=optional)
-    for tensor_name, datatype, dims in OUTPUTS:
-        config.output.add(name=tensor_name, data_type=mc.DataType.Value(_config_type(datatype)), dims=dims)
-    return config.SerializeToString()
-
-
-def _config_type(datatype: str) -> str:
-    return "TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"
-
-
-def model_config_handler(model_name: str):
-    """A generic gRPC handler for Triton's `inference.GRPCInferenceService/ModelConfig`, beside KServe's servicer
-    (whose proto has no ModelConfig). Messages are bytes: ModelConfigRequest{name = 1, version = 2} is read by
-    hand, the answer is ModelConfigResponse{config = 1}."""
-    import grpc
-
-    config = model_config(model_name)
-    response = b"\x0a" + _varint(len(config)) + config
-
-    async def handle(request: bytes, context) -> bytes:
-        requested, pos = "", 0
-        while pos < len(request):  # find field 1 (name); skip the rest
-            key, pos = _read_varint(request, pos)
-            if key & 7 == 2:
-                length, pos = _read_varint(request, pos)
-                if key >> 3 == 1:
-                    requested = request[pos:pos + length].decode()
-                pos += length
-            elif key & 7 == 0:
-                _, pos = _read_varint(request, pos)
-            else:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed ModelConfigRequest")
-        if requested != model_name:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"Model with name {requested} does not exist.")
-        return response
-
-    identity = None  # bytes in, bytes out
-    return grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {
-        "ModelConfig": grpc.unary_unary_rpc_method_handler(handle, request_deserializer=identity,
-                                                           response_serializer=identity)})
-
-
-def grpc_server(port: int, dataplane, model_repository_extension, kwargs: dict, grace_period: int, model_name: str):
-    """KServe's GRPCServer (its servicer, interceptors and options) with the ModelConfig handler added."""
-    from concurrent import futures
-
-    from grpc import aio
-    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
-    from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, LoggingInterceptor
-    from kserve.protocol.grpc.server import GRPCServer
-    from kserve.protocol.grpc.servicer import InferenceServicer
-
-    class Server(GRPCServer):
-        async def start(self, max_workers):  # kserve 0.21's GRPCServer.start, plus add_generic_rpc_handlers
-            self._server = aio.server(
-                futures.ThreadPoolExecutor(max_workers=max_workers),
-                interceptors=(LoggingInterceptor(), ExceptionToStatusInterceptor()),
-                options=[("grpc.max_send_message_length", self._kwargs.get("grpc_max_send_message_length")),
-                         ("grpc.max_receive_message_length", self._kwargs.get("grpc_max_receive_message_length"))])
-            grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-                InferenceServicer(self._data_plane, self._model_repository_extension), self._server)
-            self._server.add_generic_rpc_handlers((model_config_handler(model_name),))
-            self._server.add_insecure_port(f"[::]:{self._port}")
-            log.info("Starting gRPC server (with Triton's ModelConfig) on [::]:%d, %d workers", self._port,
-                     max_workers)
-            await self._server.start()
-            await self._server.wait_for_termination()
-
-    return Server(port, dataplane, model_repository_extension, kwargs=kwargs, grace_period=grace_period)
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        value |= (byte & 0x7F) << shift
-        pos += 1
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
+def _flag(value: str) -> bool:
+    text = value.strip().lower()
+    if text not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+        raise argparse.ArgumentTypeError(f"not a boolean: {value!r}")
+    return text in ("true", "1", "yes", "on")
 
 
 def parser() -> argparse.ArgumentParser:
-    """KServe's model-server flags (--http_port, --grpc_port, --predictor_host, --predictor_protocol, ...)
-    plus the gateway's settings (--artifacts, --triton-model, ...; env GATEWAY_*)."""
+    """KServe's model-server flags (--http_port, --grpc_port, --predictor_host, --predictor_protocol, ...), the
+    transformer's own (--allow_events, --enable_gateway_grpc) and the gateway's settings (--store, --listen,
+    --artifacts, --triton-model, ...; env GATEWAY_*)."""
     from kserve import model_server
 
     p = argparse.ArgumentParser(prog="python -m gateway.kserve_transformer", parents=[model_server.parser],
                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--allow_events", type=_flag, default=True,
+                   help="serve the stateless variant (an EVENTS input instead of CUSTOMER_ID); default true")
+    p.add_argument("--enable_gateway_grpc", type=_flag, default=True,
+                   help="also serve the typed IntentGatewayService on --listen (GATEWAY_LISTEN); default true")
     GatewayConfig.add_flags(p)
     return p
 
@@ -376,32 +419,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kserve import ModelServer
     from kserve.predictor_config import PredictorConfig
 
-    if args["predictor_protocol"] != "grpc-v2" or not args["predictor_host"]:
-        print("--predictor_host HOST:PORT and --predictor_protocol grpc-v2 are required", file=sys.stderr)
+    from gateway import kserve_compat as compat
+    from gateway.server import JsonFormatter
+
+    host, protocol = args["predictor_host"], args["predictor_protocol"]
+    if protocol not in ("grpc-v2", "v2") or not host:
+        print("--predictor_host HOST:PORT and --predictor_protocol grpc-v2 (or v2, Triton's HTTP) are required",
+              file=sys.stderr)
+        return 2
+    if protocol == "v2" and args["predictor_use_ssl"]:
+        print("--predictor_use_ssl needs --predictor_protocol grpc-v2", file=sys.stderr)
         return 2
     gateway_args = {k: args.get(k) for k in GatewayConfig.__dataclass_fields__}
+    gateway_args["triton_url"] = host if protocol == "grpc-v2" else f"http://{host}"
     cfg = GatewayConfig.load(args.get("config"), overrides=gateway_args)
-    artifacts = Path(cfg.artifacts)
-    featurizer = Featurizer.load(artifacts / "featurizer.json")
-    ranker = Ranker.load(artifacts / "ranker.json")
-    labels, version = read_served_model(args["predictor_host"], featurizer, cfg.triton_model)
-    model = build_model(args["model_name"] if args["model_name"] != "model" else MODEL_NAME, cfg, featurizer,
-                        ranker, labels, version, cfg.triton_model)
-    predictor = PredictorConfig(predictor_host=args["predictor_host"], predictor_protocol="grpc-v2",
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    gateway_log = logging.getLogger("gateway")
+    gateway_log.addHandler(handler)
+    gateway_log.setLevel(cfg.log_level)
+    gateway_log.propagate = False
+    compat.warn_if_other_kserve()
+
+    name = args["model_name"] if args["model_name"] != "model" else MODEL_NAME
+    options = Options(allow_events=args["allow_events"], gateway_grpc=args["enable_gateway_grpc"])
+    telemetry = TelemetrySettings.from_env()
+    predictor = PredictorConfig(predictor_host=host, predictor_protocol=protocol,
                                 predictor_use_ssl=args["predictor_use_ssl"],
                                 predictor_request_timeout_seconds=args["predictor_request_timeout_seconds"],
                                 predictor_request_retries=args["predictor_request_retries"])
-    # gRPC is started here, not by ModelServer, so that its server also answers Triton's ModelConfig
+    # v2 gRPC is served by the model's engine (compat.V2GrpcServer), not by ModelServer, so that it also answers
+    # Triton's ModelConfig
     server = ModelServer(http_port=args["http_port"], grpc_port=args["grpc_port"], workers=1, enable_grpc=False,
                          enable_docs_url=False, enable_latency_logging=args["enable_latency_logging"],
                          predictor_config=predictor)
-    if args["enable_grpc"]:
-        server._grpc_server = grpc_server(args["grpc_port"], server.dataplane, server.model_repository_extension,
-                                          args, server.grace_period, model.name)
-        server.servers.append(server._grpc_server.start(server.max_threads))
-    provider = setup(TelemetrySettings.from_env())  # OTEL_* as for the gateway; nothing when unset
+    v2_grpc = (compat.v2_grpc_server(server, args["grpc_port"], args, {name: model_config(name, options.allow_events)})
+               if args["enable_grpc"] else None)
+    transport = compat.transport_factory(use_ssl=args["predictor_use_ssl"], retries=args["predictor_request_retries"])
+    model = build_model(name, cfg, telemetry, transport, options, v2_grpc)
+    provider = setup(telemetry)  # OTEL_* as for the gateway; nothing when unset
     try:
         server.start([model])
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        log.error("%s", exc)
+        return 2
     finally:
         if provider is not None:
             provider.shutdown()  # flush the last spans

@@ -8,15 +8,15 @@ import json
 import subprocess
 
 import pytest
-from test_gateway_grpc import gw_artifacts, triton, visitor  # noqa: F401 (fixtures)
-from test_kserve_transformer import TILES, event_json, transformer  # noqa: F401 (fixture)
 
-from gateway.bench_all import pa_failure, parse_pa_csv
+from harness.bench_all import pa_failure, parse_pa_csv
+from harness.workload import event_json
 
 pytestmark = pytest.mark.slow
+TILES = ["tile_refinance_rates", "tile_cash_back_card", "tile_open_checking", "tile_auto_loan"]
 
 
-def test_perf_analyzer_measures_the_transformer_over_grpc(transformer, visitor, tmp_path):  # noqa: F811
+def test_perf_analyzer_measures_the_transformer_over_grpc(transformer, visitor, tmp_path):
     from training.export.perf import ensure_perf_analyzer
 
     try:
@@ -41,7 +41,7 @@ def test_perf_analyzer_measures_the_transformer_over_grpc(transformer, visitor, 
     assert metrics["throughput_per_s"] > 0 and metrics["p50_ms"] > 0, metrics
 
 
-def test_tritonclient_reads_the_config_and_raw_outputs(transformer, visitor):  # noqa: F811
+def test_tritonclient_reads_the_config_and_raw_outputs(transformer, visitor):
     import numpy as np
     import tritonclient.grpc as triton_grpc
 
@@ -49,8 +49,10 @@ def test_tritonclient_reads_the_config_and_raw_outputs(transformer, visitor):  #
     _, events = visitor
     client = triton_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
     config = client.get_model_config("reranker", as_json=True)["config"]
-    assert [i["name"] for i in config["input"]] == ["EVENTS", "TILE_IDS", "CONTEXT"]
-    assert config["input"][2].get("optional") and config["input"][0]["data_type"] == "TYPE_STRING"
+    assert [i["name"] for i in config["input"]] == ["CUSTOMER_ID", "EVENTS", "TILE_IDS", "CONTEXT"]
+    # CUSTOMER_ID or EVENTS (the stateless variant these benchmarks drive): both optional for perf_analyzer
+    assert [bool(i.get("optional")) for i in config["input"]] == [True, True, False, True]
+    assert {i["data_type"] for i in config["input"]} == {"TYPE_STRING"}
     metadata = client.get_model_metadata("reranker", as_json=True)
     assert [o["name"] for o in metadata["outputs"]] == ["TILE_IDS", "SCORES", "INTENTS", "INTENT_PROBS",
                                                         "SESSIONS_USED", "DEGRADED"]
