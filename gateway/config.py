@@ -20,6 +20,13 @@ class GatewayConfig:
     redis://HOST:PORT/DB (several replicas)."""
     artifacts: str = "artifacts"
     """Directory with featurizer.json and ranker.json (the same files the models were exported with)."""
+    manifest: str = "model_repository/manifest.json"
+    """The model manifest `make export` wrote beside the Triton repository (core/manifest.py): featurizer.json
+    and ranker.json must hash to its values and Triton's ensemble must carry its hash, at start-up and on
+    every reload."""
+    reload_poll_s: float = 2.0
+    """How often the manifest file and Triton's served ensemble are checked for a new model set (hot reload;
+    SIGHUP checks at once). 0: only on SIGHUP, and when Triton has unloaded the version a request used."""
     triton_url: str = "127.0.0.1:8001"
     """Triton's gRPC endpoint (or its HTTP one, written http://HOST:8000)."""
     triton_trace_url: str = ""

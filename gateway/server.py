@@ -1,4 +1,7 @@
-"""`python -m gateway.server`: the gRPC gateway with health checking, reflection and graceful shutdown."""
+"""`python -m gateway.server`: the gRPC gateway with health checking, reflection and graceful shutdown.
+
+SIGHUP checks for a new model set at once (hot reload, gateway/snapshot.py); SIGINT/SIGTERM drain and stop.
+"""
 
 from __future__ import annotations
 
@@ -84,6 +87,7 @@ async def serve(cfg: GatewayConfig, telemetry: TelemetrySettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, server.app.request_reload)
     await stop.wait()
     log.info("shutdown requested; draining for up to %.1f s", cfg.grace_s)
     await server.stop()

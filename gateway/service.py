@@ -1,13 +1,19 @@
 """The gateway's logic (`Gateway`) and its gRPC face (`GatewayServicer`).
 
 RankTiles: the customer's links -> their visitors' sessions that ended in the lookback window
-(`select_sessions`) -> (cached per session version, else one Triton call for all) embeddings and intent
+(`select_sessions`) -> (cached per session version and model manifest, else one Triton call for all, pinned
+to the snapshot's ensemble version) embeddings and intent
 probabilities -> the ranker's pre-login signal, pooled by `ranker.pool_sessions` (recency weights at the
 ranker's half-life, from each session's end to now, plus the recency features; the plain mean for format
 1/2 rankers), the same function the evaluation pools with -> tile scores. When Triton is down or slower than
 `triton_timeout_s`, the same ranker scores the tiles with the no-session input and the answer says `degraded`.
 Writes hand the visitors they touch to the write-behind embedder (gateway/embedder.py), which usually fills
 that cache before the app asks.
+
+Every answer comes from one model snapshot (gateway/snapshot.py: featurizer, ranker, labels, manifest, Triton
+version), read once at the request's start, and reports its `model_version`. Cache keys are
+`<manifest hash>:<session id>:<event count>` and entries carry a header (gateway/store/base.py): an entry of
+another model set is a miss, never a wrong answer.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -29,9 +35,10 @@ from gateway.api import pb, pb_grpc
 from gateway.config import GatewayConfig
 from gateway.embedder import WriteBehindEmbedder
 from gateway.errors import GatewayError, invalid_argument, not_found
-from gateway.store import SessionStore
+from gateway.snapshot import ModelSnapshot
+from gateway.store import SessionStore, pack_cache_entry, unpack_cache_entry
 from gateway.telemetry import METRICS, child_span
-from gateway.triton_client import SessionIntents, TritonIntentClient
+from gateway.triton_client import SessionIntents, TritonIntentClient, VersionGone
 from gateway.validation import check_id, require_ids, to_events
 
 log = logging.getLogger("gateway")
@@ -66,26 +73,52 @@ class Ranking:
 
 
 class Gateway:
-    def __init__(self, cfg: GatewayConfig, store: SessionStore, intents: TritonIntentClient, ranker: Ranker) -> None:
-        self.cfg, self.store, self.intents, self.ranker = cfg, store, intents, ranker
-        self.lookback_ms = int((cfg.lookback_days or float(ranker.meta.get("lookback_days", 30))) * DAY_MS)
+    """The gateway's logic over one store, one Triton client and the current model snapshot.
+
+    `snapshot` is replaced whole by a reload (gateway/snapshot.py); every request reads it once at its start and
+    uses only that one (`_rank_on`, `_intents_on`), so an answer never mixes two model sets. `refresh(snapshot)`
+    (given by ServingApp) returns a newer snapshot when Triton no longer serves `snapshot`'s version: the
+    request is then retried once, whole, on it. Built as `Gateway(cfg, store, intents, ranker)` (no manifest),
+    the snapshot is `ModelSnapshot.unpinned` from the ranker and the client's labels and version.
+    """
+
+    def __init__(self, cfg: GatewayConfig, store: SessionStore, intents: TritonIntentClient,
+                 ranker: Ranker | None = None, snapshot: ModelSnapshot | None = None,
+                 refresh: Callable[[ModelSnapshot], Awaitable[ModelSnapshot | None]] | None = None) -> None:
+        self.cfg, self.store, self.intents = cfg, store, intents
+        if snapshot is None:
+            if ranker is None:
+                raise ValueError("Gateway needs a ranker or a snapshot")
+            snapshot = ModelSnapshot.unpinned(cfg, ranker, intents.labels, getattr(intents, "version", ""),
+                                              getattr(intents, "featurizer", None))
+        self.snapshot = snapshot
+        self.refresh = refresh
         self.fixed_now = parse_ts(cfg.as_of) if cfg.as_of else None
         self.embedder: WriteBehindEmbedder | None = None
         if cfg.embed_on_write and cfg.cache_embeddings:
             self.embedder = WriteBehindEmbedder(store, self._embed_on_write, lambda: self.read_since_ms(),
                                                 cfg.max_sessions, cfg.embed_delay_ms / 1000)
 
-    def now_ms(self) -> int:
-        return self.fixed_now if self.fixed_now is not None else int(time.time() * 1000)
+    # the current snapshot's parts, for callers that read them outside a request
+    @property
+    def ranker(self) -> Ranker:
+        return self.snapshot.ranker
 
-    def read_since_ms(self, now_ms: int | None = None) -> int:
-        """Where reading a customer's events starts: the lookback plus `SESSION_READ_PAD_MS`."""
-        return (self.now_ms() if now_ms is None else now_ms) - self.lookback_ms - SESSION_READ_PAD_MS
+    @property
+    def lookback_ms(self) -> int:
+        return self.snapshot.lookback_ms
 
     @property
     def model_version(self) -> str:
-        spec = self.ranker.spec
-        return f"{self.intents.version or 'unknown'}+ranker-{spec.signal}-{spec.signal_block}"
+        return self.snapshot.model_version
+
+    def now_ms(self) -> int:
+        return self.fixed_now if self.fixed_now is not None else int(time.time() * 1000)
+
+    def read_since_ms(self, now_ms: int | None = None, snapshot: ModelSnapshot | None = None) -> int:
+        """Where reading a customer's events starts: the lookback plus `SESSION_READ_PAD_MS`."""
+        lookback = (snapshot or self.snapshot).lookback_ms
+        return (self.now_ms() if now_ms is None else now_ms) - lookback - SESSION_READ_PAD_MS
 
     # -- writes
 
@@ -106,7 +139,7 @@ class Gateway:
             self.embedder.submit(anonymous_ids)
 
     async def _embed_on_write(self, sessions: Sequence[Session]) -> str:
-        _, reason = await self.session_intents(sessions, self.cfg.embed_timeout_s, path="write")
+        _, reason, _ = await self.intents_for(sessions, self.cfg.embed_timeout_s, path="write")
         return reason
 
     # -- reads
@@ -121,61 +154,121 @@ class Gateway:
     async def session_intents(self, sessions: Sequence[Session], timeout_s: float | None = None,
                               path: str = "read") -> tuple[SessionIntents | None, str]:
         """Per-session embeddings and probabilities, from the cache or one Triton call; (None, why) if late."""
+        intents, reason, _ = await self.intents_for(sessions, timeout_s, path)
+        return intents, reason
+
+    async def intents_for(self, sessions: Sequence[Session], timeout_s: float | None = None, path: str = "read",
+                          snapshot: ModelSnapshot | None = None
+                          ) -> tuple[SessionIntents | None, str, ModelSnapshot]:
+        """`session_intents` on `snapshot` (default: the current one), retried once on a newer snapshot when
+        Triton no longer serves its version; also returns the snapshot the intents belong to."""
+        snapshot = snapshot or self.snapshot
+        try:
+            return (*await self._intents_on(snapshot, sessions, timeout_s, path), snapshot)
+        except VersionGone:
+            newer = await self._newer(snapshot)
+            if newer is None:
+                return None, f"model version {snapshot.triton_version} is no longer served", snapshot
+        try:
+            return (*await self._intents_on(newer, sessions, timeout_s, path), newer)
+        except VersionGone:
+            return None, f"model version {newer.triton_version} is no longer served", newer
+
+    async def _newer(self, snapshot: ModelSnapshot) -> ModelSnapshot | None:
+        return None if self.refresh is None else await self.refresh(snapshot)
+
+    async def _intents_on(self, snap: ModelSnapshot, sessions: Sequence[Session], timeout_s: float | None,
+                          path: str) -> tuple[SessionIntents | None, str]:
+        """Intents of `sessions` under one snapshot: cache entries of its manifest, else Triton pinned to its
+        version. Raises VersionGone (the caller retries on a newer snapshot); other failures degrade."""
         timeout_s = self.cfg.triton_timeout_s if timeout_s is None else timeout_s
+        dim, k = snap.embedding_dim, len(snap.labels)
         if not sessions:
-            return SessionIntents(np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)), ""
-        keys = [f"{s.session_id}:{len(s.events)}:{self.intents.version}" for s in sessions]
+            return SessionIntents(np.zeros((0, dim), np.float32), np.zeros((0, k), np.float32)), ""
+        keys = [f"{snap.cache_tag}:{s.session_id}:{len(s.events)}" for s in sessions]
         use_cache = self.cfg.cache_embeddings
-        cached = [await self.store.cache_get(k) if use_cache else None for k in keys]
-        missing = [i for i, c in enumerate(cached) if c is None]
-        fresh: SessionIntents | None = None
+        emb, probs = np.zeros((len(sessions), dim), np.float32), np.zeros((len(sessions), k), np.float32)
+        missing = []
+        for i, key in enumerate(keys):
+            entry = unpack_cache_entry(await self.store.cache_get(key), snap.cache_tag, dim, k) if use_cache else None
+            if entry is None:
+                missing.append(i)  # absent, or written by another model set or layout: a miss
+            else:
+                emb[i], probs[i] = entry
         if missing:
+            if snap.unserved:
+                return None, snap.unserved
             METRICS.embedded.labels(path).inc(len(missing))
             try:
-                fresh = await asyncio.wait_for(self.intents.infer([sessions[i].events for i in missing], timeout_s),
-                                               timeout_s)
+                fresh = await asyncio.wait_for(
+                    self.intents.infer([sessions[i].events for i in missing], timeout_s, snap), timeout_s)
+            except VersionGone:
+                raise
             except TimeoutError:
                 return None, f"model server slower than {timeout_s * 1000:.0f} ms"
             except Exception as exc:  # any model-server failure degrades, never fails the caller
                 log.warning("triton call failed: %s", exc)
                 return None, f"model server unavailable: {type(exc).__name__}"
-        dim, k = self.ranker.spec.signal_dim, len(self.intents.labels)
-        emb, probs = np.zeros((len(sessions), dim), np.float32), np.zeros((len(sessions), k), np.float32)
-        for i, blob in enumerate(cached):
-            if blob is not None:
-                row = np.frombuffer(blob, np.float32)
-                emb[i], probs[i] = row[:dim], row[dim:]
-        for j, i in enumerate(missing):
-            emb[i], probs[i] = fresh.embeddings[j], fresh.probabilities[j]
-            if use_cache:
-                await self.store.cache_put(keys[i], np.concatenate([emb[i], probs[i]]).astype(np.float32).tobytes())
+            if fresh.embeddings.shape[1] != dim or fresh.probabilities.shape[1] != k:
+                log.warning("Triton answered %s embeddings and %s probabilities, the manifest says %d and %d",
+                            fresh.embeddings.shape, fresh.probabilities.shape, dim, k)
+                return None, "model server answered other shapes than the manifest's"
+            for j, i in enumerate(missing):
+                emb[i], probs[i] = fresh.embeddings[j], fresh.probabilities[j]
+                if use_cache:
+                    await self.store.cache_put(keys[i], pack_cache_entry(snap.cache_tag, emb[i], probs[i]))
         return SessionIntents(emb, probs), ""
 
-    def top_intents(self, probs: np.ndarray, n: int = 3) -> list[tuple[str, float]]:
-        return [(self.intents.labels[i], float(probs[i])) for i in np.argsort(-probs)[:n]]
+    def top_intents(self, probs: np.ndarray, n: int = 3, labels: Sequence[str] | None = None
+                    ) -> list[tuple[str, float]]:
+        labels = self.snapshot.labels if labels is None else labels
+        return [(labels[i], float(probs[i])) for i in np.argsort(-probs)[:n]]
 
-    async def customer_sessions(self, customer_id: str, now_ms: int | None = None) -> list[Session]:
+    async def customer_sessions(self, customer_id: str, now_ms: int | None = None,
+                                snapshot: ModelSnapshot | None = None) -> list[Session]:
         """The customer's linked sessions the ranker pools at `now_ms` (default: now), see `select_sessions`."""
+        snapshot = snapshot or self.snapshot
         now = self.now_ms() if now_ms is None else now_ms
-        events = await self.store.customer_events(customer_id, self.read_since_ms(now))
-        return select_sessions(events, now, self.lookback_ms, self.cfg.max_sessions)
+        events = await self.store.customer_events(customer_id, self.read_since_ms(now, snapshot))
+        return select_sessions(events, now, snapshot.lookback_ms, self.cfg.max_sessions)
 
     async def rank(self, request: pb.RankTilesRequest) -> Ranking:
-        self._check_rank_request(request)
+        """RankTiles on the snapshot current at the request's start; retried once, whole, on a newer snapshot
+        if Triton dropped that one's version meanwhile."""
+        snapshot = self.snapshot
+        try:
+            return await self._rank_on(request, snapshot)
+        except VersionGone:
+            newer = await self._newer(snapshot)
+        if newer is not None:
+            try:
+                return await self._rank_on(request, newer)
+            except VersionGone:
+                snapshot = newer
+        return await self._rank_on(request, snapshot, degraded=f"model version {snapshot.triton_version} is no "
+                                                             "longer served")
+
+    async def _rank_on(self, request: pb.RankTilesRequest, snap: ModelSnapshot, degraded: str = "") -> Ranking:
+        self._check_rank_request(request, snap)
         now = self.now_ms()
         with child_span("store.lookup") as span:
-            sessions = await self.customer_sessions(request.customer_id, now)
+            sessions = await self.customer_sessions(request.customer_id, now, snap)
             span.set_attribute("sessions", len(sessions))
-        intents, reason = await self.session_intents(sessions)
-        return self.rank_with(request, sessions, intents, reason, now)
+        if degraded:
+            intents, reason = None, degraded
+        else:
+            intents, reason = await self._intents_on(snap, sessions, None, "read")
+        return self.rank_with(request, sessions, intents, reason, now, snap)
 
     def rank_with(self, request: pb.RankTilesRequest, sessions: Sequence[Session], intents: SessionIntents | None,
-                  reason: str, now_ms: int | None = None) -> Ranking:
+                  reason: str, now_ms: int | None = None, snapshot: ModelSnapshot | None = None) -> Ranking:
         """The ranking core shared by RankTiles and the KServe v2 endpoint: tile scores from session intents.
         The sessions are pooled at `now_ms` (default: now) by the ranker's `pool_sessions`, with each session's
-        end time, exactly as the evaluation pools them at an impression's time."""
+        end time, exactly as the evaluation pools them at an impression's time. `snapshot` (default: the
+        current one) must be the one the intents were computed under."""
+        snap = snapshot or self.snapshot
         with child_span("rank") as span:
-            spec = self.ranker.spec
+            spec = snap.ranker.spec
             now = self.now_ms() if now_ms is None else now_ms
             # embeddings and intent probabilities share each session's weight: one pooling for both
             pooled = (spec.pool(np.hstack([intents.embeddings, intents.probabilities]), [s.end_ms for s in sessions],
@@ -188,22 +281,23 @@ class Gateway:
                 list(request.tile_ids), [0] * n, [ctx.segment] * n, [ctx.tenure_months] * n,
                 [list(ctx.products_held)] * n, np.tile(signal, (n, 1)), [has_session] * n,
                 np.tile(recency, (n, 1)))
-            scores = self.ranker.score(features)
+            scores = snap.ranker.score(features)
             order = np.argsort(-scores, kind="stable")
-            explanation = self.top_intents(pooled.signal[spec.signal_dim:]) if has_session else []
+            width = intents.embeddings.shape[1] if intents is not None else spec.signal_dim
+            explanation = self.top_intents(pooled.signal[width:], labels=snap.labels) if has_session else []
             span.set_attribute("tiles", n)
             span.set_attribute("degraded", intents is None)
             return Ranking([(request.tile_ids[i], float(scores[i])) for i in order], explanation,
-                           len(sessions) if has_session else 0, intents is None, reason, self.model_version)
+                           len(sessions) if has_session else 0, intents is None, reason, snap.model_version)
 
-    def _check_rank_request(self, request: pb.RankTilesRequest) -> None:
+    def _check_rank_request(self, request: pb.RankTilesRequest, snapshot: ModelSnapshot | None = None) -> None:
         violations: list[tuple[str, str]] = []
         check_id(request.customer_id, "customer_id", violations)
         if not request.tile_ids:
             violations.append(("tile_ids", "at least one candidate tile is required"))
         if len(request.tile_ids) > self.cfg.max_tiles:
             violations.append(("tile_ids", f"at most {self.cfg.max_tiles} tiles, got {len(request.tile_ids)}"))
-        known, seen = set(self.ranker.spec.tiles), set()
+        known, seen = set((snapshot or self.snapshot).ranker.spec.tiles), set()
         for i, tile in enumerate(request.tile_ids):
             if tile not in known:
                 violations.append((f"tile_ids[{i}]", f"unknown tile {tile!r}"))
@@ -266,25 +360,26 @@ class GatewayServicer(pb_grpc.IntentGatewayServiceServicer):
             raise invalid_argument([("max_sessions", "must be between 0 and 100")])
         value = getattr(request, subject)
         require_ids(**{subject: value})
+        snap = self.gw.snapshot  # one model set for the whole answer
         if subject == "customer_id":
             if not await self.gw.store.links(value):
                 raise not_found("customer", value, "no linked web visitor")
-            sessions = await self.gw.customer_sessions(value)
+            sessions = await self.gw.customer_sessions(value, snapshot=snap)
         else:
             sessions = await self.gw.sessions_of([value], 0)
             if not sessions:
                 raise not_found("visitor", value, "no recorded events")
         sessions = sessions[-(request.max_sessions or self.gw.cfg.max_sessions):]
-        intents, _ = await self.gw.session_intents(sessions)
+        intents, _, snap = await self.gw.intents_for(sessions, snapshot=snap)
         if intents is None:
             METRICS.degraded.labels("GetSessions").inc()
-        out = pb.GetSessionsResponse(degraded=intents is None, model_version=self.gw.model_version)
+        out = pb.GetSessionsResponse(degraded=intents is None, model_version=snap.model_version)
         for i, s in enumerate(sessions):
             msg = out.sessions.add(session_id=s.session_id, anonymous_id=s.anonymous_id, start=iso(s.start_ms),
                                    end=iso(s.events[-1].ts), n_events=len(s.events))
             if intents is not None:
                 msg.intents.extend(pb.IntentScore(label=lb, probability=p)
-                                   for lb, p in self.gw.top_intents(intents.probabilities[i]))
+                                   for lb, p in self.gw.top_intents(intents.probabilities[i], labels=snap.labels))
                 if request.include_embedding:
                     msg.embedding.extend(intents.embeddings[i].tolist())
         return out

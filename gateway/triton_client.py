@@ -1,8 +1,14 @@
 """The Triton client for session intents: the ensemble (session_encoder -> intent_head) over gRPC or HTTP.
 
 Sessions of one request go to Triton in one call (padded to the longest, in chunks of the model's
-max_batch_size); the channel is opened once and reused. At start-up the client reads the ensemble's
-config and refuses a model built with another featurizer than the gateway's: no train/serve skew.
+max_batch_size); the channel is opened once and reused. `served()` reads the ensemble's config: its labels,
+batch limit, featurizer version, and the `manifest_hash` / `repository_version` the export wrote into it, which
+gateway/snapshot.py compares with the gateway's model manifest (at start-up and on every reload).
+
+Every call is pinned to the ensemble version of the request's snapshot (`infer(..., snapshot)`): Triton
+answers with exactly that version's encoder and head, or, once a newer version has replaced it, fails with
+"unknown model ... version N" which becomes `VersionGone` (the gateway then retries once on its newest
+snapshot).
 
 `url` is Triton's gRPC endpoint (`HOST:8001`), or its HTTP endpoint written `http://HOST:8000`. Triton 2.51
 keeps every W3C `traceparent` sent as an HTTP header but drops a few sent as gRPC metadata, so a traced
@@ -25,8 +31,12 @@ from core.featurizer import Featurizer, pad_batch
 from gateway.telemetry import child_span, inject_headers
 
 
-class ModelMismatch(RuntimeError):
-    pass
+class ModelMismatch(ValueError):
+    """Triton serves a model the gateway must not use with its artifacts (the message says what to do)."""
+
+
+class VersionGone(RuntimeError):
+    """Triton no longer serves the ensemble version a call was pinned to: a newer version replaced it."""
 
 
 @dataclass(frozen=True)
@@ -35,15 +45,47 @@ class SessionIntents:
     probabilities: np.ndarray  # float32 [N, K]
 
 
-def served_model(config: dict, model: str, featurizer: Featurizer) -> tuple[tuple[str, ...], int, str]:
-    """(labels, max batch, version) from the ensemble's config (JSON); refuses another featurizer version."""
+@dataclass(frozen=True)
+class ServedModel:
+    """What the ensemble's config says about the served model."""
+
+    labels: tuple[str, ...]
+    max_batch: int
+    featurizer_version: str
+    taxonomy_version: str
+    manifest_hash: str
+    repository_version: str
+    params: dict[str, str]
+
+    @property
+    def version(self) -> str:
+        """The pre-manifest version string, featurizer/taxonomy."""
+        return f"{self.featurizer_version}/{self.taxonomy_version}"
+
+
+def parse_served(config: dict) -> ServedModel:
+    """ServedModel from the ensemble's config (Triton's JSON form)."""
     params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
-    served = params.get("featurizer_version", "")
-    if served != featurizer.version:
-        raise ModelMismatch(f"Triton model {model!r} was built with featurizer {served!r}, "
+    labels = tuple(x for x in params.get("labels", "").split(",") if x)
+    return ServedModel(labels, int(config.get("max_batch_size", 64)) or 64, params.get("featurizer_version", ""),
+                       params.get("taxonomy_version", ""), params.get("manifest_hash", ""),
+                       params.get("repository_version", ""), params)
+
+
+def served_model(config: dict, model: str, featurizer: Featurizer) -> tuple[tuple[str, ...], int, str]:
+    """(labels, max batch, version) from the ensemble's config (JSON); refuses another featurizer version.
+    (The manifest-less check; the gateway itself compares manifests, gateway/snapshot.py.)"""
+    served = parse_served(config)
+    if served.featurizer_version != featurizer.version:
+        raise ModelMismatch(f"Triton model {model!r} was built with featurizer {served.featurizer_version!r}, "
                             f"the gateway has {featurizer.version!r}: export and deploy them together")
-    labels = tuple(params["labels"].split(","))
-    return labels, int(config.get("max_batch_size", 64)) or 64, f"{served}/{params.get('taxonomy_version', '')}"
+    return served.labels, served.max_batch, served.version
+
+
+def is_version_gone(exc: BaseException) -> bool:
+    """Whether Triton refused a call because the model version is not (or no longer) loaded."""
+    text = str(exc)
+    return "unknown model" in text or "is not at ready state" in text
 
 
 class _Transport:
@@ -65,7 +107,7 @@ class _Transport:
         return (await self.client.get_model_config(model, as_json=True, client_timeout=timeout_s))["config"]
 
     async def infer(self, model: str, categorical: np.ndarray, continuous: np.ndarray, timeout_s: float,
-                    headers: dict[str, str] | None):
+                    headers: dict[str, str] | None, version: str = ""):
         api = self.api
         inputs = [api.InferInput("CATEGORICAL", list(categorical.shape), "INT64"),
                   api.InferInput("CONTINUOUS", list(continuous.shape), "FP32")]
@@ -73,8 +115,9 @@ class _Transport:
         inputs[1].set_data_from_numpy(continuous)
         outputs = [api.InferRequestedOutput("EMBEDDING"), api.InferRequestedOutput("INTENT_PROBS")]
         if self.http:
-            return await self.client.infer(model, inputs, outputs=outputs, headers=headers)
-        return await self.client.infer(model, inputs, outputs=outputs, client_timeout=timeout_s, headers=headers)
+            return await self.client.infer(model, inputs, model_version=version, outputs=outputs, headers=headers)
+        return await self.client.infer(model, inputs, model_version=version, outputs=outputs,
+                                       client_timeout=timeout_s, headers=headers)
 
     async def close(self) -> None:
         await self.client.close()
@@ -82,12 +125,14 @@ class _Transport:
 
 class Transport(Protocol):
     """How the client reaches Triton: `_Transport` (tritonclient gRPC or HTTP), or another implementation
-    with the same calls (the KServe transformer's, on kserve's own gRPC client)."""
+    with the same calls (the KServe transformer's, on kserve's own gRPC client). `infer` gets `version` (the
+    ensemble version to pin, as a keyword) whenever the gateway has one; Triton's refusal of an unloaded
+    version must surface as an exception whose text keeps Triton's message (`is_version_gone`)."""
 
     async def config(self, model: str, timeout_s: float) -> dict: ...
 
     async def infer(self, model: str, categorical: np.ndarray, continuous: np.ndarray, timeout_s: float,
-                    headers: dict[str, str] | None) -> Any: ...
+                    headers: dict[str, str] | None, version: str = "") -> Any: ...
 
     async def close(self) -> None: ...
 
@@ -99,6 +144,7 @@ TransportFactory = Callable[[str], Transport]
 class TritonIntentClient:
     def __init__(self, url: str, featurizer: Featurizer, model: str = "intent_pipeline", trace_url: str = "",
                  transport: TransportFactory | None = None) -> None:
+        """`featurizer`: the one used when `infer` gets no snapshot (a snapshot carries its own)."""
         self.url = url
         self.model = model
         self.featurizer = featurizer
@@ -109,26 +155,45 @@ class TritonIntentClient:
         self.version = ""
         self.max_batch = 64
 
+    async def served(self, timeout_s: float = 5.0) -> ServedModel:
+        """What Triton serves now under the ensemble's name (its config)."""
+        return parse_served(await self.transport.config(self.model, timeout_s))
+
     async def connect(self, timeout_s: float = 5.0) -> None:
-        """Read labels, batch limit and versions from the served ensemble; refuse a featurizer mismatch."""
+        """Read labels, batch limit and versions from the served ensemble; refuse a featurizer mismatch.
+        (The manifest-less path; ServingApp checks the manifest instead, gateway/snapshot.py.)"""
         config = await self.transport.config(self.model, timeout_s)
         self.labels, self.max_batch, self.version = served_model(config, self.model, self.featurizer)
 
-    async def infer(self, sessions: Sequence[Sequence], timeout_s: float) -> SessionIntents:
-        """Embeddings and intent probabilities for sessions (each a sequence of contract events)."""
+    async def infer(self, sessions: Sequence[Sequence], timeout_s: float, snapshot: Any = None) -> SessionIntents:
+        """Embeddings and intent probabilities for sessions (each a sequence of contract events).
+
+        With a `snapshot` (gateway.snapshot.ModelSnapshot) its featurizer and batch limit are used and the call
+        is pinned to its ensemble version; VersionGone when Triton no longer serves that version."""
+        featurizer = self.featurizer if snapshot is None else snapshot.featurizer
+        max_batch = self.max_batch if snapshot is None else snapshot.max_batch
+        version = "" if snapshot is None else snapshot.triton_version
         with child_span("featurize") as span:
-            encoded = [self.featurizer.encode(events) for events in sessions]
-            batches = [pad_batch(encoded[start:start + self.max_batch])
-                       for start in range(0, len(encoded), self.max_batch)]
+            encoded = [featurizer.encode(events) for events in sessions]
+            batches = [pad_batch(encoded[start:start + max_batch]) for start in range(0, len(encoded), max_batch)]
             span.set_attribute("sessions", len(encoded))
         embeddings, probabilities = [], []
         for batch in batches:
             with child_span("triton.infer", SpanKind.CLIENT) as span:
                 span.set_attribute("triton.model", self.model)
                 span.set_attribute("triton.batch", int(batch.categorical.shape[0]))
+                if version:
+                    span.set_attribute("triton.model_version", version)
                 headers = inject_headers() or None  # only a sampled span has any
                 transport = self.traced if headers else self.transport
-                result = await transport.infer(self.model, batch.categorical, batch.continuous, timeout_s, headers)
+                pinned = {"version": version} if version else {}
+                try:
+                    result = await transport.infer(self.model, batch.categorical, batch.continuous, timeout_s,
+                                                   headers, **pinned)
+                except Exception as exc:
+                    if version and is_version_gone(exc):
+                        raise VersionGone(f"Triton no longer serves {self.model} version {version}") from exc
+                    raise
             embeddings.append(result.as_numpy("EMBEDDING"))
             probabilities.append(result.as_numpy("INTENT_PROBS"))
         return SessionIntents(np.concatenate(embeddings), np.concatenate(probabilities))

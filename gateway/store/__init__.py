@@ -7,6 +7,13 @@
 Both pass tests/integration/test_store_conformance.py.
 """
 
-from gateway.store.base import Link, SessionStore, StoreLimits, open_store
+from gateway.store.base import (
+    Link,
+    SessionStore,
+    StoreLimits,
+    open_store,
+    pack_cache_entry,
+    unpack_cache_entry,
+)
 
-__all__ = ["Link", "SessionStore", "StoreLimits", "open_store"]
+__all__ = ["Link", "SessionStore", "StoreLimits", "open_store", "pack_cache_entry", "unpack_cache_entry"]

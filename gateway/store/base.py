@@ -1,10 +1,15 @@
-"""The store's interface, its records and the limits every implementation enforces."""
+"""The store's interface, its records, the limits every implementation enforces, and the embedding cache's
+entry format."""
 
 from __future__ import annotations
 
+import hashlib
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
+
+import numpy as np
 
 from core.contract import Event
 
@@ -78,6 +83,47 @@ class SessionStore(Protocol):
     async def cache_put(self, key: str, value: bytes) -> None: ...
 
     async def close(self) -> None: ...
+
+
+# -- the embedding cache's entries ------------------------------------------------------------------------
+CACHE_MAGIC = b"IEMB"
+CACHE_FORMAT = 1
+_HEADER = struct.Struct("<4sB8sHH")
+"""magic, format, manifest hash (8 bytes), embedding dim, label count: 17 bytes before the float32 values."""
+
+
+def _tag(manifest_hash: str) -> bytes:
+    """The manifest hash as 8 bytes (its 16 hex digits; any other text is hashed down to 8 bytes)."""
+    try:
+        raw = bytes.fromhex(manifest_hash)
+    except ValueError:
+        raw = b""
+    return raw if len(raw) == 8 else hashlib.sha256(manifest_hash.encode()).digest()[:8]
+
+
+def pack_cache_entry(manifest_hash: str, embedding: np.ndarray, probabilities: np.ndarray) -> bytes:
+    """One session's embedding and intent probabilities behind a header that says what made them.
+
+    Cache keys already carry the manifest hash; the header is the second lock: an entry written by another
+    model set, another layout or a truncated write is detected on read (`unpack_cache_entry`) and treated as
+    a miss, never decoded into a wrong answer. Redis entries outlive a gateway, so this matters across
+    deployments that share one store."""
+    emb = np.asarray(embedding, "<f4").reshape(-1)
+    probs = np.asarray(probabilities, "<f4").reshape(-1)
+    return _HEADER.pack(CACHE_MAGIC, CACHE_FORMAT, _tag(manifest_hash), len(emb), len(probs)) + emb.tobytes() + \
+        probs.tobytes()
+
+
+def unpack_cache_entry(blob: bytes | None, manifest_hash: str, dim: int, labels: int
+                       ) -> tuple[np.ndarray, np.ndarray] | None:
+    """(embedding, probabilities) of an entry written for this manifest with these dims, else None (a miss)."""
+    if blob is None or len(blob) != _HEADER.size + 4 * (dim + labels):
+        return None
+    magic, fmt, tag, e, k = _HEADER.unpack_from(blob)
+    if magic != CACHE_MAGIC or fmt != CACHE_FORMAT or tag != _tag(manifest_hash) or (e, k) != (dim, labels):
+        return None
+    values = np.frombuffer(blob, "<f4", offset=_HEADER.size).astype(np.float32)
+    return values[:dim], values[dim:]
 
 
 def open_store(url: str, limits: StoreLimits | None = None) -> SessionStore:

@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.manifest import sha256_file
+
 log = logging.getLogger("training.evaluation")
 
 
@@ -173,6 +175,9 @@ def run(s: Settings, llm_client=None) -> dict:
     served = next(r.ranker for r in results["main"].runs if r.name == "embedding")
     served = type(served)(served.spec, served.weights, served.bias,
                           {**served.meta, "encoder": str(s.artifacts / "encoder.pt"), "head": str(s.head),
+                           # the encoder's fingerprint: export refuses to ship this ranker beside another encoder
+                           # (its signal is that encoder's embedding space; core/manifest.py)
+                           "encoder_sha256": sha256_file(s.artifacts / "encoder.pt"),
                            "featurizer_version": json.loads((s.artifacts / "featurizer.json").read_text()).get(
                                "version"),
                            "lookback_days": s.lookback_days, "signal_pooling": signal_pooling(served.spec)})

@@ -1,6 +1,12 @@
-"""`python -m training.export`: export, serve-triton, bench-triton, fetch-perf-analyzer.
+"""`python -m training.export`: export, serve-triton, load-triton, bench-triton, fetch-perf-analyzer.
 
 Every flag can also come from the environment as INTENT_<FLAG> (e.g. INTENT_TARGET=gpu).
+
+Hot reload, step by step (build.py and triton_server.py say why each step is safe):
+    python -m training.export serve-triton --model-control explicit      # Triton, models loaded by request
+    python -m training.export export --version next                      # version v+1 beside v, new manifest
+    python -m training.export load-triton --url 127.0.0.1:8001           # Triton serves v+1; the gateway
+                                                                          # follows within reload_poll_s
 """
 
 from __future__ import annotations
@@ -57,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "repository", "model_repository", "Triton model repository to write", type=Path)
     add_flag(p, "target", "cpu", "cpu: python backend + onnxruntime; gpu: TensorRT plans", choices=["cpu", "gpu"])
     add_flag(p, "precision", "fp16", "gpu: encoder engine precision", choices=["fp16", "fp32"])
+    add_flag(p, "version", "current", "repository version to write: 'current' rewrites the newest in place (1 in "
+             "a new repository), 'next' writes v+1 beside v (hot reload), or a number")
+    add_flag(p, "ranker", "", "tile ranker pinned by the manifest (default ARTIFACTS/ranker.json)", type=Path)
+    add_flag(p, "taxonomy", "", "taxonomy pinned by the manifest (default ARTIFACTS/taxonomy.yaml)", type=Path)
+    p.add_argument("--allow-unpinned-ranker", action="store_true",
+                   help="export a ranker.json that records no encoder fingerprint (meta.encoder_sha256)")
     _add_serving(p)
 
     p = sub.add_parser("serve-triton", help="serve a model repository on the real Triton (CPU) until Ctrl-C/SIGTERM")
@@ -67,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "metrics-port", 8002, "Prometheus metrics port", type=int)
     add_flag(p, "log", ".cache/triton/tritonserver.log", "Triton's log file", type=Path)
     add_flag(p, "workdir", ".cache/triton", "where the backend directory is assembled", type=Path)
+    add_flag(p, "model-control", "none", "none: load every model at start; explicit: also load new versions on "
+             "request (load-triton), for hot reload", choices=["none", "explicit"])
+
+    p = sub.add_parser("load-triton", help="load the repository's newest version into a Triton in explicit model "
+                                           "control mode, and check it serves the repository's manifest")
+    add_flag(p, "url", "127.0.0.1:8001", "Triton's gRPC endpoint")
+    add_flag(p, "repository", "model_repository", "the repository Triton serves (its manifest.json is checked)",
+             type=Path)
+    add_flag(p, "timeout", 120.0, "seconds to wait for the load", type=float)
 
     p = sub.add_parser("bench-triton", help="perf_analyzer on the ensemble, with and without dynamic batching")
     add_flag(p, "artifacts", "artifacts", "trained featurizer.json + encoder.pt", type=Path)
@@ -85,21 +106,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = ("export", "serve-triton", "bench-triton", "fetch-perf-analyzer")
+COMMANDS = ("export", "serve-triton", "load-triton", "bench-triton", "fetch-perf-analyzer")
 
 
 def _export(args: argparse.Namespace) -> int:
     from training.export.build import ExportError, export
 
+    given = lambda p: str(p) not in ("", ".")  # noqa: E731
     try:
         result = export(args.artifacts, args.head, args.repository, _serving(args, args.target),
-                        fp16=args.precision == "fp16")
+                        fp16=args.precision == "fp16", version=args.version,
+                        ranker=args.ranker if given(args.ranker) else None,
+                        taxonomy=args.taxonomy if given(args.taxonomy) else None,
+                        allow_unpinned_ranker=args.allow_unpinned_ranker)
     except ExportError as exc:
         log.error("%s", exc)
         return 1
     worst = max(result.onnx_parity.values())
-    print(f"wrote {result.repository} for {result.target}: {', '.join(result.configs)}; "
+    print(f"wrote {result.repository} version {result.version} for {result.target}: {', '.join(result.configs)}; "
           f"{len(result.labels)} intents; ONNX vs PyTorch max abs diff {worst:.1e}")
+    print(f"manifest {result.manifest}: model_version {result.model_version}")
     if result.engine_parity:
         print(f"TensorRT vs onnxruntime max abs diff: {json.dumps(result.engine_parity)}")
     return 0
@@ -115,7 +141,8 @@ def _serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     server = TritonServer(args.repository, grpc_port=args.grpc_port, http_port=args.http_port,
-                          metrics_port=args.metrics_port, host=args.host, log_path=args.log, workdir=args.workdir)
+                          metrics_port=args.metrics_port, host=args.host, log_path=args.log, workdir=args.workdir,
+                          model_control=args.model_control)
     print(f"starting Triton on {args.repository}; log: {server.log_path}", flush=True)
     try:
         server.start()
@@ -131,6 +158,20 @@ def _serve(args: argparse.Namespace) -> int:
                 return 1
         print("stopping Triton", flush=True)
     print("stopped", flush=True)
+    return 0
+
+
+def _load(args: argparse.Namespace) -> int:
+    from core.manifest import MANIFEST_FILE, Manifest
+    from training.export.triton_server import TritonLoadError, load_version
+
+    manifest = Manifest.load(args.repository / MANIFEST_FILE)
+    try:
+        served = load_version(args.url, manifest, args.timeout)
+    except TritonLoadError as exc:
+        log.error("%s", exc)
+        return 1
+    print(f"Triton at {args.url} serves {manifest.model} version {served} ({manifest.model_version})")
     return 0
 
 
@@ -167,7 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in _QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
-    handlers = {"export": _export, "serve-triton": _serve, "bench-triton": _bench, "fetch-perf-analyzer": _fetch}
+    handlers = {"export": _export, "serve-triton": _serve, "load-triton": _load, "bench-triton": _bench,
+                "fetch-perf-analyzer": _fetch}
     try:
         return handlers[args.command](args)
     except (FileNotFoundError, ValueError) as exc:

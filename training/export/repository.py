@@ -1,11 +1,23 @@
 """The Triton model repository: session_encoder -> intent_head, wired as the ensemble intent_pipeline.
 
     <repository>/
-      session_encoder/config.pbtxt   1/model.onnx + 1/model.py (cpu)  |  1/model.plan (gpu)
-      intent_head/config.pbtxt       1/model.onnx + 1/model.py (cpu)  |  1/model.plan (gpu)
+      manifest.json                  the model manifest of the newest version (core/manifest.py; build.py)
+      session_encoder/config.pbtxt   <v>/model.onnx + <v>/model.py + <v>/params.json (cpu)  |  <v>/model.plan (gpu)
+      intent_head/config.pbtxt       <v>/model.onnx + <v>/model.py (cpu)  |  <v>/model.plan (gpu)
                   labels.txt
-      intent_pipeline/config.pbtxt   1/ (empty: an ensemble has no model file)
+      intent_pipeline/config.pbtxt   <v>/ (empty: an ensemble has no model file)
                       labels.txt     names INTENT_PROBS' columns (label_filename), for Triton's classification
+
+Versions (hot reload, see build.py): an export writes one repository version v (1 by default; `--version next`
+writes v+1 beside v). Triton shares a model's config.pbtxt between all its versions, so
+  * the ensemble's steps are pinned to `model_version: v` (never -1: "latest" resolves per step, so one request
+    could run encoder v and head v+1 while the head loads) and the ensemble keeps only its newest version
+    (`version_policy latest 1`; its config carries the manifest's `manifest_hash` and `repository_version`);
+  * the composing models keep their newest two versions (`version_policy_latest`, default 2), so the ensemble
+    version being replaced still finds its own steps while its in-flight requests finish;
+  * what differs between versions of one composing model cannot live in its config: the encoder's
+    vocabulary sizes, max_len and length buckets are in `<v>/params.json`, which its model.py prefers over the
+    config's parameters; tensor shapes must stay the same across versions (build.py refuses otherwise).
 
 Targets: `gpu` writes `platform: "tensorrt_plan"` models (serve in the NGC Triton container); `cpu` writes
 python-backend models that run the ONNX with onnxruntime, because the Triton in the PyPI wheel has only the
@@ -32,7 +44,10 @@ Target = Literal["cpu", "gpu"]
 TARGETS: tuple[Target, ...] = ("cpu", "gpu")
 ENCODER, HEAD, PIPELINE = "session_encoder", "intent_head", "intent_pipeline"
 VERSION = "1"
+"""The version folder the hand-written model.py files are kept in (and the default repository version)."""
 LABELS_FILE = "labels.txt"
+PARAMS_FILE = "params.json"
+"""Per-version parameters of a python-backend model (the config's parameters are shared by every version)."""
 PYTHON_MODELS = Path(__file__).resolve().parents[2] / "model_repository"
 """Where the hand-written model.py files live (tracked in git); copied into other repository paths."""
 
@@ -58,8 +73,9 @@ class ServingConfig:
     length_buckets: tuple[int, ...] = (8, 16, 32, 64)
     """cpu: requests in one batch are padded to the longest within these length buckets (one onnxruntime
     call per bucket) instead of to the longest overall; most sessions are short."""
-    version_policy_latest: int = 1
-    """Serve the newest N versions found under each model folder."""
+    version_policy_latest: int = 2
+    """The composing models serve their newest N versions: 2 keeps version v-1 loaded beside v, so requests of
+    the ensemble version being replaced finish on v-1 entirely (the ensemble itself always keeps 1)."""
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -102,6 +118,10 @@ def _parameters(params: dict[str, str]) -> str:
                      for k, v in params.items())
 
 
+def _policy(latest: int) -> str:
+    return f"version_policy: {{ latest: {{ num_versions: {latest} }} }}"
+
+
 def _scheduling(cfg: ServingConfig, instances: int) -> str:
     kind = "KIND_GPU" if cfg.target == "gpu" else "KIND_CPU"
     parts = [f"instance_group [ {{ count: {instances} kind: {kind} }} ]"]
@@ -110,7 +130,7 @@ def _scheduling(cfg: ServingConfig, instances: int) -> str:
             if cfg.preferred_batch_sizes else []
         body.append(f"  max_queue_delay_microseconds: {cfg.max_queue_delay_us}")
         parts.append("dynamic_batching {\n" + "\n".join(body) + "\n}")
-    parts.append(f"version_policy: {{ latest: {{ num_versions: {cfg.version_policy_latest} }} }}")
+    parts.append(_policy(cfg.version_policy_latest))
     return "\n".join(parts)
 
 
@@ -118,6 +138,17 @@ def _header(name: str, what: str, cfg: ServingConfig) -> str:
     runtime = 'platform: "tensorrt_plan"' if cfg.target == "gpu" else 'backend: "python"'
     return (f"# {what}\n# Written by `python -m training.export export --target {cfg.target}`; edit ServingConfig, "
             f"not this file.\nname: \"{name}\"\n{runtime}\nmax_batch_size: {cfg.max_batch_size}")
+
+
+def encoder_params(shapes: ModelShapes, cfg: ServingConfig) -> dict[str, str]:
+    """The encoder's parameters: in its config (the newest version's) and, on cpu, in each version's
+    params.json (what that version's model.py uses)."""
+    params = {"featurizer_version": shapes.featurizer_version, "max_len": str(shapes.max_len)}
+    if cfg.target == "cpu":
+        params |= {"cardinalities": json.dumps(list(shapes.cardinalities)),
+                   "intra_op_num_threads": str(cfg.ort_threads),
+                   "length_buckets": ",".join(map(str, cfg.length_buckets))}
+    return params
 
 
 def encoder_config(shapes: ModelShapes, cfg: ServingConfig) -> str:
@@ -128,11 +159,7 @@ def encoder_config(shapes: ModelShapes, cfg: ServingConfig) -> str:
     ])
     outputs = _tensors("output", [_tensor("EMBEDDING", "TYPE_FP32", [shapes.embedding_dim]),
                                   _tensor("EMBEDDING_TO_HEAD", "TYPE_FP32", [shapes.embedding_dim])])
-    params = {"featurizer_version": shapes.featurizer_version, "max_len": str(shapes.max_len)}
-    if cfg.target == "cpu":
-        params |= {"cardinalities": json.dumps(list(shapes.cardinalities)),
-                   "intra_op_num_threads": str(cfg.ort_threads),
-                   "length_buckets": ",".join(map(str, cfg.length_buckets))}
+    params = encoder_params(shapes, cfg)
     what = ("session_encoder: featurized session [L events] -> embedding. Inputs are the featurizer's arrays "
             "(url id 0 = padding); L is 1..max_len.\n# EMBEDDING_TO_HEAD repeats EMBEDDING for the ensemble's head "
             "step (see training/export/onnx_export.py for why).")
@@ -150,7 +177,8 @@ def head_config(shapes: ModelShapes, cfg: ServingConfig) -> str:
     return "\n".join(parts + ([_parameters(params)] if params else [])) + "\n"
 
 
-def pipeline_config(shapes: ModelShapes, cfg: ServingConfig) -> str:
+def pipeline_config(shapes: ModelShapes, cfg: ServingConfig, version: int = 1, manifest_hash: str = "") -> str:
+    """The ensemble for repository version `version`: both steps pinned to it (see the module docstring)."""
     inputs = _tensors("input", [_tensor("CATEGORICAL", "TYPE_INT64", [-1, shapes.n_categorical]),
                                 _tensor("CONTINUOUS", "TYPE_FP32", [-1, shapes.n_continuous])])
     outputs = _tensors("output", [
@@ -161,7 +189,7 @@ def pipeline_config(shapes: ModelShapes, cfg: ServingConfig) -> str:
   step [
     {{
       model_name: "{ENCODER}"
-      model_version: -1
+      model_version: {version}
       input_map {{ key: "CATEGORICAL" value: "CATEGORICAL" }}
       input_map {{ key: "CONTINUOUS" value: "CONTINUOUS" }}
       output_map {{ key: "EMBEDDING" value: "EMBEDDING" }}
@@ -169,48 +197,68 @@ def pipeline_config(shapes: ModelShapes, cfg: ServingConfig) -> str:
     }},
     {{
       model_name: "{HEAD}"
-      model_version: -1
+      model_version: {version}
       input_map {{ key: "EMBEDDING" value: "session_embedding" }}
       output_map {{ key: "INTENT_PROBS" value: "INTENT_PROBS" }}
     }}
   ]
 }}"""
     header = (f"# intent_pipeline: the served entry point, {ENCODER} -> {HEAD}. Clients send featurized sessions"
-              f" and read EMBEDDING and INTENT_PROBS;\n# featurizer_version lets a client refuse to talk to a "
-              f"model built with another featurizer.\nname: \"{PIPELINE}\"\nplatform: \"ensemble\"\n"
-              f"max_batch_size: {cfg.max_batch_size}")
+              f" and read EMBEDDING and INTENT_PROBS;\n# manifest_hash names the model manifest (manifest.json) of "
+              f"this repository version: the gateway refuses an ensemble\n# exported with another one. Steps are "
+              f"pinned to version {version}; only the newest ensemble version is served.\n"
+              f"name: \"{PIPELINE}\"\nplatform: \"ensemble\"\nmax_batch_size: {cfg.max_batch_size}")
     params = _parameters({"featurizer_version": shapes.featurizer_version,
-                          "taxonomy_version": shapes.taxonomy_version, "labels": ",".join(shapes.labels)})
-    policy = f"version_policy: {{ latest: {{ num_versions: {cfg.version_policy_latest} }} }}"
+                          "taxonomy_version": shapes.taxonomy_version, "labels": ",".join(shapes.labels),
+                          "manifest_hash": manifest_hash, "repository_version": str(version)})
+    policy = _policy(1)
     return "\n".join([header, inputs, outputs, steps, policy, params]) + "\n"
 
 
 # -- writing ----------------------------------------------------------------------------------------------
-def write_repository(repository: Path, shapes: ModelShapes, cfg: ServingConfig,
-                     model_files: dict[str, Path]) -> dict[str, Path]:
-    """Write configs, labels and model files; `model_files` maps ENCODER/HEAD to the .onnx (cpu) or .plan (gpu).
+def write_repository(repository: Path, shapes: ModelShapes, cfg: ServingConfig, model_files: dict[str, Path],
+                     version: int = 1, manifest_hash: str = "") -> dict[str, Path]:
+    """Write configs, labels and model files of repository version `version`; `model_files` maps ENCODER/HEAD
+    to the .onnx (cpu) or .plan (gpu).
 
-    Returns the written config paths by model name. Files of the other target in a version folder are
-    removed, so a switch from gpu to cpu (or back) leaves no stale model behind.
+    Returns the written config paths by model name. Files of the other target in the version folder are
+    removed, so a switch from gpu to cpu (or back) leaves no stale model behind. Other versions' folders are
+    left as they are (build.py decides which version to write).
     """
     want = "model.onnx" if cfg.target == "cpu" else "model.plan"
     stale = "model.plan" if cfg.target == "cpu" else "model.onnx"
     configs = {ENCODER: encoder_config(shapes, cfg), HEAD: head_config(shapes, cfg),
-               PIPELINE: pipeline_config(shapes, cfg)}
+               PIPELINE: pipeline_config(shapes, cfg, version, manifest_hash)}
     written: dict[str, Path] = {}
     for name, text in configs.items():
-        version_dir = repository / name / VERSION
+        version_dir = repository / name / str(version)
         version_dir.mkdir(parents=True, exist_ok=True)
         (version_dir / stale).unlink(missing_ok=True)
+        (version_dir / PARAMS_FILE).unlink(missing_ok=True)
         if name in model_files:
             shutil.copyfile(model_files[name], version_dir / want)
             if cfg.target == "cpu":
                 _copy_python_model(name, version_dir / "model.py")
+        if name == ENCODER and cfg.target == "cpu":
+            (version_dir / PARAMS_FILE).write_text(json.dumps(encoder_params(shapes, cfg), indent=1) + "\n")
         if name in (HEAD, PIPELINE):
             (repository / name / LABELS_FILE).write_text("\n".join(shapes.labels) + "\n")
         (repository / name / "config.pbtxt").write_text(text)
         written[name] = repository / name / "config.pbtxt"
     return written
+
+
+def served_versions(repository: Path, name: str = ENCODER) -> list[int]:
+    """The version folders of `name` that hold a model file (or, for the ensemble, exist), ascending."""
+    folder = Path(repository) / name
+    if not folder.is_dir():
+        return []
+    found = []
+    for child in folder.iterdir():
+        if child.is_dir() and child.name.isdigit() and (
+                name == PIPELINE or (child / "model.onnx").exists() or (child / "model.plan").exists()):
+            found.append(int(child.name))
+    return sorted(found)
 
 
 def _copy_python_model(name: str, dest: Path) -> None:

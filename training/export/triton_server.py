@@ -11,6 +11,25 @@ What it needs to start (found by trial on this machine, see ARCHITECTURE.md):
 
     with TritonServer(Path("model_repository")) as server:
         client = tritonclient.grpc.InferenceServerClient(server.grpc_url)
+
+Model control (`model_control`): "none" loads every model at start and never again; "explicit" (hot reload)
+loads every model at start too (`--load-model=*`) and later whatever is asked by the load API
+(`load_version`, `python -m training.export load-triton`). What a load of a new repository version does, as
+measured on this Triton (2.51.0, python backend, ensemble of two; 4 clients sending throughout, the old
+encoder made slow so that requests were in flight at the swap):
+  * a plain file at the repository root (manifest.json) is ignored in both modes (not in the repository
+    index, no error);
+  * loading the ensemble alone (`load_model("intent_pipeline")`) also loads the new versions of its composing
+    models: Triton reloads a model's loaded versions with the new config (all versions of a model share one
+    config.pbtxt: per-version settings must live in the version folder) and adds the new one;
+  * while the load runs (1.4-2.4 s here) the old ensemble version keeps answering; once the new one is ready,
+    the old one turns UNLOADING, finishes its in-flight requests on its own (pinned) steps, and is gone: a
+    request pinned to it afterwards fails UNAVAILABLE "Request for unknown model: 'intent_pipeline' version 1
+    is not at ready state" (NOT_FOUND "... is not found" for a version that never existed);
+  * 0 errors and no request mixed versions, with the ensemble's steps pinned to its own version and the
+    composing models keeping 2 versions (`version_policy latest 2`). With latest 1 it also held on this Triton
+    (the UNLOADING composing versions drained as well); latest 2 keeps the guarantee from depending on that,
+    and the previous version warm.
 """
 
 from __future__ import annotations
@@ -32,8 +51,15 @@ from types import TracebackType
 LOOPBACK = "127.0.0.1"
 
 
+MODEL_CONTROL = ("none", "explicit")
+
+
 class TritonStartError(RuntimeError):
     """Triton exited or did not become ready; the message carries the tail of its log."""
+
+
+class TritonLoadError(RuntimeError):
+    """A model load was refused, failed, or left Triton serving something else than the manifest says."""
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -98,7 +124,12 @@ class TritonServer:
     def __init__(self, repository: Path, *, grpc_port: int = 0, http_port: int = 0, metrics_port: int = 0,
                  host: str = LOOPBACK, log_path: Path | None = None, workdir: Path | None = None,
                  extra_args: Sequence[str] = (), startup_timeout: float = 90.0, stop_timeout: float = 15.0,
-                 log_verbose: int = 0) -> None:
+                 log_verbose: int = 0, model_control: str = "none", load_models: Sequence[str] = ("*",)) -> None:
+        """`model_control` "explicit" loads `load_models` at start (all by default) and then only on request."""
+        if model_control not in MODEL_CONTROL:
+            raise ValueError(f"model_control must be one of {MODEL_CONTROL}, got {model_control!r}")
+        self.model_control = model_control
+        self.load_models = list(load_models)
         self.repository = Path(repository).resolve()
         self.host = host
         self.grpc_port = grpc_port or free_port(host)
@@ -141,8 +172,14 @@ class TritonServer:
             "--allow-gpu-metrics=false", "--pinned-memory-pool-byte-size=0", "--cuda-memory-pool-byte-size=0:0",
             "--strict-readiness=true", "--exit-on-error=true", f"--exit-timeout-secs={int(self.stop_timeout)}",
             f"--log-verbose={self.log_verbose}",
+            *self._model_control_args(),
             *self.extra_args,
         ]
+
+    def _model_control_args(self) -> list[str]:
+        if self.model_control == "none":
+            return []
+        return ["--model-control-mode=explicit", *(f"--load-model={name}" for name in self.load_models)]
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> TritonServer:
@@ -219,6 +256,10 @@ class TritonServer:
         except FileNotFoundError:
             return "(no log written)"
 
+    def load(self, manifest, timeout: float = 120.0) -> int:
+        """`load_version` on this server (model control "explicit")."""
+        return load_version(self.grpc_url, manifest, timeout)
+
     def metrics(self) -> dict[str, float]:
         """Triton's Prometheus metrics as {'name{labels}': value}."""
         import urllib.request
@@ -233,6 +274,35 @@ class TritonServer:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def load_version(url: str, manifest, timeout: float = 120.0) -> int:
+    """Have the Triton at `url` (model control "explicit") load the newest version of the manifest's ensemble,
+    then check that the ensemble it serves is the manifest's; returns the served repository version.
+
+    One load of the ensemble is enough: Triton loads the composing models' new versions with it. The previous
+    version answers until the new one is ready (see the module docstring), so this is the hot-reload step.
+    `manifest` is a core.manifest.Manifest (the repository's manifest.json).
+    """
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    model, version = manifest.model, str(manifest.repository_version)
+    with grpcclient.InferenceServerClient(url) as client:
+        try:
+            client.load_model(model, client_timeout=timeout)
+            config = client.get_model_config(model, as_json=True, client_timeout=10)["config"]
+            ready = client.is_model_ready(model, version, client_timeout=10)
+        except InferenceServerException as exc:
+            raise TritonLoadError(f"Triton at {url} did not load {model}: {exc.message()} (is it running with "
+                                  "model control explicit? `serve-triton --model-control explicit`)") from None
+    params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+    problems = manifest.check_served(params)
+    if problems or not ready:
+        why = "; ".join(map(str, problems)) or f"version {version} is not ready"
+        raise TritonLoadError(f"after the load Triton at {url} does not serve {manifest.model_version}: {why}. Is "
+                              "it serving the repository this manifest is in?")
+    return manifest.repository_version
 
 
 def parse_prometheus(text: str) -> dict[str, float]:

@@ -26,6 +26,13 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        version_dir = os.path.join(args["model_repository"], args["model_version"])
+        # Triton gives every loaded version the one config.pbtxt (the newest export's): this version's own
+        # vocabulary sizes, max_len and buckets are in its params.json (training/export/repository.py).
+        own = os.path.join(version_dir, "params.json")
+        if os.path.exists(own):
+            with open(own) as f:
+                params.update(json.load(f))
         self.max_len = int(params["max_len"])
         self.cardinalities = np.asarray(json.loads(params["cardinalities"]), dtype=np.int64)
         self.buckets = sorted(int(b) for b in params.get("length_buckets", "").split(",") if b) or [self.max_len]
@@ -34,7 +41,7 @@ class TritonPythonModel:
         options.inter_op_num_threads = 1
         # Spinning worker threads would steal the few cores from Triton and the other models.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
+        path = os.path.join(version_dir, "model.onnx")
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.n_categorical = len(self.cardinalities)
 

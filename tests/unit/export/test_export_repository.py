@@ -1,5 +1,7 @@
 """The model repository: every config.pbtxt parses against Triton's own model-config proto and says what we mean."""
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from training.export.repository import (
     PIPELINE,
     ModelShapes,
     ServingConfig,
+    served_versions,
     write_repository,
 )
 
@@ -54,12 +57,15 @@ def test_configs_parse_and_wire_the_ensemble(tmp_path, target):
     # No ensemble output may also feed a step: Triton 2.51 then prunes wrongly when a subset is requested.
     consumed = {t for step in steps for t in step.input_map.values()}
     assert not consumed & {o.name for o in pipe.output}
+    assert pipe.version_policy.latest.num_versions == 1  # only the newest ensemble version is served
+    assert [s.model_version for s in steps] == [1, 1]  # pinned: never "latest" per step
+    assert pipe.parameters["repository_version"].string_value == "1"
     assert pipe.parameters["featurizer_version"].string_value == "1-abc"
     assert pipe.parameters["taxonomy_version"].string_value == "tax-1"
     for model in (enc, head):
         assert list(model.dynamic_batching.preferred_batch_size) == [8, 16]
         assert model.dynamic_batching.max_queue_delay_microseconds == 300
-        assert model.version_policy.latest.num_versions == 1
+        assert model.version_policy.latest.num_versions == 2  # v-1 stays loaded beside v (hot reload)
         assert model.instance_group[0].kind == (mc.ModelInstanceGroup.KIND_CPU if target == "cpu"
                                                 else mc.ModelInstanceGroup.KIND_GPU)
     assert head.output[0].label_filename == "labels.txt"
@@ -72,10 +78,32 @@ def test_configs_parse_and_wire_the_ensemble(tmp_path, target):
         assert all(i.allow_ragged_batch for i in enc.input)  # requests of any length share a batch
         assert enc.parameters["max_len"].string_value == "64"
         assert (repo / ENCODER / "1" / "model.onnx").exists() and (repo / ENCODER / "1" / "model.py").exists()
+        own = json.loads((repo / ENCODER / "1" / "params.json").read_text())  # this version's, preferred by model.py
+        assert own["cardinalities"] == enc.parameters["cardinalities"].string_value and own["max_len"] == "64"
     else:
         assert enc.platform == "tensorrt_plan" and not enc.backend
         assert not any(i.allow_ragged_batch for i in enc.input)
         assert (repo / ENCODER / "1" / "model.plan").exists()
+
+
+def test_a_second_version_is_written_beside_the_first_with_the_ensemble_pinned_to_it(tmp_path):
+    files = {}
+    for name in (ENCODER, HEAD):
+        files[name] = tmp_path / f"{name}.onnx"
+        files[name].write_bytes(b"model")
+    repo = tmp_path / "repo"
+    write_repository(repo, SHAPES, ServingConfig(), files)
+    bigger = replace(SHAPES, cardinalities=(80, *SHAPES.cardinalities[1:]), featurizer_version="1-def")
+    written = write_repository(repo, bigger, ServingConfig(), files, version=2, manifest_hash="00ff" * 4)
+    pipe = parse(written[PIPELINE])
+    assert [s.model_version for s in pipe.ensemble_scheduling.step] == [2, 2]
+    assert pipe.parameters["manifest_hash"].string_value == "00ff" * 4
+    assert pipe.parameters["repository_version"].string_value == "2"
+    assert (repo / PIPELINE / "1").is_dir() and (repo / PIPELINE / "2").is_dir()
+    assert served_versions(repo, ENCODER) == [1, 2] == served_versions(repo, HEAD)
+    # the config is shared by both versions; each keeps its own vocabulary sizes
+    assert json.loads(json.loads((repo / ENCODER / "1" / "params.json").read_text())["cardinalities"])[0] == 75
+    assert json.loads(json.loads((repo / ENCODER / "2" / "params.json").read_text())["cardinalities"])[0] == 80
 
 
 def test_no_batching_variant_has_no_dynamic_batcher(tmp_path):

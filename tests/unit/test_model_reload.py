@@ -1,0 +1,212 @@
+"""The reloader's decisions (gateway/snapshot.py) and the one-snapshot-per-request rule, without servers.
+
+Triton is a stand-in transport here (ServingApp's pluggable `transport`) that serves one manifest at a time, as
+Triton's ensemble config does, and refuses calls pinned to another version with Triton's own message. This
+tests the gateway's logic; tests/integration/test_hot_reload.py proves the swap on the real Triton.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from core.contract import Event
+from core.featurizer import Featurizer, FeaturizerConfig
+from core.manifest import Component, Manifest, sha256_bytes
+from core.ranker import FeatureSpec, Ranker
+from gateway.api import pb
+from gateway.app import ServingApp
+from gateway.config import GatewayConfig
+from gateway.snapshot import RELOADS
+from gateway.triton_client import ModelMismatch
+
+T0 = 1_700_000_000_000
+LABELS = ("research", "apply")
+ENCODER = sha256_bytes(b"encoder")
+
+
+class StandInTriton:
+    """One ensemble name, one served manifest (hash + version) at a time; outputs depend on the version."""
+
+    def __init__(self) -> None:
+        self.manifest: Manifest | None = None
+        self.calls: list[str] = []
+
+    def serve(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+
+    async def config(self, model, timeout_s):
+        m = self.manifest
+        return {"max_batch_size": 8, "parameters": {k: {"string_value": v} for k, v in {
+            "labels": ",".join(m.labels), "featurizer_version": "x", "manifest_hash": m.manifest_hash,
+            "repository_version": str(m.repository_version)}.items()}}
+
+    async def infer(self, model, categorical, continuous, timeout_s, headers, version=""):
+        self.calls.append(version)
+        if version != str(self.manifest.repository_version):
+            raise RuntimeError(f"[StatusCode.UNAVAILABLE] Request for unknown model: '{model}' version {version} "
+                               "is not at ready state")
+        n, v = categorical.shape[0], float(version)
+        out = {"EMBEDDING": np.full((n, 4), v, np.float32), "INTENT_PROBS": np.tile([0.9, 0.1] if v == 1 else
+                                                                                   [0.2, 0.8], (n, 1))}
+        return SimpleNamespace(as_numpy=lambda name: out[name].astype(np.float32))
+
+    async def close(self):
+        pass
+
+
+def write_set(root: Path, version: int, bias: float) -> Manifest:
+    """featurizer.json + ranker.json (ranker `bias` tells the sets apart) and the manifest of `version`."""
+    events = [Event(anonymous_id="a", ts=i * 10_000, event_type="page_view", url="/checking") for i in range(3)]
+    if not (root / "featurizer.json").exists():
+        Featurizer.fit([events], FeaturizerConfig(max_len=5, min_count=1)).save(root / "featurizer.json")
+    spec = FeatureSpec(("t1", "t2"), ("card", "loan"), ("mass",), 2, "embedding", 4, np.zeros(4, np.float32),
+                       np.ones(4, np.float32))
+    weights = np.linspace(-1, 1, len(spec.feature_names())).astype(np.float32)
+    Ranker(spec, weights, bias, {"encoder_sha256": ENCODER, "lookback_days": 3650}).save(root / "ranker.json")
+    components = {"featurizer": Component.of(root / "featurizer.json", "f"),
+                  "encoder": Component("encoder.pt", ENCODER, "enc"),
+                  "intent_head": Component("intent_head.json", sha256_bytes(b"head"), "head"),
+                  "taxonomy": Component("taxonomy.yaml", None, "tax"),
+                  "ranker": Component.of(root / "ranker.json", "r")}
+    m = Manifest(version, components, ENCODER, LABELS,
+                 {"CATEGORICAL": (-1, 9), "CONTINUOUS": (-1, 6), "EMBEDDING": (4,), "INTENT_PROBS": (2,)})
+    m.write(root / "manifest.json")
+    return m
+
+
+def reloads(result: str) -> float:
+    return RELOADS.labels(result)._value.get()
+
+
+@pytest.fixture
+def world(tmp_path):
+    triton = StandInTriton()
+    v1 = write_set(tmp_path, 1, bias=-1.0)
+    triton.serve(v1)
+    cfg = GatewayConfig(artifacts=str(tmp_path), manifest=str(tmp_path / "manifest.json"), store="sqlite://:memory:",
+                        embed_on_write=False, reload_poll_s=0, as_of=str(T0 + 3_600_000))
+    return SimpleNamespace(root=tmp_path, triton=triton, v1=v1, cfg=cfg)
+
+
+async def linked(app: ServingApp) -> pb.RankTilesRequest:
+    events = [Event(anonymous_id="A1", ts=T0 + i * 60_000, event_type="page_view", url="/checking")
+              for i in range(4)]
+    await app.store.append(events)
+    await app.store.link("A1", "C1", "api", T0)
+    return pb.RankTilesRequest(customer_id="C1", tile_ids=["t1", "t2"], context=pb.CustomerContext(segment="mass"))
+
+
+def test_start_up_refuses_a_triton_serving_another_manifest(world):
+    async def start(served: Manifest) -> ServingApp:
+        world.triton.serve(served)
+        app = ServingApp(world.cfg, transport=lambda url: world.triton)
+        try:
+            await app.start()
+        finally:
+            await app.stop()
+        return app
+
+    app = asyncio.run(start(world.v1))  # the gateway's own set: accepted
+    assert not app.snapshot.unserved and app.snapshot.max_batch == 8
+    other = Manifest.from_dict({**world.v1.to_dict(), "repository_version": 7})
+    with pytest.raises(ModelMismatch, match=r"serves intent_pipeline with manifest_hash .* load-triton"):
+        asyncio.run(start(other))
+
+
+def test_a_new_set_waits_for_triton_then_applies_and_a_mismatch_is_refused(world):
+    async def scenario():
+        app = ServingApp(world.cfg, transport=lambda url: world.triton)
+        await app.start()
+        request = await linked(app)
+        first = await app.gateway.rank(request)
+        assert first.model_version == world.v1.model_version and not first.degraded
+
+        pending, applied, refused = reloads("pending"), reloads("applied"), reloads("refused")
+        v2 = write_set(world.root, 2, bias=1.0)  # the export wrote v2 and its manifest; Triton still serves v1
+        assert (await app.reload()).model_version == world.v1.model_version
+        assert (await app.reload()).model_version == world.v1.model_version
+        assert reloads("pending") == pending + 1  # counted once, however often it is checked
+        still = await app.gateway.rank(request)
+        assert still.model_version == world.v1.model_version and still.tiles == first.tiles
+
+        world.triton.serve(v2)  # Triton loaded v2: its v1 is gone
+        assert (await app.reload()).model_version == v2.model_version and reloads("applied") == applied + 1
+        second = await app.gateway.rank(request)
+        assert second.model_version == v2.model_version and not second.degraded
+        assert second.tiles != first.tiles and second.intents[0][0] == "apply"  # v2's ranker and v2's head
+
+        doc = json.loads((world.root / "manifest.json").read_text())
+        doc["components"]["ranker"]["sha256"] = sha256_bytes(b"another ranker")
+        doc["repository_version"] = 3
+        Manifest.from_dict({k: v for k, v in doc.items() if k not in ("manifest_hash", "model_version")}).write(
+            world.root / "manifest.json")
+        for _ in range(2):
+            assert (await app.reload()).model_version == v2.model_version  # keeps serving v2
+        assert reloads("refused") == refused + 1
+        assert (await app.gateway.rank(request)).tiles == second.tiles
+        await app.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_request_whose_version_was_unloaded_is_retried_whole_on_the_new_set(world):
+    async def scenario():
+        app = ServingApp(world.cfg, transport=lambda url: world.triton)
+        await app.start()
+        request = await linked(app)
+        v2 = write_set(world.root, 2, bias=1.0)
+        world.triton.serve(v2)  # Triton swapped before any poll: the gateway still holds v1
+        assert app.model_version == world.v1.model_version
+        ranked = await app.gateway.rank(request)
+        assert ranked.model_version == v2.model_version and not ranked.degraded
+        assert ranked.intents[0][0] == "apply" and world.triton.calls == ["1", "2"]
+        await app.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_triton_serving_neither_set_is_not_used(world):
+    async def scenario():
+        app = ServingApp(world.cfg, transport=lambda url: world.triton)
+        await app.start()
+        request = await linked(app)
+        world.triton.serve(Manifest.from_dict({**world.v1.to_dict(), "labels": ["x", "y"]}))
+        await app.reload()
+        ranked = await app.gateway.rank(request)
+        assert ranked.degraded and "Triton serves intent_pipeline" in ranked.reason
+        assert ranked.model_version == world.v1.model_version and world.triton.calls == []
+        world.triton.serve(world.v1)  # back to the gateway's set: model calls resume
+        await app.reload()
+        assert not (await app.gateway.rank(request)).degraded
+        await app.stop()
+
+    asyncio.run(scenario())
+
+
+def test_cache_entries_of_another_set_or_a_bad_header_are_misses(world):
+    async def scenario():
+        app = ServingApp(world.cfg, transport=lambda url: world.triton)
+        await app.start()
+        request = await linked(app)
+        await app.gateway.rank(request)
+        await app.gateway.rank(request)
+        assert world.triton.calls == ["1"]  # the second answer came from the cache
+        key = next(iter(app.store._cache))
+        assert key.startswith(world.v1.manifest_hash + ":")
+        await app.store.cache_put(key, b"\x00" * 41)  # same key, a header that is not ours
+        again = await app.gateway.rank(request)
+        assert world.triton.calls == ["1", "1"] and not again.degraded
+        v2 = write_set(world.root, 2, bias=1.0)
+        world.triton.serve(v2)
+        await app.reload()
+        await app.gateway.rank(request)
+        assert world.triton.calls == ["1", "1", "2"]  # v1's entry is not v2's
+        await app.stop()
+
+    asyncio.run(scenario())
