@@ -116,7 +116,7 @@ bench-interceptor: venv  ## server CPU per call of each interceptor setup (none,
 tracing-check: venv  ## whole-trace share (gRPC metadata vs HTTP into Triton) + tracing overhead -> reports/tracing.json (needs make export)
 	$(PY) -m gateway.tracing_check --data $(DATA) --artifacts $(ARTIFACTS) --repository $(REPOSITORY) --out reports/tracing.json
 
-serve-kserve: venv  ## the reranker on KServe v2 (REST 8080, gRPC 8081) in front of Triton's gRPC (PREDICTOR=127.0.0.1:8001)
+serve-kserve: venv  ## make serve's product as a KServe transformer: v2 reranker (REST 8080, gRPC 8081) + the typed API on 127.0.0.1:50051, in front of Triton's gRPC (PREDICTOR=127.0.0.1:8001)
 	$(PY) -m gateway.kserve_transformer --predictor_host $(or $(PREDICTOR),127.0.0.1:8001) --predictor_protocol grpc-v2 --artifacts $(ARTIFACTS)
 
 # -- one benchmark of both tiers (issue 7): perf_analyzer on Triton and the KServe v2 transformer, typed gRPC load --

@@ -217,14 +217,16 @@ class KServeTritonTransport:
         return model_config_json(reply.config)
 
     async def infer(self, model: str, categorical: np.ndarray, continuous: np.ndarray, timeout_s: float,
-                    headers: dict[str, str] | None) -> Any:
+                    headers: dict[str, str] | None, version: str = "") -> Any:
+        """One ModelInfer, pinned to the ensemble `version` when given; Triton's refusal (an unloaded version)
+        is the grpc.aio.AioRpcError with Triton's message."""
         inputs = [InferInput("CATEGORICAL", list(categorical.shape), "INT64"),
                   InferInput("CONTINUOUS", list(continuous.shape), "FP32")]
         inputs[0].set_data_from_numpy(categorical, binary_data=True)  # raw_input_contents, as tritonclient sends
         inputs[1].set_data_from_numpy(continuous, binary_data=True)
         metadata = {**dict(_forwarded.get()), **(headers or {})}
-        response = await self.client.infer(InferRequest(model_name=model, infer_inputs=inputs), timeout=timeout_s,
-                                           headers=tuple(metadata.items()))
+        request = InferRequest(model_name=model, infer_inputs=inputs, model_version=version or None)
+        response = await self.client.infer(request, timeout=timeout_s, headers=tuple(metadata.items()))
         return _Outputs(response)
 
     async def close(self) -> None:

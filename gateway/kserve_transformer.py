@@ -35,8 +35,10 @@ Model `reranker` (v2 tensors; BYTES elements are UTF-8):
   parameters  model_version (as RankTiles' model_version), degraded_reason
 
 A bad request is a 400 (REST) / INVALID_ARGUMENT (gRPC) naming the tensor (`TILE_IDS[1]: unknown tile ...`), as
-the gateway's gRPC API names the field. Until the store is open and Triton's model config has been read the model
-is not ready (`/v2/models/reranker/ready` is 503) and the typed service is not started.
+the gateway's gRPC API names the field. Start-up is the gateway's (`ServingApp.start`: artifacts that are not the
+model manifest's, or a Triton serving another model set, stop it; a Triton not up yet only degrades answers until
+the reloader finds it, and new model sets are followed without a restart); until it is done the model is not ready
+(`/v2/models/reranker/ready` is 503) and the typed service is not started.
 
 Traces: with the gateway's `OTEL_*` settings, each v2 request is a `reranker.infer` server span continuing the
 caller's `traceparent` (REST header or gRPC metadata), with the gateway's spans inside (`store.lookup`,
@@ -71,7 +73,7 @@ from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
 from gateway.service import Gateway, Ranking, select_sessions
 from gateway.telemetry import METRICS, TelemetrySettings, setup, tracer
-from gateway.triton_client import SessionIntents
+from gateway.triton_client import SessionIntents, VersionGone
 from gateway.validation import to_events
 
 log = logging.getLogger("gateway.kserve")
@@ -224,25 +226,34 @@ def _as_invalid_input(exc: GatewayError):
 # -- answers ---------------------------------------------------------------------------------------------------
 
 async def rank_events(gateway: Gateway, request: pb.RankTilesRequest, messages: Sequence[pb.WebEvent]) -> Ranking:
-    """The stateless variant: the gateway's session selection and ranking on the caller's events. The embedding
-    cache is neither read nor written: it is keyed by session id and length, which a caller's events could share
-    with a stored session while differing from it."""
-    gateway._check_rank_request(request)
+    """The stateless variant: the gateway's request check, session selection and ranking, on the caller's events,
+    all under the model snapshot current at the start. The embedding cache is neither read nor written: it is
+    keyed by session id (visitor and start time) and length, which a caller's events could share with a stored
+    session while differing from it. A Triton that no longer serves the snapshot's version degrades the answer
+    (a caller retries; a reload is the reloader's business)."""
+    snapshot = gateway.snapshot
+    gateway._check_rank_request(request, snapshot)
     events = to_events(messages, gateway.cfg.max_batch_events) if messages else []
     now = gateway.now_ms()
-    sessions = select_sessions(events, now, gateway.lookback_ms, gateway.cfg.max_sessions)
-    intents, reason = SessionIntents(np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)), ""
-    if sessions:
+    sessions = select_sessions(events, now, snapshot.lookback_ms, gateway.cfg.max_sessions)
+    intents: SessionIntents | None = SessionIntents(np.zeros((0, snapshot.embedding_dim), np.float32),
+                                                    np.zeros((0, len(snapshot.labels)), np.float32))
+    reason = ""
+    if sessions and snapshot.unserved:
+        intents, reason = None, snapshot.unserved
+    elif sessions:
         timeout_s = gateway.cfg.triton_timeout_s
         try:
-            intents = await asyncio.wait_for(gateway.intents.infer([s.events for s in sessions], timeout_s),
+            intents = await asyncio.wait_for(gateway.intents.infer([s.events for s in sessions], timeout_s, snapshot),
                                              timeout_s)
+        except VersionGone:
+            intents, reason = None, f"model version {snapshot.triton_version} is no longer served"
         except TimeoutError:
             intents, reason = None, f"model server slower than {timeout_s * 1000:.0f} ms"
         except Exception as exc:  # the model server failing degrades the answer, never fails it
             log.warning("triton call failed: %s", type(exc).__name__)
             intents, reason = None, f"model server unavailable: {type(exc).__name__}"
-    return gateway.rank_with(request, sessions, intents, reason, now)
+    return gateway.rank_with(request, sessions, intents, reason, now, snapshot)
 
 
 def response(ranking: Ranking, request_id: str, model_name: str, raw_outputs: bool):
@@ -274,8 +285,6 @@ class Options:
     """Serve the stateless EVENTS variant."""
     gateway_grpc: bool = True
     """Serve the typed IntentGatewayService on cfg.listen from the same ServingApp."""
-    connect_retry_s: float = 1.0
-    """How often Triton's model config is asked for again while it cannot be read (the predictor loading)."""
 
 
 def build_model(name: str, cfg: GatewayConfig, telemetry: TelemetrySettings, transport, options: Options,
@@ -323,18 +332,8 @@ def build_model(name: str, cfg: GatewayConfig, telemetry: TelemetrySettings, tra
                 self._loop.call_soon_threadsafe(self._stopping.set)
 
         async def _start(self) -> None:
-            self.app = ServingApp(cfg, transport=transport)
-            await self.app.start()
-            while not self.app.intents.labels:  # Triton (the predictor) not up yet: not ready until it is
-                if self._stopping.is_set():
-                    return
-                try:
-                    await self.app.intents.connect()
-                except Exception as exc:
-                    if "featurizer" in str(exc):
-                        raise
-                    log.info("Triton's model config not readable yet (%s); retrying", type(exc).__name__)
-                    await asyncio.sleep(options.connect_retry_s)
+            self.app = ServingApp(cfg, transport=transport)  # refuses artifacts that are not the manifest's
+            await self.app.start()  # refuses a Triton serving another model set; one not up yet only degrades
             if v2_grpc is not None:
                 await v2_grpc.serve()
             if options.gateway_grpc:

@@ -58,6 +58,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
                    "gateway": {"replicaCount": 1, "autoscaling": {"enabled": False}, "pdb": {"enabled": False}},
                    "networkPolicy": {"enabled": False}, "metrics": {"enabled": False}},
     "kserve": {"mode": "kserve"},
+    "kserve-serverless": {"mode": "kserve", "kserve": {"deploymentMode": "Serverless",
+                                                       "transformer": {"exposedPort": "http", "allowEvents": False}}},
     "kserve-pvc-tracing": {"mode": "kserve", "otel": {"enabled": True},
                            "triton": {"modelRepository": {"uri": "", "existingClaim": "intent-models"}},
                            "redis": {"enabled": False, "external": {"url": "redis://redis.data:6379/0"}}},

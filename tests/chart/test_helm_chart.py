@@ -293,7 +293,7 @@ def test_inline_artifacts_configmap() -> None:
 
 def test_kserve_variant() -> None:
     docs = objects({"mode": "kserve"})
-    assert not [d for d in docs if d["kind"] in ("Deployment", "HorizontalPodAutoscaler", "Pod")]
+    assert not [d for d in docs if d["kind"] in ("Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget")]
     isvc = one(docs, "InferenceService")
     assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
     triton = isvc["spec"]["predictor"]["triton"]
@@ -304,15 +304,75 @@ def test_kserve_variant() -> None:
     c = isvc["spec"]["transformer"]["containers"][0]
     assert c["command"] == ["python", "-m", "gateway.kserve_transformer"]
     assert c["args"] == ["--predictor_host", "intent-intent-platform-predictor.serving:80",
-                         "--predictor_protocol", "grpc-v2", "--http_port", "8080", "--grpc_port", "8081"]
-    assert c["ports"] == [{"name": "h2c", "containerPort": 8081, "protocol": "TCP"}]
-    assert env(c)["GATEWAY_TRITON_URL"] == "intent-intent-platform-predictor.serving:80"
+                         "--predictor_protocol", "grpc-v2", "--http_port", "8080", "--grpc_port", "8081",
+                         "--allow_events", "true", "--enable_gateway_grpc", "true"]
+    assert c["ports"] == [{"name": "h2c", "containerPort": 8081, "protocol": "TCP"}]  # Knative routes one port
+    e = env(c)
+    assert e["GATEWAY_TRITON_URL"] == "intent-intent-platform-predictor.serving:80"
+    # the same store as in Deployment mode, and the typed service on gateway.port
+    assert e["GATEWAY_STORE"] == "redis://intent-intent-platform-redis:6379/0"
+    assert e["GATEWAY_LISTEN"] == "0.0.0.0:50051"
     redis_np = one(docs, "NetworkPolicy", "redis")["spec"]
     assert redis_np["ingress"][0]["from"][0]["podSelector"]["matchLabels"] == {
         "serving.kserve.io/inferenceservice": "intent-intent-platform", "component": "transformer"}
+    no_events = one(objects({"mode": "kserve", "kserve": {"transformer": {"allowEvents": False}}}),
+                    "InferenceService")["spec"]["transformer"]["containers"][0]["args"]
+    assert no_events[no_events.index("--allow_events") + 1] == "false"
     pvc = one(objects(cc.VARIANTS["kserve-pvc-tracing"]), "InferenceService")["spec"]["predictor"]["triton"]
     assert pvc["storageUri"] == "pvc://intent-models"
     assert "--trace-config=mode=opentelemetry" in pvc["args"]
+
+
+def test_kserve_mode_exposes_the_typed_service_on_the_transformer_pods() -> None:
+    """mode kserve: the gateway Service (same name and port as in Deployment mode) selects KServe's transformer
+    pods on gateway.port; a NetworkPolicy lets only allowed clients reach that port (and Prometheus the metrics)
+    and leaves every other port open for KServe/Knative; `helm test` checks the typed service's health."""
+    transformer = {"serving.kserve.io/inferenceservice": "intent-intent-platform", "component": "transformer"}
+    docs = objects({"mode": "kserve"})
+    svc = one(docs, "Service", "gateway")
+    assert svc["metadata"]["name"] == "intent-intent-platform-gateway" and svc["spec"]["selector"] == transformer
+    assert [(p["name"], p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [
+        ("grpc", 50051, 50051), ("metrics", 9464, 9464)]
+    assert svc["spec"]["ports"][0]["appProtocol"] == "grpc"
+    policy = one(docs, "NetworkPolicy", "gateway")["spec"]
+    assert policy["podSelector"]["matchLabels"] == transformer and policy["policyTypes"] == ["Ingress"]
+    typed, metrics, rest = policy["ingress"]
+    assert typed == {"ports": [{"port": 50051, "protocol": "TCP"}],
+                     "from": [{"podSelector": {"matchLabels": {"intent-intent-platform-client": "true"}}}]}
+    assert metrics["ports"] == [{"port": 9464, "protocol": "TCP"}] and "namespaceSelector" in metrics["from"][0]
+    assert "from" not in rest  # from anywhere: every port but those two
+
+    def covered(port: int) -> bool:
+        return any(r["port"] <= port <= r.get("endPort", r["port"]) for r in rest["ports"])
+
+    assert all(covered(p) for p in (1, 8080, 8081, 8012, 9463, 9465, 50050, 50052, 65535))
+    assert not covered(50051) and not covered(9464)
+    assert one(docs, "Pod")["spec"]["containers"][0]["command"][-1] == "intent-intent-platform-gateway:50051"
+    prod = objects({**cc.VARIANTS["production"], "mode": "kserve"})
+    assert one(prod, "NetworkPolicy", "gateway")["spec"]["ingress"][0]["from"] == [
+        {"namespaceSelector": {"matchLabels": {"team": "mobile-app"}}}]
+    assert [m["metadata"]["labels"]["app.kubernetes.io/component"] for m in prod if m["kind"] == "ServiceMonitor"] \
+        == ["gateway"]
+    moved = objects({"mode": "kserve", "gateway": {"port": 6000}, "metrics": {"enabled": False}})
+    assert one(moved, "Service", "gateway")["spec"]["ports"] == [
+        {"name": "grpc", "port": 50051, "targetPort": 6000, "protocol": "TCP", "appProtocol": "grpc"}]
+    ranges = one(moved, "NetworkPolicy", "gateway")["spec"]["ingress"][-1]["ports"]
+    assert ranges == [{"port": 1, "endPort": 5999, "protocol": "TCP"}, {"port": 6001, "endPort": 65535,
+                                                                        "protocol": "TCP"}]
+    assert not [d for d in objects({"mode": "kserve", "networkPolicy": {"enabled": False}})
+                if d["kind"] == "NetworkPolicy"]
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"mode": "kserve", "gateway": {"port": 8081}}, "must differ from kserve.transformer"),
+    ({"mode": "kserve", "kserve": {"deploymentMode": "Serverless", "transformer": {"minReplicas": 0}}},
+     "minReplicas must be >= 1"),
+    ({"metrics": {"port": 50051}}, "metrics.port and gateway.port must differ"),
+    ({"mode": "kserve", "kserve": {"transformer": {"predictorProtocol": "v1"}}}, "predictorProtocol"),
+])
+def test_kserve_values_that_cannot_work_fail(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmError, match=message):
+        cc.render(values)
 
 
 def test_service_monitors_only_when_enabled(default: list[dict[str, Any]]) -> None:

@@ -60,14 +60,15 @@ class Transformer:
         return stop(self.process)
 
 
-def start(triton_grpc: str, artifacts: Path, as_of: int, store: str, log: Path, *flags: str) -> Transformer:
-    """`python -m gateway.kserve_transformer` on free loopback ports, once its model is ready (which is after the
-    typed service started)."""
+def start(triton, artifacts: Path, as_of: int, store: str, log: Path, *flags: str) -> Transformer:
+    """`python -m gateway.kserve_transformer` in front of `triton` (a TritonServer; its repository's model manifest)
+    on free loopback ports, once its model is ready (which is after the typed service started)."""
     http_port, grpc_port, typed_port = free_port(), free_port(), free_port()
-    args = [sys.executable, "-m", "gateway.kserve_transformer", "--predictor_host", triton_grpc,
+    args = [sys.executable, "-m", "gateway.kserve_transformer", "--predictor_host", triton.grpc_url,
             "--predictor_protocol", "grpc-v2", "--http_port", str(http_port), "--grpc_port", str(grpc_port),
             "--listen", f"127.0.0.1:{typed_port}", "--store", store, "--artifacts", str(artifacts),
-            "--as-of", str(as_of), "--triton-timeout-s", "5", "--max-batch-events", "100", *flags]
+            "--as-of", str(as_of), "--triton-timeout-s", "5", "--max-batch-events", "100",
+            "--manifest", str(Path(triton.repository) / "manifest.json"), *flags]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "GATEWAY_"))}
     with log.open("w") as out:
         process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env={**env, "PYTHONUNBUFFERED": "1"})
@@ -88,7 +89,7 @@ def start(triton_grpc: str, artifacts: Path, as_of: int, store: str, log: Path, 
 @pytest.fixture(scope="module")
 def kserve_app(triton, gw_artifacts, visitor, tmp_path_factory):
     work = tmp_path_factory.mktemp("kserve_app")
-    t = start(triton.grpc_url, gw_artifacts, visitor[1][-1].ts + DAY_MS, f"sqlite://{work / 'store.db'}",
+    t = start(triton, gw_artifacts, visitor[1][-1].ts + DAY_MS, f"sqlite://{work / 'store.db'}",
               work / "transformer.log")
     yield t
     assert t.stop() == 0, t.log.read_text()[-3000:]  # SIGTERM: a clean shutdown of both servers
@@ -333,11 +334,11 @@ def test_with_redis_a_gateway_and_the_transformer_share_the_store(triton, gw_art
     _, events = visitor
     as_of = events[-1].ts + DAY_MS
     customer = "C-kserve-redis"
-    t = start(triton.grpc_url, gw_artifacts, as_of, redis_server.url, tmp_path / "transformer.log",
+    t = start(triton, gw_artifacts, as_of, redis_server.url, tmp_path / "transformer.log",
               "--allow_events", "false")
     try:
         with GatewayProcess(gw_artifacts, redis_server.url, triton.grpc_url, as_of, log=tmp_path / "gateway.log",
-                            triton_timeout_s=5) as gateway:
+                            triton_timeout_s=5, manifest=Path(triton.repository) / "manifest.json") as gateway:
             gateway.seed(visitor_as(events[:60], "anon-kserve-redis"), customer)
             status, doc = rest(t, by_customer(customer))
             assert status == 200, doc

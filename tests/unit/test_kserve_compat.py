@@ -57,7 +57,7 @@ class FakeEnsemble(Model):
         self.seen = []
 
     async def predict(self, payload, headers=None, response_headers=None):
-        self.seen.append(dict(headers or {}))
+        self.seen.append({**(headers or {}), "model_version": payload.model_version or ""})
         categorical = {i.name: i for i in payload.inputs}["CATEGORICAL"].as_numpy()
         if categorical.shape[0] == 13:
             raise InvalidInput("thirteen sessions: refused")
@@ -105,8 +105,10 @@ async def main():
         seen = fake.seen[-1]
         assert seen["authorization"] == "Bearer t" and seen["x-request-id"] == "r-1", seen
         assert seen["traceparent"].startswith("00-111") and "cookie" not in seen, seen
-        await transport.infer("intent_pipeline", categorical, np.zeros((2, 3, 5), np.float32), 5, None)
+        assert seen["model_version"] == ""  # unpinned
+        await transport.infer("intent_pipeline", categorical, np.zeros((2, 3, 5), np.float32), 5, None, version="3")
         assert "authorization" not in fake.seen[-1]  # outside `forwarding`, nothing is forwarded
+        assert fake.seen[-1]["model_version"] == "3"  # pinned to the snapshot's ensemble version
         # kserve's exception interceptor: InvalidInput is INVALID_ARGUMENT
         try:
             await transport.infer("intent_pipeline", np.zeros((13, 1, 4), np.int64), np.zeros((13, 1, 5), np.float32),

@@ -47,6 +47,44 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
+{{/* intent-platform.gatewayPods: the labels of the pods that run the gateway code: the gateway Deployment's, or in
+mode kserve KServe's transformer pods of the InferenceService (KServe labels them with these two). */}}
+{{- define "intent-platform.gatewayPods" -}}
+{{- if eq .Values.mode "kserve" -}}
+serving.kserve.io/inferenceservice: {{ include "intent-platform.fullname" . }}
+component: transformer
+{{- else -}}
+{{ include "intent-platform.selectorLabels" (dict "root" . "component" "gateway") }}
+{{- end -}}
+{{- end -}}
+
+{{/* intent-platform.portsExcept: NetworkPolicy ports (TCP) covering 1-65535 except the ports in .closed (at most
+two), as port/endPort ranges (call with dict "closed" (list 50051 9464)). */}}
+{{- define "intent-platform.portsExcept" -}}
+{{- $closed := .closed -}}
+{{- if eq (len $closed) 2 -}}
+{{- $closed = list (min (index $closed 0) (index $closed 1)) (max (index $closed 0) (index $closed 1)) -}}
+{{- end -}}
+{{- $start := 1 -}}
+{{- range $closed }}
+{{- if gt (int .) $start }}
+- port: {{ $start }}
+  {{- if gt (sub (int .) 1) $start }}
+  endPort: {{ sub (int .) 1 }}
+  {{- end }}
+  protocol: TCP
+{{- end }}
+{{- $start = add (int .) 1 }}
+{{- end }}
+{{- if le $start 65535 }}
+- port: {{ $start }}
+  {{- if lt $start 65535 }}
+  endPort: 65535
+  {{- end }}
+  protocol: TCP
+{{- end }}
+{{- end -}}
+
 {{/* intent-platform.serviceAccountName: the ServiceAccount pods run as. */}}
 {{- define "intent-platform.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
@@ -122,6 +160,18 @@ metadata (reports/tracing.json). Empty otherwise. */}}
 {{- end -}}
 {{- if and (eq .Values.mode "kserve") (not .Values.triton.modelRepository.uri) (not .Values.triton.modelRepository.existingClaim) -}}
 {{- fail "mode=kserve needs triton.modelRepository.uri or existingClaim for the predictor's storageUri" -}}
+{{- end -}}
+{{- if and .Values.metrics.enabled (eq (int .Values.metrics.port) (int .Values.gateway.port)) -}}
+{{- fail "metrics.port and gateway.port must differ" -}}
+{{- end -}}
+{{- if eq .Values.mode "kserve" -}}
+{{- $t := .Values.kserve.transformer -}}
+{{- if has (int .Values.gateway.port) (list (int $t.httpPort) (int $t.grpcPort)) -}}
+{{- fail "mode=kserve: gateway.port (the typed gRPC service in the transformer pods) must differ from kserve.transformer.httpPort and grpcPort" -}}
+{{- end -}}
+{{- if and (eq .Values.kserve.deploymentMode "Serverless") (lt (int $t.minReplicas) 1) -}}
+{{- fail "mode=kserve with Serverless: kserve.transformer.minReplicas must be >= 1, since the typed gRPC Service reaches the transformer pods directly, not through Knative's activator (scaled to zero it would have no endpoints)" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
