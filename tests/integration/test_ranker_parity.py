@@ -54,7 +54,7 @@ class StandInModel:
     labels = LABELS
     version = "stand-in:1"
 
-    async def infer(self, sessions: Sequence[Sequence[Event]], timeout_s: float) -> SessionIntents:
+    async def infer(self, sessions: Sequence[Sequence[Event]], timeout_s: float, snapshot=None) -> SessionIntents:
         rows = [embed(list(events)) for events in sessions]
         return SessionIntents(np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows]))
 
