@@ -49,18 +49,23 @@ bench-train: venv $(DATA)/events.jsonl  ## training and inference throughput -> 
 
 # -- serving: export to a Triton model repository, serve it, benchmark it --------------------------------
 TARGET     ?= cpu
+REPO_VERSION  ?= current
+MODEL_CONTROL ?= none
 HEAD       ?= $(ARTIFACTS)/intent_head.json
 REPOSITORY ?= model_repository
 NEED_HEAD   = @test -f $(HEAD) || { echo "$(HEAD) is missing: run 'make taxonomy' first (or pass HEAD=path/to/intent_head.json)" >&2; exit 2; }
 
-.PHONY: export serve-triton bench-triton
+.PHONY: export serve-triton load-triton bench-triton
 
-export: venv  ## encoder + intent head -> ONNX -> Triton repository $(REPOSITORY) (TARGET=cpu|gpu)
+export: venv  ## encoder + intent head -> ONNX -> Triton repository $(REPOSITORY) + its manifest.json (TARGET=cpu|gpu; REPO_VERSION=next writes v+1 beside v for hot reload)
 	$(NEED_HEAD)
-	$(PY) -m training.export export --artifacts $(ARTIFACTS) --head $(HEAD) --repository $(REPOSITORY) --target $(TARGET)
+	$(PY) -m training.export export --artifacts $(ARTIFACTS) --head $(HEAD) --repository $(REPOSITORY) --target $(TARGET) --version $(REPO_VERSION)
 
-serve-triton: venv  ## serve $(REPOSITORY) on the real Triton from the wheel (CPU) until Ctrl-C
-	$(PY) -m training.export serve-triton --repository $(REPOSITORY)
+serve-triton: venv  ## serve $(REPOSITORY) on the real Triton from the wheel (CPU) until Ctrl-C (MODEL_CONTROL=explicit: new versions load with load-triton)
+	$(PY) -m training.export serve-triton --repository $(REPOSITORY) --model-control $(MODEL_CONTROL)
+
+load-triton: venv  ## hot reload: the running Triton (MODEL_CONTROL=explicit) loads $(REPOSITORY)'s newest version; the gateway follows
+	$(PY) -m training.export load-triton --repository $(REPOSITORY)
 
 bench-triton: venv $(DATA)/events.jsonl  ## perf_analyzer on the ensemble, c=1..16, with/without batching -> reports/bench_triton.json
 	$(NEED_HEAD)
