@@ -346,7 +346,7 @@ class GatewayServicer(pb_grpc.IntentGatewayServiceServicer):
             require_ids(customer_id=request.customer_id)
             return await self.gw.store.forget_customer(request.customer_id)
         links, events = await self._guard(context, do())
-        log.info("forgot customer %s: %d links, %d events", request.customer_id, links, events)
+        log.info("forgot a customer: %d links, %d events", links, events)  # never an id in the log
         return pb.ForgetCustomerResponse(links_deleted=links, events_deleted=events)
 
     async def GetSessions(self, request, context):
@@ -388,7 +388,7 @@ class GatewayServicer(pb_grpc.IntentGatewayServiceServicer):
         r = await self._guard(context, self.gw.rank(request))
         if r.degraded:
             METRICS.degraded.labels("RankTiles").inc()
-            log.warning("degraded ranking for %s: %s", request.customer_id, r.reason)
+            log.warning("degraded ranking: %s", r.reason)  # never an id in the log
         return pb.RankTilesResponse(
             tiles=[pb.RankedTile(tile_id=t, score=s) for t, s in r.tiles],
             intents=[pb.IntentScore(label=lb, probability=p) for lb, p in r.intents],
