@@ -13,7 +13,7 @@ PY := $(VENV)/bin/python
 INTENT := $(VENV)/bin/intent
 GENERATE = $(INTENT) data --out $(DATA) --visitors $(VISITORS) --seed $(SEED) --world $(WORLD)
 
-.PHONY: help venv data train probe taxonomy bench-train run test lint lock clean
+.PHONY: help venv data train probe taxonomy bench-train run test test-unit lint lock clean
 HEAD       ?= $(ARTIFACTS)/intent_head.json
 REPOSITORY ?= model_repository
 
@@ -76,7 +76,7 @@ run: venv  ## the main job: data -> train -> probe -> taxonomy -> ranker -> expo
 	$(PY) -m training.evaluation --data $(DATA) --artifacts $(ARTIFACTS) --reports $(ARTIFACTS)/run_eval \
 		--seeds 0 --llm-customers 0 --no-robustness --no-second-world --n-boot 20 --no-progress > /dev/null
 	$(PY) -m training.export export --artifacts $(ARTIFACTS) --head $(HEAD) --repository $(REPOSITORY) --target cpu
-	$(PY) -m gateway.replay --data $(DATA) --artifacts $(ARTIFACTS) --repository $(REPOSITORY)
+	$(PY) -m harness.replay --data $(DATA) --artifacts $(ARTIFACTS) --repository $(REPOSITORY)
 
 # -- evaluation: the paper's two tasks on the synthetic bank (issue 4) ---------------------------------------
 LLM_CUSTOMERS ?= 150
@@ -113,13 +113,13 @@ serve: venv  ## the gateway on 127.0.0.1:50051 (config: --config FILE, GATEWAY_*
 	$(PY) -m gateway.server
 
 bench-gateway: venv  ## RankTiles p50/p99 and throughput at c=1,8,32 beside raw Triton -> reports/bench_gateway.json (needs make export)
-	$(PY) -m gateway.bench --data $(DATA) --artifacts $(ARTIFACTS) --repository $(REPOSITORY) --report reports/bench_gateway.json
+	$(PY) -m harness.bench_gateway --data $(DATA) --artifacts $(ARTIFACTS) --repository $(REPOSITORY) --report reports/bench_gateway.json
 
 bench-interceptor: venv  ## server CPU per call of each interceptor setup (none, metrics, upstream vs gateway tracing) -> reports/interceptor_bench.json
-	$(PY) -m gateway.interceptor_bench --out reports/interceptor_bench.json
+	$(PY) -m harness.bench_interceptor --out reports/interceptor_bench.json
 
 tracing-check: venv  ## whole-trace share (gRPC metadata vs HTTP into Triton) + tracing overhead -> reports/tracing.json (needs make export)
-	$(PY) -m gateway.tracing_check --data $(DATA) --artifacts $(ARTIFACTS) --repository $(REPOSITORY) --out reports/tracing.json
+	$(PY) -m harness.tracing_check --data $(DATA) --artifacts $(ARTIFACTS) --repository $(REPOSITORY) --out reports/tracing.json
 
 serve-kserve: venv  ## make serve's product as a KServe transformer: v2 reranker (REST 8080, gRPC 8081) + the typed API on 127.0.0.1:50051, in front of Triton's gRPC (PREDICTOR=127.0.0.1:8001)
 	$(PY) -m gateway.kserve_transformer --predictor_host $(or $(PREDICTOR),127.0.0.1:8001) --predictor_protocol grpc-v2 --artifacts $(ARTIFACTS)
@@ -128,11 +128,14 @@ serve-kserve: venv  ## make serve's product as a KServe transformer: v2 reranker
 .PHONY: bench
 
 bench: venv $(DATA)/events.jsonl  ## Triton ensemble + KServe v2 reranker + typed RankTiles at c=1,4,8 -> reports/bench.{md,json} (needs make export)
-	$(PY) -m gateway.bench_all --data $(DATA) --artifacts $(ARTIFACTS) --repository $(REPOSITORY) --report reports/bench.json
+	$(PY) -m harness.bench_all --data $(DATA) --artifacts $(ARTIFACTS) --repository $(REPOSITORY) --report reports/bench.json
 
-test: venv redis proto-lint  ## lint, buf lint and the whole test suite
+test: venv redis proto-lint  ## the full tier (CI): ruff, buf lint, every test incl. -m integration (real Triton, Redis, gateway, LLM); prints the 20 slowest
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=20
+
+test-unit: venv  ## the quick tier, under a minute on 2 cores: tests/unit + tests/chart, no servers (-m 'not integration')
+	$(VENV)/bin/pytest -q -m 'not integration' --durations=10 tests/unit tests/chart
 
 lint: venv  ## ruff
 	$(VENV)/bin/ruff check .

@@ -38,6 +38,7 @@ def eval_artifacts(small_data, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # needs eval_artifacts (20 s on 2 cores) and runs 20 s itself
 def test_evaluation_end_to_end(small_data, eval_artifacts, tmp_path):
     cfg = EvalConfig(seeds=(0, 1, 2), llm_customers=0, n_boot=30, c_grid=(0.1,))
     with threadpool_limits(1):
@@ -107,6 +108,7 @@ def test_evaluation_end_to_end(small_data, eval_artifacts, tmp_path):
                                run.ranker.score(np.eye(len(run.ranker.weights), dtype=np.float32)[:5]), rtol=1e-6)
 
 
+@pytest.mark.slow  # needs eval_artifacts
 def test_report_without_truth(small_data, eval_artifacts, tmp_path):
     """A user's directory (no truth/): no oracle section, no capture, no synthetic-bank wording; the tiles per
     visit come from its impressions."""
@@ -168,6 +170,7 @@ class FirstCandidateBackend:
         return json.dumps({"label": prop["enum"][0] if "enum" in prop else prop["const"]})
 
 
+@pytest.mark.slow  # needs eval_artifacts and runs 20 s itself
 def test_llm_label_path_with_a_stand_in_llm(small_data, eval_artifacts, tmp_path):
     from training.bank import INTENTS
     from training.taxonomy.llm import LLMClient, LLMConfig

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -18,79 +15,31 @@ import torch
 
 from core.contract import Event
 from core.featurizer import Featurizer
-from core.ranker import FeatureSpec, Ranker
+from core.ranker import Ranker
 from core.sessionize import sessionize
-from gateway.api import pb, pb_grpc
-from gateway.bench import launch_gateway, metric, metrics_env, wait_for_write_behind
+from gateway.api import pb
 from gateway.errors import field_violations
-from training.bank import SEGMENTS, TILES
-from training.export.triton_server import TritonServer, free_port
+from harness.processes import GatewayProcess, gateway_metric, manifest_of, metrics_env, wait_for_write_behind
+from training.export.triton_server import free_port
 from training.pipeline import load_artifacts
-from training.sessions import load_sessions
 
-pytestmark = pytest.mark.slow
 DAY_MS = 86_400_000
 
 
-@pytest.fixture(scope="module")
-def triton(exported_cpu, tmp_path_factory):
-    with TritonServer(Path(exported_cpu.repository), workdir=tmp_path_factory.mktemp("gw_triton")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def gw_artifacts(small_artifacts, tmp_path_factory) -> Path:
-    """The serving artifacts plus a seeded ranker over the bank's tiles with the embedding signal."""
-    out = tmp_path_factory.mktemp("gw_artifacts")
-    for name in ("featurizer.json", "encoder.pt", "intent_head.json"):
-        shutil.copy(small_artifacts / name, out / name)
-    spec = FeatureSpec(tuple(TILES), tuple(TILES.values()), tuple(sorted(SEGMENTS)), 4, "embedding", 64,
-                       np.zeros(64, np.float32), np.ones(64, np.float32))
-    n = len(spec.feature_names())
-    Ranker(spec, np.random.default_rng(0).normal(0, 0.3, n).astype(np.float32), -2.0,
-           {"lookback_days": 3650.0}).save(out / "ranker.json")
-    return out
-
-
-@pytest.fixture(scope="module")
-def visitor(small_data):
-    """A real visitor's events from the synthetic bank, and a time just after them."""
-    sessions = load_sessions(small_data).sessions
-    anon = max({s.anonymous_id for s in sessions[:300]}, key=lambda a: sum(s.anonymous_id == a for s in sessions))
-    events = sorted((e for s in sessions if s.anonymous_id == anon for e in s.events), key=lambda e: e.ts)
-    return anon, events
-
-
-class GatewayProcess:
-    """`python -m gateway.server` as a subprocess (gateway.bench.launch_gateway) with a typed stub; a new one on
+def gateway_process(artifacts: Path, manifest: Path, store: str, triton_url: str, as_of_ms: int,
+                    env: dict | None = None, **flags: str) -> GatewayProcess:
+    """The gateway under test (harness.processes.GatewayProcess), checked against `manifest`: this environment
+    plus `env`, batches of at most 50 events and a 2 s Triton timeout unless `flags` say otherwise; a new one on
     the same store is a restart."""
-
-    def __init__(self, artifacts: Path, store: str, triton_url: str, as_of_ms: int, env: dict | None = None,
-                 **extra: str) -> None:
-        self.env = {**os.environ, **(env or {})}
-        self.flags = ["--store", store, "--artifacts", str(artifacts), "--triton-url", triton_url,
-                      "--as-of", str(as_of_ms), "--max-batch-events", "50", "--triton-timeout-s", "2.0"]
-        for k, v in extra.items():
-            self.flags += [f"--{k.replace('_', '-')}", v]
-        self.log_path = Path(store.removeprefix("sqlite://")).with_suffix(f".{secrets.token_hex(3)}.log")
-
-    def start(self) -> GatewayProcess:
-        self.process, self.port = launch_gateway(self.flags, self.env, self.log_path)
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
-        self.stub = pb_grpc.IntentGatewayServiceStub(self.channel)
-        return self
-
-    def stop(self) -> int:
-        self.channel.close()
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=30)
+    return GatewayProcess(artifacts, store, triton_url, as_of_ms, env={**os.environ, **(env or {})},
+                          manifest=manifest, **{"max_batch_events": 50, "triton_timeout_s": 2.0, **flags})
 
 
 @pytest.fixture(scope="module")
 def gateway(gw_artifacts, triton, visitor, tmp_path_factory):
     as_of = visitor[1][-1].ts + DAY_MS
     store = f"sqlite://{tmp_path_factory.mktemp('gw_store') / 'gw.db'}"
-    gw = GatewayProcess(gw_artifacts, store, triton.grpc_url, as_of)
+    gw = gateway_process(gw_artifacts, manifest_of(triton), store, triton.grpc_url, as_of)
     yield gw.start()
     gw.stop()
 
@@ -194,11 +143,11 @@ def test_unknown_customer_gets_the_no_session_ranking_and_forget_deletes(gateway
 def test_nothing_accepted_is_lost_across_a_restart(gw_artifacts, triton, visitor, tmp_path):
     anon, events = visitor
     store = f"sqlite://{tmp_path / 'gw.db'}"
-    gw = GatewayProcess(gw_artifacts, store, triton.grpc_url, events[-1].ts + DAY_MS).start()
+    gw = gateway_process(gw_artifacts, manifest_of(triton), store, triton.grpc_url, events[-1].ts + DAY_MS).start()
     accepted = gw.stub.RecordEvents(pb.RecordEventsRequest(events=[to_pb(e) for e in events[:20]]), timeout=10).accepted
     gw.stub.LinkIdentity(pb.LinkIdentityRequest(anonymous_id=anon, customer_id="C-restart"), timeout=10)
     assert gw.stop() == 0
-    gw = GatewayProcess(gw_artifacts, store, triton.grpc_url, events[-1].ts + DAY_MS).start()
+    gw = gateway_process(gw_artifacts, manifest_of(triton), store, triton.grpc_url, events[-1].ts + DAY_MS).start()
     try:
         got = gw.stub.GetSessions(pb.GetSessionsRequest(customer_id="C-restart"), timeout=10)
         assert sum(s.n_events for s in got.sessions) == accepted == 20
@@ -215,7 +164,8 @@ def test_write_behind_embedding_fills_the_cache_before_the_app_asks(gw_artifacts
     store = f"sqlite://{tmp_path / 'wb.db'}"
     tiles = ["tile_refinance_rates", "tile_cash_back_card", "tile_open_checking", "tile_auto_loan"]
     request = pb.RankTilesRequest(customer_id="C-wb", tile_ids=tiles, context=pb.CustomerContext(segment="mass"))
-    gw = GatewayProcess(gw_artifacts, store, triton.grpc_url, events[-1].ts + DAY_MS, env=env).start()
+    gw = gateway_process(gw_artifacts, manifest_of(triton), store, triton.grpc_url, events[-1].ts + DAY_MS,
+                         env=env).start()
     try:
         half = min(len(events), 50) // 2
         gw.stub.RecordEvents(pb.RecordEventsRequest(events=[to_pb(e) for e in events[:half]]), timeout=10)
@@ -226,11 +176,11 @@ def test_write_behind_embedding_fills_the_cache_before_the_app_asks(gw_artifacts
         assert wait_for_write_behind(metrics_port, 30) >= n_sessions
         ranked = gw.stub.RankTiles(request, timeout=10)
         assert not ranked.degraded and ranked.sessions_used == n_sessions
-        assert metric(metrics_port, "gateway_sessions_embedded_total", path="read") == 0
+        assert gateway_metric(metrics_port, "gateway_sessions_embedded_total", path="read") == 0
     finally:
         gw.stop()
-    cold = GatewayProcess(gw_artifacts, store, triton.grpc_url, events[-1].ts + DAY_MS,
-                          cache_embeddings="false").start()
+    cold = gateway_process(gw_artifacts, manifest_of(triton), store, triton.grpc_url, events[-1].ts + DAY_MS,
+                           cache_embeddings="false").start()
     try:  # same store, no cache: every session embedded on the read path
         again = cold.stub.RankTiles(request, timeout=10)
     finally:
@@ -239,10 +189,10 @@ def test_write_behind_embedding_fills_the_cache_before_the_app_asks(gw_artifacts
     np.testing.assert_allclose([t.score for t in again.tiles], [t.score for t in ranked.tiles], atol=1e-5)
 
 
-def test_a_dead_model_server_degrades_to_the_baseline_never_an_error(gw_artifacts, visitor, tmp_path):
+def test_a_dead_model_server_degrades_to_the_baseline_never_an_error(gw_artifacts, gw_repository, visitor, tmp_path):
     anon, events = visitor
-    gw = GatewayProcess(gw_artifacts, f"sqlite://{tmp_path / 'gw.db'}", f"127.0.0.1:{free_port()}",
-                        events[-1].ts + DAY_MS, triton_timeout_s="0.3").start()
+    gw = gateway_process(gw_artifacts, gw_repository / "manifest.json", f"sqlite://{tmp_path / 'gw.db'}",
+                         f"127.0.0.1:{free_port()}", events[-1].ts + DAY_MS, triton_timeout_s="0.3").start()
     try:
         gw.stub.RecordEvents(pb.RecordEventsRequest(events=[to_pb(e) for e in events[:10]]), timeout=10)
         gw.stub.LinkIdentity(pb.LinkIdentityRequest(anonymous_id=anon, customer_id="C1"), timeout=10)

@@ -12,7 +12,6 @@ import pytest
 from harness.bench_all import pa_failure, parse_pa_csv
 from harness.workload import event_json
 
-pytestmark = pytest.mark.slow
 TILES = ["tile_refinance_rates", "tile_cash_back_card", "tile_open_checking", "tile_auto_loan"]
 
 

@@ -33,7 +33,6 @@ from harness.processes import GatewayProcess, stop
 from harness.workload import event_json, to_message
 from training.export.triton_server import free_port
 
-pytestmark = pytest.mark.slow
 DAY_MS = 86_400_000
 TILES = ["tile_refinance_rates", "tile_cash_back_card", "tile_open_checking", "tile_auto_loan"]
 CONTEXT = {"segment": "mass", "tenure_months": 12, "products_held": ["checking"]}

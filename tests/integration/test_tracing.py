@@ -11,7 +11,6 @@ import json
 import secrets
 import time
 import urllib.request
-from pathlib import Path
 
 import grpc
 import pytest
@@ -19,35 +18,32 @@ from opentelemetry import propagate
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from test_gateway_grpc import gw_artifacts, visitor  # noqa: F401 (fixtures)
 
 from gateway.api import pb, pb_grpc
-from gateway.bench import metrics_env
-from gateway.bench_all import event_json, start_transformer, stop
-from gateway.otlp_receiver import OtlpReceiver
-from gateway.tracing_check import GATEWAY_SERVICE, GatewayProcess, otel_env, trace_report, triton_trace_args
+from harness.otlp_receiver import OtlpReceiver
+from harness.processes import metrics_env, start_transformer, stop
+from harness.tracing_check import GATEWAY_SERVICE, otel_env, trace_report, tracing_gateway, triton_trace_args
+from harness.workload import event_json
 from training.export.triton_server import TritonServer, free_port
 
-pytestmark = pytest.mark.slow
 DAY_MS = 86_400_000
 TILES = ["tile_refinance_rates", "tile_cash_back_card", "tile_open_checking", "tile_auto_loan"]
 
 
 @pytest.fixture(scope="module")
-def traced(exported_cpu, tmp_path_factory):
-    with OtlpReceiver() as rx, TritonServer(Path(exported_cpu.repository),
-                                            workdir=tmp_path_factory.mktemp("traced_triton"),
+def traced(gw_repository, tmp_path_factory):
+    with OtlpReceiver() as rx, TritonServer(gw_repository, workdir=tmp_path_factory.mktemp("traced_triton"),
                                             extra_args=triton_trace_args(rx.endpoint)) as triton:
         yield rx, triton
 
 
-def test_one_trace_from_the_caller_into_tritons_compute_spans(traced, gw_artifacts, visitor, tmp_path):  # noqa: F811
+def test_one_trace_from_the_caller_into_tritons_compute_spans(traced, gw_artifacts, visitor, tmp_path):
     rx, triton = traced
     _, events = visitor
     metrics_port = free_port()
     env = {**otel_env(rx.endpoint), **metrics_env(metrics_port)}
-    gw = GatewayProcess(gw_artifacts, triton.grpc_url, events[-1].ts + DAY_MS, tmp_path, env,
-                        trace_url=f"http://{triton.http_url}")
+    gw = tracing_gateway(gw_artifacts, triton, events[-1].ts + DAY_MS, tmp_path, env,
+                         trace_url=f"http://{triton.http_url}")
     try:
         gw.seed(events[:40], "C-traced")
         client = TracerProvider()
@@ -83,13 +79,13 @@ def test_one_trace_from_the_caller_into_tritons_compute_spans(traced, gw_artifac
         gw.stop()
 
 
-def test_triton_traces_only_what_the_gateway_sampled(traced, gw_artifacts, visitor, tmp_path):  # noqa: F811
+def test_triton_traces_only_what_the_gateway_sampled(traced, gw_artifacts, visitor, tmp_path):
     """Triton at rate=0 traces exactly the requests that carry a sampled context: a caller's unsampled
     traceparent leaves no span anywhere, a sampled one a whole trace, with the gateway sampling nothing new."""
     rx, triton = traced
     _, events = visitor
-    gw = GatewayProcess(gw_artifacts, triton.grpc_url, events[-1].ts + DAY_MS, tmp_path,
-                        otel_env(rx.endpoint, ratio=0.0), trace_url=f"http://{triton.http_url}")
+    gw = tracing_gateway(gw_artifacts, triton, events[-1].ts + DAY_MS, tmp_path,
+                         otel_env(rx.endpoint, ratio=0.0), trace_url=f"http://{triton.http_url}")
     try:
         gw.seed(events[:40], "C-sampled")
         before = {s.trace_id for s in rx.spans()}
@@ -115,13 +111,13 @@ def test_triton_traces_only_what_the_gateway_sampled(traced, gw_artifacts, visit
         gw.stop()
 
 
-def test_the_kserve_transformer_continues_the_callers_trace_into_triton(traced, gw_artifacts, visitor,  # noqa: F811
+def test_the_kserve_transformer_continues_the_callers_trace_into_triton(traced, gw_artifacts, visitor,
                                                                         tmp_path):
     """REST v2 request with a caller traceparent -> the transformer's server span -> Triton (gRPC metadata)."""
     rx, triton = traced
     _, events = visitor
     env = {**otel_env(rx.endpoint), "OTEL_SERVICE_NAME": "intent-reranker"}
-    process, http_port, _ = start_transformer(triton.grpc_url, gw_artifacts, events[-1].ts + DAY_MS,
+    process, http_port, _ = start_transformer(triton, gw_artifacts, events[-1].ts + DAY_MS,
                                               tmp_path / "kserve.log", env=env)
     body = json.dumps({"inputs": [
         {"name": "EVENTS", "shape": [min(len(events), 40)], "datatype": "BYTES", "data": [event_json(e)

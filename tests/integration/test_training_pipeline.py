@@ -13,6 +13,8 @@ from training.encoder.train import TrainConfig
 from training.pipeline import load_artifacts, probe_report, train
 from training.sessions import load_sessions
 
+pytestmark = pytest.mark.slow  # every test needs `trained`: 40 s of training on 2 cores
+
 
 @pytest.fixture(scope="module")
 def trained(small_data, tmp_path_factory):

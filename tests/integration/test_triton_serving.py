@@ -2,7 +2,6 @@
 
 import queue
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,9 +24,9 @@ DEADLINE_S = 10.0
 
 
 @pytest.fixture(scope="module")
-def server(exported_cpu, tmp_path_factory):
-    with TritonServer(Path(exported_cpu.repository), workdir=tmp_path_factory.mktemp("triton")) as triton:
-        yield triton
+def server(triton):
+    """The session's Triton on the exported CPU repository (tests/integration/conftest.py)."""
+    return triton
 
 
 @pytest.fixture(scope="module")

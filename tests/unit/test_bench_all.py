@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gateway.bench_all import markdown, pa_failure, parse_pa_csv, write_bytes_input_data
+from harness.bench_all import markdown, pa_failure, parse_pa_csv, write_bytes_input_data
 
 # `perf_analyzer -m intent_pipeline -i grpc --concurrency-range 4:4 -f out.csv` against Triton 2.51 on 2 CPUs
 CSV = """\

@@ -101,7 +101,7 @@ def test_child_spans_exist_only_under_a_recording_span(monkeypatch) -> None:
 
 
 def test_paired_overhead_cancels_drift_between_rounds() -> None:
-    from gateway.tracing_check import paired_overhead_pct
+    from harness.stats import paired_overhead_pct
 
     off = [500.0, 300.0, 520.0, 310.0]  # the machine slows down and recovers between rounds
     traced = [475.0, 285.0, 494.0, 294.5]  # always 5% below the round beside it
@@ -110,7 +110,7 @@ def test_paired_overhead_cancels_drift_between_rounds() -> None:
 
 
 def test_the_interval_of_the_overhead_widens_with_noise() -> None:
-    from gateway.tracing_check import paired_overhead_pct
+    from harness.stats import paired_overhead_pct
 
     rng = np.random.default_rng(1)
     off = rng.uniform(300, 500, 30)

@@ -217,10 +217,9 @@ def test_each_method_is_wrapped_once_not_per_call(monkeypatch) -> None:
     assert built == [f"/{SERVICE}/Ok"]
 
 
-@pytest.mark.slow
 def test_the_interceptor_benchmark_serves_every_setup() -> None:
     """`make bench-interceptor` end to end, tiny: its server process answers on every setup's port."""
-    from gateway.interceptor_bench import SETUPS, measure
+    from harness.bench_interceptor import SETUPS, measure
 
     report = measure(rounds=1, calls=20, ratio=0.01)
     assert list(report["server_cpu_us_per_call"]) == list(SETUPS)

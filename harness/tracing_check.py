@@ -1,5 +1,5 @@
-"""`python -m gateway.tracing_check`: are traces whole from a caller through the gateway into Triton, and what
-does tracing cost? -> reports/tracing.json.
+"""`python -m harness.tracing_check` (`make tracing-check`): are traces whole from a caller through the gateway
+into Triton, and what does tracing cost? -> reports/tracing.json.
 
 One run: a local OTLP receiver, the real Triton with OpenTelemetry tracing (`rate=0`: it traces exactly the
 requests that carry a sampled context from the gateway, TIMESTAMPS), and gateway processes that differ only
@@ -34,12 +34,13 @@ import numpy as np
 import psutil
 
 from gateway.api import pb, pb_grpc
-from gateway.bench import launch_gateway, median_ci90, save_json_report
-from gateway.otlp_receiver import OtlpReceiver, ReceivedSpan, RemoteReceiver
-from gateway.replay import to_message
+from harness.load import measure
+from harness.otlp_receiver import OtlpReceiver, ReceivedSpan, RemoteReceiver
+from harness.processes import GatewayProcess, manifest_of, start_transformer, stop
+from harness.stats import paired_overhead_pct, save_json_report
+from harness.workload import DAY_MS, add_paths, busiest_visitor, event_json
 from training.export.triton_server import TritonServer
 
-DAY_MS = 86_400_000
 GATEWAY_SERVICE = "intent-gateway"
 
 
@@ -70,32 +71,16 @@ def otel_env(endpoint: str | None, ratio: float | None = None) -> dict[str, str]
     return env
 
 
-class GatewayProcess:
-    """`python -m gateway.server` with its own store, the embedding cache off (every request reaches Triton)."""
-
-    def __init__(self, artifacts: Path, triton_url: str, as_of_ms: int, work: Path, env: dict[str, str],
-                 trace_url: str = "", instrumentation: str = "gateway") -> None:
-        store = work / f"gw.{secrets.token_hex(4)}.db"
-        flags = ["--grpc-instrumentation", instrumentation,
-                 "--store", f"sqlite://{store}", "--artifacts", str(artifacts), "--triton-url", triton_url,
-                 "--triton-trace-url", trace_url, "--as-of", str(as_of_ms), "--cache-embeddings", "false",
-                 "--triton-timeout-s", "5"]
-        self.process, self.port = launch_gateway(flags, env, store.with_suffix(".log"))
-        self.address = f"127.0.0.1:{self.port}"
-
-    def seed(self, events: Sequence, customer_id: str) -> None:
-        """Store the visitor's events and link them to `customer_id`."""
-        with grpc.insecure_channel(self.address) as channel:
-            stub = pb_grpc.IntentGatewayServiceStub(channel)
-            for start in range(0, len(events), 500):
-                stub.RecordEvents(pb.RecordEventsRequest(events=[to_message(e) for e in events[start:start + 500]]),
-                                  timeout=30)
-            stub.LinkIdentity(pb.LinkIdentityRequest(anonymous_id=events[0].anonymous_id, customer_id=customer_id),
-                              timeout=10)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(30)
+def tracing_gateway(artifacts: Path, triton: TritonServer, as_of_ms: int, work: Path, env: dict[str, str],
+                    trace_url: str = "", instrumentation: str = "gateway") -> GatewayProcess:
+    """A started gateway in front of `triton` (over gRPC; sampled requests over HTTP when `trace_url` is set),
+    with its own store and the embedding cache off (every request reaches Triton), server spans made by
+    `instrumentation`."""
+    store = work / f"gw.{secrets.token_hex(4)}.db"
+    return GatewayProcess(artifacts, f"sqlite://{store}", triton.grpc_url, as_of_ms, env=env,
+                          log=store.with_suffix(".log"), manifest=manifest_of(triton),
+                          grpc_instrumentation=instrumentation, triton_trace_url=trace_url, cache_embeddings=False,
+                          triton_timeout_s=5).start()
 
 
 def traceparent() -> tuple[str, str]:
@@ -141,8 +126,6 @@ def fire(address: str, customer_id: str, tiles: Sequence[str], n: int, caller_co
 
 
 async def throughput(address: str, customer_id: str, tiles: Sequence[str], concurrency: int, requests: int) -> float:
-    from gateway.bench import measure
-
     async with grpc.aio.insecure_channel(address) as channel:
         stub = pb_grpc.IntentGatewayServiceStub(channel)
         request = pb.RankTilesRequest(customer_id=customer_id, tile_ids=list(tiles))
@@ -151,24 +134,6 @@ async def throughput(address: str, customer_id: str, tiles: Sequence[str], concu
             await stub.RankTiles(request, timeout=10)
 
         return (await measure(call, concurrency, requests))["throughput_per_s"]
-
-
-def pick_visitor(data: Path):
-    from training.sessions import load_sessions
-
-    sessions = load_sessions(data).sessions
-    anon = max({s.anonymous_id for s in sessions[:300]}, key=lambda a: sum(s.anonymous_id == a for s in sessions))
-    return sorted((e for s in sessions if s.anonymous_id == anon for e in s.events), key=lambda e: e.ts)
-
-
-def paired_overhead_pct(off: Sequence[float], traced: Sequence[float]) -> dict:
-    """Throughput lost to tracing, from rounds run back to back: 1 - median(traced_i / off_i), in percent,
-    with the interquartile range of the per-round values and a 90% bootstrap interval of that median.
-    Pairing cancels the slow drift of a shared machine that comparing two medians does not."""
-    lost = 100 * (1 - np.asarray(traced, float) / np.asarray(off, float))
-    return {"median": round(float(np.median(lost)), 2),
-            "interquartile": [round(float(q), 2) for q in np.percentile(lost, [25, 75])],
-            "median_ci90": median_ci90(lost)}
 
 
 def tree_cpu_s(pid: int) -> float:
@@ -258,11 +223,9 @@ def kserve_report(rx: OtlpReceiver | RemoteReceiver, triton: TritonServer, artif
                   tiles: Sequence[str], requests: int, work: Path, known: Sequence[str]) -> dict:
     """The KServe transformer: REST v2 with a caller traceparent -> its server span -> Triton over gRPC
     metadata (the only transport kserve's grpc-v2 predictor has)."""
-    from gateway.bench_all import event_json, start_transformer, stop
-
     known = [*known, *{s.trace_id for s in rx.spans()}]  # earlier paths' traces are not fresh ones
     env = {**otel_env(rx.endpoint), "OTEL_SERVICE_NAME": KSERVE_SERVICE}
-    process, http_port, _ = start_transformer(triton.grpc_url, artifacts, events[-1].ts + DAY_MS,
+    process, http_port, _ = start_transformer(triton, artifacts, events[-1].ts + DAY_MS,
                                               work / "kserve.log", env=env)
     body = json.dumps({"inputs": [
         {"name": "EVENTS", "shape": [len(events[:200])], "datatype": "BYTES",
@@ -291,7 +254,7 @@ def kserve_report(rx: OtlpReceiver | RemoteReceiver, triton: TritonServer, artif
 
 def run(repository: Path, artifacts: Path, data: Path, requests: int, rounds: int, round_requests: int,
         concurrency: int, ratio: float, work: Path) -> dict:
-    events = pick_visitor(data)
+    events = busiest_visitor(data)
     as_of = events[-1].ts + DAY_MS
     tiles = list(json.loads((artifacts / "ranker.json").read_text())["tiles"])[:4]
     report: dict = {"requests_per_path": requests}
@@ -299,22 +262,22 @@ def run(repository: Path, artifacts: Path, data: Path, requests: int, rounds: in
                                             extra_args=triton_trace_args(rx.endpoint)) as triton:
         http_url = f"http://{triton.http_url}"
         gateways = {
-            "grpc_traced": GatewayProcess(artifacts, triton.grpc_url, as_of, work, otel_env(rx.endpoint)),
-            "http_traced": GatewayProcess(artifacts, triton.grpc_url, as_of, work, otel_env(rx.endpoint), http_url),
-            "http_sampled": GatewayProcess(artifacts, triton.grpc_url, as_of, work, otel_env(rx.endpoint, ratio),
-                                           http_url),
-            "grpc_off": GatewayProcess(artifacts, triton.grpc_url, as_of, work, otel_env(None)),
+            "grpc_traced": tracing_gateway(artifacts, triton, as_of, work, otel_env(rx.endpoint)),
+            "http_traced": tracing_gateway(artifacts, triton, as_of, work, otel_env(rx.endpoint), http_url),
+            "http_sampled": tracing_gateway(artifacts, triton, as_of, work, otel_env(rx.endpoint, ratio),
+                                            http_url),
+            "grpc_off": tracing_gateway(artifacts, triton, as_of, work, otel_env(None)),
             # the same again: an A/A control, how far two identical setups differ on this machine
-            "grpc_off_again": GatewayProcess(artifacts, triton.grpc_url, as_of, work, otel_env(None)),
+            "grpc_off_again": tracing_gateway(artifacts, triton, as_of, work, otel_env(None)),
             # five times the shipped ratio: how the cost grows with the share sampled
-            "http_sampled_more": GatewayProcess(artifacts, triton.grpc_url, as_of, work,
-                                                otel_env(rx.endpoint, min(1.0, 5 * ratio)), http_url),
+            "http_sampled_more": tracing_gateway(artifacts, triton, as_of, work,
+                                                 otel_env(rx.endpoint, min(1.0, 5 * ratio)), http_url),
             # tracing on, nothing sampled: what the instrumentation costs by itself
-            "sampled_none": GatewayProcess(artifacts, triton.grpc_url, as_of, work, otel_env(rx.endpoint, 0.0),
-                                           http_url),
+            "sampled_none": tracing_gateway(artifacts, triton, as_of, work, otel_env(rx.endpoint, 0.0),
+                                            http_url),
             # as shipped, but with opentelemetry-instrumentation-grpc's interceptor making the server spans
-            "http_sampled_upstream": GatewayProcess(artifacts, triton.grpc_url, as_of, work,
-                                                    otel_env(rx.endpoint, ratio), http_url, "opentelemetry"),
+            "http_sampled_upstream": tracing_gateway(artifacts, triton, as_of, work,
+                                                     otel_env(rx.endpoint, ratio), http_url, "opentelemetry"),
         }
         try:
             for gw in gateways.values():
@@ -351,10 +314,8 @@ def run(repository: Path, artifacts: Path, data: Path, requests: int, rounds: in
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway.tracing_check", description=__doc__)
-    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
-    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
-    parser.add_argument("--data", type=Path, default=Path("data"))
+    parser = argparse.ArgumentParser(prog="python -m harness.tracing_check", description=__doc__)
+    add_paths(parser)
     parser.add_argument("--requests", type=int, default=200, help="traced requests per transport")
     parser.add_argument("--rounds", type=int, default=25)
     parser.add_argument("--round-requests", type=int, default=600)

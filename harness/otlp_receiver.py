@@ -162,7 +162,7 @@ class OtlpReceiver:
 
 
 class RemoteReceiver:
-    """The same receiver in its own process (`python -m gateway.otlp_receiver`), so that a throughput
+    """The same receiver in its own process (`python -m harness.otlp_receiver`), so that a throughput
     measurement's load generator does not also pay, in its own interpreter, for receiving the exports."""
 
     def __init__(self) -> None:
@@ -171,7 +171,7 @@ class RemoteReceiver:
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._discard = False
-        self.process = subprocess.Popen([sys.executable, "-m", "gateway.otlp_receiver", "--port", str(self.port)])
+        self.process = subprocess.Popen([sys.executable, "-m", "harness.otlp_receiver", "--port", str(self.port)])
 
     def _get(self, path: str) -> dict:
         with urllib.request.urlopen(self.endpoint + path, timeout=10) as response:
@@ -212,7 +212,7 @@ class RemoteReceiver:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway.otlp_receiver", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m harness.otlp_receiver", description=__doc__)
     parser.add_argument("--port", type=int, required=True, help="loopback port to listen on")
     args = parser.parse_args(argv)
     with OtlpReceiver(port=args.port) as rx:

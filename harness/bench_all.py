@@ -1,4 +1,4 @@
-"""`python -m gateway.bench_all` (`make bench`): one benchmark of both serving tiers into one report.
+"""`python -m harness.bench_all` (`make bench`): one benchmark of both serving tiers into one report.
 
 Starts the real Triton (the ensemble `intent_pipeline`), the KServe v2 transformer (`reranker`, its own
 process, Triton as its grpc-v2 predictor) and the gateway (typed gRPC RankTiles, its own process), all on
@@ -12,7 +12,7 @@ loopback, and measures at a few concurrency levels:
                                                 it, the error is recorded and a v2 load generator
                                                 (tritonclient.grpc.aio, the same ModelInfer wire form) sends
                                                 the same requests instead
-  gateway      RankTiles        typed gRPC      gateway.bench.measure (grpc.aio), the same customers
+  gateway      RankTiles        typed gRPC      harness.load.measure (grpc.aio), the same customers
 
 Everything shares the machine's cores with the load generators: the figures are for comparing tiers on
 one machine, not capacity numbers. The machine and its load average are written into the report.
@@ -27,22 +27,21 @@ import io
 import json
 import logging
 import os
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import numpy as np
 
-log = logging.getLogger("gateway.bench_all")
-DAY_MS = 86_400_000
+from gateway.api import pb_grpc
+from harness.load import measure
+from harness.processes import TRANSFORMER_MODEL, benchmark_gateway, start_transformer, stop
+from harness.workload import Workload, add_paths, replay, workload
+
+log = logging.getLogger("harness.bench_all")
 CONCURRENCY = (1, 4, 8)
-TRANSFORMER_MODEL = "reranker"
 PIPELINE = "intent_pipeline"
 
 
@@ -106,59 +105,6 @@ def markdown(report: dict) -> str:
 
 # -- inputs --------------------------------------------------------------------------------------------------------
 
-def event_json(e) -> str:
-    """One WebEvent as the transformer's EVENTS element (RecordEvents' JSON field names)."""
-    doc = {"anonymous_id": e.anonymous_id, "ts": str(e.ts), "event_type": e.event_type, "url": e.url,
-           "device": e.device or "", "referrer": e.referrer or "", "query": e.query or ""}
-    if e.dwell_ms is not None:
-        doc["dwell_ms"] = e.dwell_ms
-    return json.dumps(doc, separators=(",", ":"))
-
-
-@dataclass
-class Workload:
-    events: list  # the replayed visitors' events (what the gateway's store gets)
-    as_of: int
-    customers: list  # Customer rows with a session inside the lookback, in order
-    requests: list[dict]  # per customer: {"EVENTS": [...], "TILE_IDS": [...], "CONTEXT": [json]}
-    sessions: list  # their sessions (for the ensemble's one-session requests)
-    tiles: list[str]
-
-
-def workload(data: Path, artifacts: Path, visitors: int, max_events: int = 1000, max_sessions: int = 20) -> Workload:
-    """The replayed visitors' logged-in customers with recent sessions, as RankTiles / reranker requests."""
-    from core.contract import Customer, LoadReport, load_events, read_rows
-    from core.sessionize import sessionize
-    from gateway.replay import pick_visitors
-
-    events = pick_visitors(load_events(data), visitors)
-    as_of = events[-1].ts + 1
-    customers = {c.customer_id: c for c in read_rows(data / "customers.jsonl", Customer, LoadReport())}
-    tiles = [json.loads(line)["tile_id"] for line in (data / "tiles.jsonl").read_text().splitlines()]
-    lookback = float(json.loads((artifacts / "ranker.json").read_text())["meta"].get("lookback_days", 21))
-    since = as_of - lookback * DAY_MS
-    anon_of: dict[str, set[str]] = {}
-    for e in events:
-        if e.customer_id in customers:
-            anon_of.setdefault(e.customer_id, set()).add(e.anonymous_id)
-    recent = [s for s in sessionize(events) if s.start_ms >= since]
-    rows, requests, sessions = [], [], []
-    for cid in sorted(anon_of):
-        mine = [s for s in recent if s.anonymous_id in anon_of[cid]][-max_sessions:]
-        if not mine:
-            continue
-        evs = sorted((e for s in mine for e in s.events), key=lambda e: e.ts)[-max_events:]
-        c = customers[cid]
-        rows.append(c)
-        sessions.extend(mine)
-        requests.append({"EVENTS": [event_json(e) for e in evs], "TILE_IDS": list(tiles),
-                         "CONTEXT": [json.dumps({"segment": c.segment, "tenure_months": c.tenure_months,
-                                                 "products_held": list(c.products)})]})
-    if not rows:
-        raise ValueError("no replayed customer has a session inside the ranker's lookback window")
-    return Workload(events, as_of, rows, requests, sessions, tiles)
-
-
 def write_bytes_input_data(requests: Sequence[dict], path: Path) -> None:
     """perf_analyzer's JSON input data for BYTES tensors: strings as content, each request its own shape."""
     entries = [{name: {"content": values, "shape": [len(values)]} for name, values in r.items()} for r in requests]
@@ -181,43 +127,6 @@ def run_perf_analyzer(pa, model: str, url: str, protocol: str, input_data: Path,
     return {**parse_pa_csv(out_csv.read_text()), "stability_percentage": int(stability)}
 
 
-# -- processes -----------------------------------------------------------------------------------------------------
-
-def start_transformer(triton_grpc: str, artifacts: Path, as_of: int, log_path: Path, timeout_s: float = 90,
-                      env: dict[str, str] | None = None) -> tuple:
-    """The KServe transformer in its own process (kserve and tritonclient.grpc cannot share one), once ready:
-    (process, http_port, grpc_port). `env`: the process environment (default: this one's)."""
-    from training.export.triton_server import free_port
-
-    http_port, grpc_port = free_port(), free_port()
-    args = [sys.executable, "-m", "gateway.kserve_transformer", "--predictor_host", triton_grpc,
-            "--predictor_protocol", "grpc-v2", "--http_port", str(http_port), "--grpc_port", str(grpc_port),
-            "--artifacts", str(artifacts), "--as-of", str(as_of), "--triton-timeout-s", "5"]
-    process = subprocess.Popen(args, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/models/{TRANSFORMER_MODEL}/ready",
-                                        timeout=1) as r:
-                if r.status == 200:
-                    return process, http_port, grpc_port
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"kserve transformer did not start: {log_path.read_text()[-3000:]}")
-        time.sleep(0.3)
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 # -- load generators -----------------------------------------------------------------------------------------------
 
 def _v2_inputs(client_mod, request: dict) -> list:
@@ -231,10 +140,8 @@ def _v2_inputs(client_mod, request: dict) -> list:
 
 async def v2_load(url: str, requests: Sequence[dict], concurrency: int, count: int) -> dict:
     """The reranker over KServe v2 gRPC ModelInfer (raw_input_contents, as perf_analyzer sends), via
-    gateway.bench.measure; fails on a degraded answer (Triton behind the transformer failing)."""
+    harness.load.measure; fails on a degraded answer (Triton behind the transformer failing)."""
     import tritonclient.grpc.aio as triton_aio
-
-    from gateway.bench import measure
 
     client = triton_aio.InferenceServerClient(url)
     prepared = [_v2_inputs(triton_aio, r) for r in requests]
@@ -254,25 +161,13 @@ async def v2_load(url: str, requests: Sequence[dict], concurrency: int, count: i
     return {**result, "mean_sessions_used": round(float(np.mean(used)), 2)}
 
 
-async def typed_load(port: int, workload: Workload, concurrency: Sequence[int], count: int) -> dict[int, dict]:
+async def typed_load(address: str, workload: Workload, concurrency: Sequence[int], count: int) -> dict[int, dict]:
     """RankTiles on the gateway (store lookup + sessionize + featurize + Triton + ranker), after a replay."""
-    from gateway.api import pb, pb_grpc
-    from gateway.bench import measure
-    from gateway.replay import replay
-
     out = {}
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with grpc.aio.insecure_channel(address) as channel:
         stub = pb_grpc.IntentGatewayServiceStub(channel)
         await replay(stub, workload.events, 500)
-
-        async def call(i: int) -> None:
-            c = workload.customers[i % len(workload.customers)]
-            ctx = pb.CustomerContext(segment=c.segment, tenure_months=c.tenure_months, products_held=c.products)
-            reply = await stub.RankTiles(pb.RankTilesRequest(customer_id=c.customer_id, tile_ids=workload.tiles,
-                                                             context=ctx), timeout=30)
-            if reply.degraded:
-                raise RuntimeError(f"degraded answer in the benchmark: {reply.degraded_reason}")
-
+        call = workload.rank_call(stub)
         for c in concurrency:
             out[c] = await measure(call, c, count)
     return out
@@ -282,7 +177,6 @@ async def typed_load(port: int, workload: Workload, concurrency: Sequence[int], 
 
 def run(args: argparse.Namespace) -> dict:
     from core.featurizer import Featurizer
-    from gateway.bench import start_gateway
     from training.export.perf import (
         FALLBACK_STABILITY,
         PA_STABILITY_ARGS,
@@ -320,7 +214,7 @@ def run(args: argparse.Namespace) -> dict:
                 run_perf_analyzer(pa, PIPELINE, triton.grpc_url, "grpc", session_data, c,
                                   work / f"triton_c{c}.csv", stability, FALLBACK_STABILITY))
         # (b) the KServe transformer: perf_analyzer if it can, else the v2 load generator
-        process, http_port, grpc_port = start_transformer(triton.grpc_url, args.artifacts, wl.as_of,
+        process, http_port, grpc_port = start_transformer(triton, args.artifacts, wl.as_of,
                                                           work / "transformer.log")
         try:
             for protocol, url in (("grpc", f"127.0.0.1:{grpc_port}"), ("http", f"127.0.0.1:{http_port}")):
@@ -344,20 +238,20 @@ def run(args: argparse.Namespace) -> dict:
                     f"no /v2/models/{TRANSFORMER_MODEL}/config: `{pa_errors['http']}`). The transformer row is "
                     "measured with a v2 load generator instead: tritonclient.grpc.aio ModelInfer with the same "
                     "requests as perf_analyzer's input data (BYTES in raw_input_contents, the wire form "
-                    "perf_analyzer uses), through gateway.bench.measure.")
+                    "perf_analyzer uses), through harness.load.measure.")
                 for c in args.concurrency:
                     row("transformer", TRANSFORMER_MODEL, "v2 grpc", "v2 load generator", c,
                         asyncio.run(v2_load(f"127.0.0.1:{grpc_port}", wl.requests, c, args.requests)))
         finally:
             stop(process)
         # (c) the typed gRPC API
-        gateway, port = start_gateway(args.artifacts, f"sqlite://{work / 'gateway.db'}", triton.grpc_url,
-                                      wl.as_of, False, work / "gateway.log")
+        gateway = benchmark_gateway(args.artifacts, work / "gateway.db", triton, wl.as_of, cache=False,
+                                    embed_on_write=False).start()
         try:
-            for c, m in asyncio.run(typed_load(port, wl, args.concurrency, args.requests)).items():
+            for c, m in asyncio.run(typed_load(gateway.address, wl, args.concurrency, args.requests)).items():
                 row("gateway", "RankTiles", "typed grpc", "grpc.aio load generator", c, m)
         finally:
-            stop(gateway)
+            gateway.stop()
     notes.append("The gateway runs with its embedding cache off, so every RankTiles reaches Triton, like every "
                  "reranker request (the transformer is stateless: the caller sends the events).")
     return {
@@ -377,11 +271,9 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway.bench_all", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m harness.bench_all", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path("data/synthetic"), help="(default: %(default)s)")
-    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="(default: %(default)s)")
-    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="(default: %(default)s)")
+    add_paths(parser)
     parser.add_argument("--visitors", type=int, default=600, help="logged-in visitors replayed (default: %(default)s)")
     parser.add_argument("--sessions", type=int, default=512, help="sessions in the ensemble's input data "
                         "(default: %(default)s)")

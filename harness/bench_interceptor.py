@@ -1,4 +1,5 @@
-"""`python -m gateway.interceptor_bench`: what each server interceptor setup costs per call, in server CPU.
+"""`python -m harness.bench_interceptor` (`make bench-interceptor`): what each server interceptor setup costs
+per call, in server CPU.
 
 Tracing's fixed cost is paid by every request, sampled or not, and it is small beside a RankTiles request's
 noise on a shared machine; here it is isolated. One server process hosts four echo services over real
@@ -25,7 +26,8 @@ import grpc
 import numpy as np
 import psutil
 
-from gateway.bench import median_ci90, save_json_report
+from gateway.telemetry import METRICS, TelemetryInterceptor
+from harness.stats import median_ci90, save_json_report
 
 SETUPS = ("none", "metrics_only", "upstream_tracing", "gateway_tracing")
 METHOD = "/bench.Echo/Call"
@@ -33,8 +35,6 @@ METHOD = "/bench.Echo/Call"
 
 def _interceptors(setup: str) -> list:
     from opentelemetry.instrumentation.grpc import aio_server_interceptor
-
-    from gateway.telemetry import METRICS, TelemetryInterceptor
 
     return {"none": [], "metrics_only": [TelemetryInterceptor(METRICS)],
             "upstream_tracing": [aio_server_interceptor(), TelemetryInterceptor(METRICS)],
@@ -52,7 +52,7 @@ def serve(ratio: float) -> None:
         def export(self, spans) -> SpanExportResult:
             return SpanExportResult.SUCCESS
 
-    # gateway.telemetry is imported by now (via gateway.bench), as in the gateway: its tracer is a proxy
+    # gateway.telemetry is imported by now (at the top), as in the gateway: its module-level tracer is a proxy
     provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(ratio)))
     provider.add_span_processor(BatchSpanProcessor(Dropped()))
     trace.set_tracer_provider(provider)
@@ -76,7 +76,7 @@ def serve(ratio: float) -> None:
 
 
 def measure(rounds: int, calls: int, ratio: float, payload: int = 200) -> dict:
-    server = subprocess.Popen([sys.executable, "-m", "gateway.interceptor_bench", "--serve", "--ratio", str(ratio)],
+    server = subprocess.Popen([sys.executable, "-m", "harness.bench_interceptor", "--serve", "--ratio", str(ratio)],
                               stdout=subprocess.PIPE, text=True)
     try:
         ready, _, _ = select.select([server.stdout], [], [], 60)
@@ -121,7 +121,7 @@ def measure(rounds: int, calls: int, ratio: float, payload: int = 200) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway.interceptor_bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m harness.bench_interceptor", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--calls", type=int, default=1500, help="sequential calls per setup and round")
