@@ -130,15 +130,18 @@ serve-kserve: venv  ## make serve's product as a KServe transformer: v2 reranker
 bench: venv $(DATA)/events.jsonl  ## Triton ensemble + KServe v2 reranker + typed RankTiles at c=1,4,8 -> reports/bench.{md,json} (needs make export)
 	$(PY) -m harness.bench_all --data $(DATA) --artifacts $(ARTIFACTS) --repository $(REPOSITORY) --report reports/bench.json
 
-test: venv redis proto-lint  ## the full tier (CI): ruff, buf lint, every test incl. -m integration (real Triton, Redis, gateway, LLM); prints the 20 slowest
+test: venv redis proto-lint  ## the full tier (CI): ruff, import contracts, buf lint, every test incl. -m integration (real Triton, Redis, gateway, LLM); prints the 20 slowest
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest -q --durations=20
 
-test-unit: venv  ## the quick tier, under a minute on 2 cores: tests/unit + tests/chart, no servers (-m 'not integration')
+test-unit: venv  ## the quick tier, under a minute on 2 cores: import contracts, tests/unit + tests/chart, no servers (-m 'not integration')
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest -q -m 'not integration' --durations=10 tests/unit tests/chart
 
-lint: venv  ## ruff
+lint: venv  ## ruff and the import contracts (pyproject's [tool.importlinter])
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 lock:  ## re-resolve requirements.lock from pyproject (needs network)
 	rm -rf /tmp/intent-lock && $(PYTHON) -m venv /tmp/intent-lock
