@@ -2,10 +2,11 @@
 from repository version 1 to version 2 while 4 clients keep asking for rankings.
 
 v2 is observably different: another encoder (another seed), another head (its weights negated) and another
-ranker (fitted... here: seeded on that encoder, with its fingerprint). Every answer is compared with the
-offline reference (PyTorch encoder + head + the ranker) of the version it names: an answer that mixed v1 and v2
-(v1's ranker on v2's embeddings, v1's cached embeddings under v2, a v1 encoder step feeding a v2 head) would
-match neither. The gateway finds v2 by itself (manifest poll and Triton's served ensemble) without restarting.
+ranker (seeded, with that encoder's fingerprint). Every answer is compared with the offline reference (PyTorch
+encoder + head + the ranker) of the version it names: an answer that mixed v1 and v2 (v1's ranker on v2's
+embeddings, v1's cached embeddings under v2, a v1 encoder step feeding a v2 head) would match neither. The
+gateway finds v2 by itself without restarting: SIGHUP (or the poll) shows it the new manifest, and the first
+call Triton refuses for v1 moves it to v2.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ CONTEXT = pb.CustomerContext(segment="mass", tenure_months=12, products_held=["c
 
 
 def model_set(source: Path, out: Path, seed: int) -> Path:
-    """featurizer.json (shared), an encoder of this seed, a head and a ranker fitted... seeded on it."""
+    """featurizer.json (shared), an encoder of this seed (0: the trained fixture's), a head, a ranker seeded on it."""
     out.mkdir(parents=True)
     shutil.copy(source / "featurizer.json", out / "featurizer.json")
     if seed == 0:
@@ -158,9 +159,10 @@ class Gateway:
         return self.process.wait(timeout=30)
 
 
-def gateway_flags(live: Path, manifest: Path, triton: TritonServer, store: str, as_of: int) -> list[str]:
+def gateway_flags(live: Path, manifest: Path, triton: TritonServer, store: str, as_of: int, poll_s: float = 1.0
+                  ) -> list[str]:
     return ["--artifacts", str(live), "--manifest", str(manifest), "--triton-url", triton.grpc_url,
-            "--store", store, "--as-of", str(as_of), "--reload-poll-s", "1.0", "--triton-timeout-s", "5",
+            "--store", store, "--as-of", str(as_of), "--reload-poll-s", str(poll_s), "--triton-timeout-s", "5",
             "--log-level", "INFO"]
 
 
@@ -178,13 +180,15 @@ def world(small_artifacts, small_data, tmp_path_factory):
     by_visitor: dict[str, list[Event]] = {}
     for s in sessions:
         by_visitor.setdefault(s.anonymous_id, []).extend(s.events)
-    busiest = sorted(by_visitor, key=lambda a: -len(by_visitor[a]))[:CUSTOMERS]
+    busiest = sorted(by_visitor, key=lambda a: -len(by_visitor[a]))[:CUSTOMERS + 1]
     events = {f"C-hot-{i}": sorted({event_key(e): e for e in by_visitor[a]}.values(), key=lambda e: e.ts)
               for i, a in enumerate(busiest)}
     as_of = max(e.ts for evs in events.values() for e in evs) + DAY_MS
+    writer = events.pop(f"C-hot-{CUSTOMERS}")  # a visitor whose new events arrive during the load
     with TritonServer(repo, workdir=root / "triton", model_control="explicit") as triton:
         yield {"root": root, "v1": v1, "v2": v2, "repo": repo, "live": live, "first": first, "triton": triton,
-               "events": events, "as_of": as_of, "refs": (reference(v1, events, as_of), reference(v2, events, as_of))}
+               "events": events, "writer": writer, "as_of": as_of,
+               "refs": (reference(v1, events, as_of), reference(v2, events, as_of))}
 
 
 def test_start_up_refuses_a_manifest_its_artifacts_or_triton_do_not_match(world, tmp_path):
@@ -211,40 +215,58 @@ def test_start_up_refuses_a_manifest_its_artifacts_or_triton_do_not_match(world,
 
 
 def test_versions_swap_under_load_with_no_error_and_no_mixing(world, tmp_path):
+    """4 clients rank the customers whose sessions are cached; a fifth records a new event for its own customer
+    before each ranking, so its sessions always miss the cache and reach Triton. The poll is off (30 s): the
+    gateway sees the new manifest on SIGHUP (pending), and moves to v2 when Triton, having loaded v2, refuses the
+    writer's call pinned to v1 (VersionGone -> newest snapshot -> the request retried on v2)."""
     ref1, ref2 = world["refs"]
     m1 = world["first"].model_version
     for customer in world["events"]:  # the two sets answer observably differently, for every customer
         assert not np.allclose(ref1.scores[customer], ref2.scores[customer], atol=1e-3)
     gw = Gateway(gateway_flags(world["live"], world["repo"] / "manifest.json", world["triton"],
-                               f"sqlite://{tmp_path / 'gw.db'}", world["as_of"]), tmp_path / "gw.log", free_port())
+                               f"sqlite://{tmp_path / 'gw.db'}", world["as_of"], poll_s=30), tmp_path / "gw.log",
+                 free_port())
     gw.wait_healthy()
     try:
         stub = gw.stub()
-        for i, (customer, evs) in enumerate(world["events"].items()):
+        writer_id, writer_events = "C-hot-writer", world["writer"]
+        for customer, evs in [*world["events"].items(), (writer_id, writer_events)]:
             stub.RecordEvents(pb.RecordEventsRequest(events=[_message(e) for e in evs]), timeout=30)
             stub.LinkIdentity(pb.LinkIdentityRequest(anonymous_id=evs[0].anonymous_id, customer_id=customer),
                               timeout=10)
+        for customer in world["events"]:
             reply = stub.RankTiles(_request(customer), timeout=10)
-            assert reply.model_version == m1 and not reply.degraded and matches(ref1, customer, reply), i
+            assert reply.model_version == m1 and not reply.degraded and matches(ref1, customer, reply), customer
 
-        answers, stop, swapped_at = [], threading.Event(), {}
+        answers, written, stop, swapped_at = [], [], threading.Event(), {}
 
-        def worker(k: int) -> None:
-            local = gw.stub()
-            customers = list(world["events"])
-            n = k
+        def call(local, customer: str, tag) -> None:
+            started = time.monotonic()
+            try:
+                reply = local.RankTiles(_request(customer), timeout=15)
+                answers.append((started, time.monotonic(), customer, reply, "", tag))
+            except grpc.RpcError as exc:
+                answers.append((started, time.monotonic(), customer, None, f"{exc.code()}: {exc.details()}", tag))
+
+        def reader(k: int) -> None:
+            local, customers, n = gw.stub(), list(world["events"]), k
             while not stop.is_set() and len(answers) < MAX_REQUESTS:
-                customer = customers[n % len(customers)]
+                call(local, customers[n % len(customers)], None)
                 n += 1
-                started = time.monotonic()
-                try:
-                    reply = local.RankTiles(_request(customer), timeout=15)
-                    answers.append((started, time.monotonic(), customer, reply, ""))
-                except grpc.RpcError as exc:
-                    answers.append((started, time.monotonic(), customer, None, f"{exc.code()}: {exc.details()}"))
                 time.sleep(PAUSE_S)
 
-        threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(WORKERS)]
+        def writer() -> None:
+            local, anon, url = gw.stub(), writer_events[0].anonymous_id, writer_events[-1].url
+            while not stop.is_set() and len(answers) < MAX_REQUESTS:
+                event = Event(anonymous_id=anon, ts=world["as_of"] - 3_600_000 + 1000 * len(written),
+                              event_type="page_view", url=url, dwell_ms=1000)
+                local.RecordEvents(pb.RecordEventsRequest(events=[_message(event)]), timeout=15)
+                written.append(event)
+                call(local, writer_id, len(written))
+                time.sleep(PAUSE_S)
+
+        threads = [threading.Thread(target=reader, args=(k,), daemon=True) for k in range(WORKERS)]
+        threads.append(threading.Thread(target=writer, daemon=True))
         began = time.monotonic()
         for t in threads:
             t.start()
@@ -258,6 +280,12 @@ def test_versions_swap_under_load_with_no_error_and_no_mixing(world, tmp_path):
                         work_dir=tmp_path / "work2", version="next")
         assert second.version == 2 and second.model_version != m1
         exported_at = time.monotonic()
+        gw.process.send_signal(signal.SIGHUP)  # check now: the new set is pending until Triton serves it
+        deadline = exported_at + 15
+        while gw.reloads("pending") < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert gw.reloads("pending") == 1 and gw.reloads("applied") == 0 and gw.reloads("refused") == 0
+        load_started = time.monotonic()
         load_version(world["triton"].grpc_url, Manifest.load(world["repo"] / "manifest.json"))
         swapped_at["t"] = time.monotonic()
         while (time.monotonic() - began < MAX_LOAD_S and len(answers) < MAX_REQUESTS
@@ -273,19 +301,29 @@ def test_versions_swap_under_load_with_no_error_and_no_mixing(world, tmp_path):
         assert not [a for a in answers if a[3].degraded], Counter(a[3].degraded_reason for a in answers)
         versions = Counter(a[3].model_version for a in answers)
         assert set(versions) == {m1, second.model_version}, versions
+        refs = {m1: (world["v1"], ref1), second.model_version: (world["v2"], ref2)}
         wrong = [(a[2], a[3].model_version) for a in answers
-                 if not matches(ref1 if a[3].model_version == m1 else ref2, a[2], a[3])]
+                 if a[5] is None and not matches(refs[a[3].model_version][1], a[2], a[3])]
+        for a in answers:  # the writer's answers, against its events at the time
+            if a[5] is not None:
+                artifacts = refs[a[3].model_version][0]
+                mine = {writer_id: [*writer_events, *written[:a[5]]]}
+                if not matches(reference(artifacts, mine, world["as_of"]), writer_id, a[3]):
+                    wrong.append((writer_id, a[3].model_version))
         assert wrong == [], f"{len(wrong)} answers differ from their version's reference: {wrong[:5]}"
+        early_v2 = [a for a in answers if a[3].model_version != m1 and a[1] < load_started]
+        assert early_v2 == []  # v2 only once Triton serves it (its manifest was there before)
         late_v1 = [a for a in answers if a[3].model_version == m1 and a[0] > swapped_at["t"] + 3.0]
-        assert late_v1 == []  # within a poll (1 s) of Triton serving v2 the gateway answers from v2 only
-        print(f"\n{len(answers)} answers in {load_s:.1f} s ({versions[m1]} v1, {versions[second.model_version]} v2); "
-              f"export of v2 took {exported_at - began:.1f} s into the load, Triton's load "
-              f"{swapped_at['t'] - exported_at:.1f} s")
+        assert late_v1 == []  # the writer's first refused call moved every request to v2, long before a poll
+        writer_versions = Counter(a[3].model_version for a in answers if a[5] is not None)
+        print(f"\n{len(answers)} answers in {load_s:.1f} s ({versions[m1]} v1, {versions[second.model_version]} v2; "
+              f"the writer's {dict(writer_versions)}); v2 exported {exported_at - began:.1f} s into the load, "
+              f"Triton's load of it {swapped_at['t'] - load_started:.1f} s")
 
         for customer in world["events"]:  # the gateway ends on v2
             reply = stub.RankTiles(_request(customer), timeout=10)
             assert reply.model_version == second.model_version and matches(ref2, customer, reply)
-        assert gw.reloads("applied") == 1 and gw.reloads("pending") >= 1 and gw.reloads("refused") == 0
+        assert gw.reloads("applied") == 1 and gw.reloads("pending") == 1 and gw.reloads("refused") == 0
         served_after_the_swap(world)
 
         # a manifest the artifacts do not match is refused: counted once, logged, v2 keeps serving
@@ -293,17 +331,18 @@ def test_versions_swap_under_load_with_no_error_and_no_mixing(world, tmp_path):
         bad = replace(bad, repository_version=3,
                       components={**bad.components, "ranker": replace(bad.components["ranker"], sha256="0" * 64)})
         bad.write(world["repo"] / "manifest.json")
-        gw.process.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while gw.reloads("refused") < 1 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(2.5)  # two more polls
+        for _ in range(2):
+            gw.process.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while gw.reloads("refused") < 1 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(0.5)
         assert gw.reloads("refused") == 1
         reply = stub.RankTiles(_request(next(iter(world["events"]))), timeout=10)
         assert reply.model_version == second.model_version and not reply.degraded
         log = (tmp_path / "gw.log").read_text()
         assert "model reload to m3-" in log and "ranker: expected sha256 000000000000" in log
-        assert not any(c in log for c in world["events"])  # no customer id in the log
+        assert not any(c in log for c in [*world["events"], writer_id])  # no customer id in the log
     finally:
         assert gw.stop() == 0
 
