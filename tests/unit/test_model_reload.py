@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -210,3 +211,24 @@ def test_cache_entries_of_another_set_or_a_bad_header_are_misses(world):
         await app.stop()
 
     asyncio.run(scenario())
+
+
+def test_the_poll_and_a_reload_request_find_a_new_set_on_their_own(world):
+    async def until(app: ServingApp, version: str, timeout_s: float = 5.0) -> bool:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while app.model_version != version and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        return app.model_version == version
+
+    async def scenario(poll_s: float, nudge: bool):
+        app = ServingApp(replace(world.cfg, reload_poll_s=poll_s), transport=lambda url: world.triton)
+        await app.start()
+        v2 = write_set(world.root, 2 + int(nudge), bias=1.0)
+        world.triton.serve(v2)
+        if nudge:
+            app.request_reload()  # SIGHUP's handler
+        assert await until(app, v2.model_version)
+        await app.stop()
+
+    asyncio.run(scenario(0.05, nudge=False))
+    asyncio.run(scenario(0, nudge=True))  # no poll: only the request
