@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import logging
 
-from core.featurizer import Featurizer
-from core.ranker import Ranker
 from gateway.config import GatewayConfig
 from gateway.service import Gateway
 from gateway.snapshot import ModelReloader, ModelSnapshot, load_snapshot
 from gateway.store import StoreLimits, open_store
 from gateway.triton_client import TransportFactory, TritonIntentClient
+from training.core.featurizer import Featurizer
+from training.core.ranker import Ranker
 
 log = logging.getLogger("gateway")
 

@@ -21,7 +21,7 @@ class GatewayConfig:
     artifacts: str = "artifacts"
     """Directory with featurizer.json and ranker.json (the same files the models were exported with)."""
     manifest: str = "model_repository/manifest.json"
-    """The model manifest `make export` wrote beside the Triton repository (core/manifest.py): featurizer.json
+    """The model manifest `make export` wrote beside the Triton repository (training/core/manifest.py): featurizer.json
     and ranker.json must hash to its values and Triton's ensemble must carry its hash, at start-up and on
     every reload."""
     reload_poll_s: float = 2.0

@@ -16,9 +16,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
-from core.sessionize import Session, sessionize
 from gateway.store import SessionStore
 from gateway.telemetry import METRICS
+from training.core.sessionize import Session, sessionize
 
 log = logging.getLogger("gateway")
 

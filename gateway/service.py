@@ -28,9 +28,6 @@ from datetime import UTC, datetime
 import grpc
 import numpy as np
 
-from core.contract import Event, parse_ts
-from core.ranker import RECENCY_FEATURES, Ranker
-from core.sessionize import Session, sessionize
 from gateway.api import pb, pb_grpc
 from gateway.config import GatewayConfig
 from gateway.embedder import WriteBehindEmbedder
@@ -40,6 +37,9 @@ from gateway.store import SessionStore, pack_cache_entry, unpack_cache_entry
 from gateway.telemetry import METRICS, child_span
 from gateway.triton_client import SessionIntents, TritonIntentClient, VersionGone
 from gateway.validation import check_id, require_ids, to_events
+from training.core.contract import Event, parse_ts
+from training.core.ranker import RECENCY_FEATURES, Ranker
+from training.core.sessionize import Session, sessionize
 
 log = logging.getLogger("gateway")
 DAY_MS = 86_400_000

@@ -37,12 +37,12 @@ from pathlib import Path
 
 from prometheus_client import Counter
 
-from core.featurizer import Featurizer
-from core.manifest import FILE_NAMES, Manifest, ManifestError
-from core.ranker import Ranker
 from gateway.config import GatewayConfig
 from gateway.telemetry import METRICS
 from gateway.triton_client import ModelMismatch, ServedModel, TritonIntentClient
+from training.core.featurizer import Featurizer
+from training.core.manifest import FILE_NAMES, Manifest, ManifestError
+from training.core.ranker import Ranker
 
 log = logging.getLogger("gateway")
 DAY_MS = 86_400_000

@@ -27,8 +27,8 @@ from typing import Any, Protocol
 import numpy as np
 from opentelemetry.trace import SpanKind
 
-from core.featurizer import Featurizer, pad_batch
 from gateway.telemetry import child_span, inject_headers
+from training.core.featurizer import Featurizer, pad_batch
 
 
 class ModelMismatch(ValueError):

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from core.contract import Event
 from gateway.api import pb
 from gateway.errors import invalid_argument
+from training.core.contract import Event
 
 MAX_ID_LEN = 128
 

@@ -5,5 +5,5 @@ tracing_check, replay, otlp_receiver): they start real servers (Triton, the gate
 OTLP receiver), drive them, and write `reports/`. What they share lives once, and the integration tests use it
 too: `processes` (starting and stopping the gateway and the transformer), `workload` (the synthetic traffic
 and its requests), `load` (the load generator), `stats` (medians, intervals, the JSON report). Nothing in
-`core`, `gateway` or `training` imports this package.
+`gateway` or `training` (its serving core included) imports this package.
 """

@@ -176,7 +176,7 @@ async def typed_load(address: str, workload: Workload, concurrency: Sequence[int
 # -- the run -------------------------------------------------------------------------------------------------------
 
 def run(args: argparse.Namespace) -> dict:
-    from core.featurizer import Featurizer
+    from training.core.featurizer import Featurizer
     from training.export.perf import (
         FALLBACK_STABILITY,
         PA_STABILITY_ARGS,

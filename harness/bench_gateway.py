@@ -31,11 +31,11 @@ import grpc
 import numpy as np
 import tritonclient.grpc.aio as triton_aio
 
-from core.featurizer import Featurizer, pad_batch
 from gateway.api import pb_grpc
 from harness.load import measure
 from harness.processes import benchmark_gateway, gateway_metric, wait_for_write_behind
 from harness.workload import add_paths, replay, workload
+from training.core.featurizer import Featurizer, pad_batch
 from training.export.triton_server import TritonServer, free_port
 
 VARIANTS = (("gateway", True, True), ("gateway_cold", False, False), ("gateway_warm", True, False))

@@ -3,7 +3,7 @@
 Two environments run the same gateway code on the same artifacts:
 
 - `gateway`: a fresh venv from requirements-gateway.lock alone (built once into --gateway-env, rebuilt when the
-  lock changes), and a copy of only proto/, core/ and gateway/ (what deploy/docker/Dockerfile copies) on
+  lock changes), and a copy of only proto/, training/core/ and gateway/ (what deploy/docker/Dockerfile copies) on
   PYTHONPATH, run from that copy: the image's contents without docker.
 - `full`: the platform's .venv (requirements.lock: torch, the LLM runtime, sklearn, ...) and the repository.
 
@@ -39,10 +39,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-IMAGE_DIRS = ("proto", "core", "gateway")  # what deploy/docker/Dockerfile copies
+IMAGE_PATHS = ("proto", "training/__init__.py", "training/core", "gateway")  # what deploy/docker/Dockerfile copies
 # Must not be importable in the gateway environment (the offline stack and the repository's other packages).
 ABSENT_MODULES = ("torch", "sklearn", "matplotlib", "xllamacpp", "llama_cpp", "llm", "onnx", "onnxruntime",
-                  "pytriton", "tqdm", "pyarrow", "scipy", "training", "harness")
+                  "pytriton", "tqdm", "pyarrow", "scipy", "training.encoder", "training.export", "harness")
 LOOPBACK = "127.0.0.1"
 
 # Run inside an environment's interpreter: its distributions, their sizes and where site-packages is.
@@ -125,12 +125,16 @@ def build_gateway_env(env: Path, lock: Path, python: str, rebuild: bool) -> None
 
 
 def stage_image(dest: Path) -> Path:
-    """Copy what the image copies (proto/, core/, gateway/) without caches or generated stubs."""
+    """Copy what the image copies (proto/, training/core/, gateway/) without caches or generated stubs."""
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "_gen", "*.pyc")
-    for name in IMAGE_DIRS:
-        shutil.copytree(ROOT / name, dest / name, ignore=ignore)
+    for name in IMAGE_PATHS:
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(ROOT / name, dest / name)
+        else:
+            shutil.copytree(ROOT / name, dest / name, ignore=ignore)
     return dest
 
 
@@ -408,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
                      "(degraded rankings), SQLite store in a temp dir, Prometheus metrics on, traces over OTLP/HTTP "
                      "to a local sink (the chart's telemetry)",
         "gateway_env": f"fresh venv from {args.lock.name} ({lock_digest(args.lock)}), sources: a copy of "
-                       f"{', '.join(d + '/' for d in IMAGE_DIRS)} on PYTHONPATH, as deploy/docker/Dockerfile",
+                       f"{', '.join(IMAGE_PATHS)} on PYTHONPATH, as deploy/docker/Dockerfile",
         "full_env": f"{args.full_env.name} from requirements.lock, run from the repository",
         "server_args": envs["gateway"]["args"],
     }

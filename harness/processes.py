@@ -21,9 +21,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from core.manifest import MANIFEST_FILE
 from gateway.api import pb, pb_grpc
 from harness.workload import to_message
+from training.core.manifest import MANIFEST_FILE
 from training.export.triton_server import TritonServer, free_port
 
 TRANSFORMER_MODEL = "reranker"

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import grpc
 
-from core.contract import Customer, LoadReport, load_events, read_rows
 from gateway.api import pb_grpc
 from gateway.config import GatewayConfig
 from gateway.server import GatewayServer
 from harness.processes import manifest_of
 from harness.workload import add_paths, load_tiles, pick_visitors, rank_request, replay
+from training.core.contract import Customer, LoadReport, load_events, read_rows
 from training.export.triton_server import TritonServer
 
 log = logging.getLogger("harness.replay")

@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.contract import Customer, Event, LoadReport, load_events, read_rows
-from core.sessionize import Session, sessionize
 from gateway.api import pb, pb_grpc
+from training.core.contract import Customer, Event, LoadReport, load_events, read_rows
+from training.core.sessionize import Session, sessionize
 
 DAY_MS = 86_400_000
 

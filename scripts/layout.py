@@ -16,8 +16,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- layout:start (python scripts/layout.py) -->", "<!-- layout:end -->"
-PACKAGES = ("core", "gateway", "training", "harness")
-"""Python packages, in the order of the data path: the core both sides share, the service, the offline side,
+PACKAGES = ("gateway", "training", "harness")
+"""Python packages: the service, the offline side (with the serving core both sides share, training/core/),
 the harnesses."""
 FOLDERS = {
     "proto/": "the gRPC contract (intent/gateway/v1/gateway.proto; stubs generated into gateway/_gen)",

@@ -24,7 +24,7 @@ def small_artifacts(small_data: Path, tmp_path_factory: pytest.TempPathFactory) 
     """
     import torch
 
-    from core.featurizer import Featurizer
+    from training.core.featurizer import Featurizer
     from training.encoder.inference import embed_encoded
     from training.encoder.train import TrainConfig, build_encoder, save_checkpoint
     from training.sessions import load_sessions, load_truth_intents

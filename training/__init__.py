@@ -1,5 +1,7 @@
-"""Offline side of the intent platform: synthetic worlds, encoder, taxonomy, evaluation, export.
+"""Offline side of the intent platform: synthetic worlds, encoder, taxonomy, evaluation, export, and the serving core.
 
-It builds on the torch-free serving core (`core`: data contract, sessionizer, featurizer, ranker, manifest),
-never the reverse. Importing this package is cheap; torch lives under `training.encoder`.
+`training.core` is the torch-free serving core (data contract, sessionizer, featurizer, ranker, manifest) that
+the gateway imports too, and the only part of this package it may import (import-linter contracts). Importing
+this package itself is cheap and imports nothing, so the gateway image carries `training/__init__.py` and
+`training/core/` alone. Torch lives under `training.encoder`.
 """

@@ -7,7 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.featurizer import Featurizer
+from training.core.featurizer import Featurizer
 from training.encoder.inference import embed_encoded
 from training.encoder.train import TrainConfig, build_encoder, pick_device, train_encoder
 from training.pipeline import machine_info

@@ -148,7 +148,7 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace):
     """The train stage with the flags shared by `train` and `run`."""
-    from core.featurizer import FeaturizerConfig
+    from training.core.featurizer import FeaturizerConfig
     from training.encoder.objectives import ObjectiveConfig
     from training.encoder.train import TrainConfig
     from training.pipeline import train
@@ -180,7 +180,7 @@ def cmd_bench_train(args: argparse.Namespace) -> None:
 
 def _generate_if_absent(data: Path, world: str, visitors: int, seed: int) -> None:
     """A synthetic world into `data` unless it already holds events (a directory of real logs is left alone)."""
-    from core.contract import EVENT_FILES
+    from training.core.contract import EVENT_FILES
     from training.synthetic import GeneratorConfig, generate
 
     if not any((data / name).exists() for name in EVENT_FILES):
@@ -247,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from core.contract import DataError
+    from training.core.contract import DataError
 
     try:
         COMMANDS[args.command](args)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from core.featurizer import Featurizer, FeaturizerConfig
+from training.core.featurizer import Featurizer, FeaturizerConfig
 from training.encoder.train import TrainConfig, load_checkpoint, train_encoder
 from training.sessions import data_world, load_sessions
 from training.splits import is_holdout

@@ -18,8 +18,8 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from core.featurizer import normalize_url
-from core.sessionize import Session
+from training.core.featurizer import normalize_url
+from training.core.sessionize import Session
 
 log = logging.getLogger(__name__)
 

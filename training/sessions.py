@@ -7,8 +7,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.contract import LoadReport, load_events
-from core.sessionize import Session, sessionize
+from training.core.contract import LoadReport, load_events
+from training.core.sessionize import Session, sessionize
 from training.splits import is_holdout
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from core.sessionize import session_key
+from training.core.sessionize import session_key
 from training.worlds import DEFAULT_WORLD, get_world
 from training.worlds.base import (
     DAY_MS,

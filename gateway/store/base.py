@@ -11,7 +11,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from core.contract import Event
+from training.core.contract import Event
 
 LinkSourceName = Literal["login", "api"]
 DAY_MS = 86_400_000

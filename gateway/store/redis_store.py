@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
-from core.contract import Event
 from gateway.store.base import DAY_MS, Link, LinkSourceName, StoreLimits, event_key, from_json, to_json
+from training.core.contract import Event
 
 APPEND = """
 local added = 0

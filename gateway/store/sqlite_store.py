@@ -15,8 +15,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
-from core.contract import Event
 from gateway.store.base import DAY_MS, Link, LinkSourceName, StoreLimits, event_key, from_json, to_json
+from training.core.contract import Event
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (

@@ -86,9 +86,9 @@ def triton(gw_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
 def gw_artifacts(small_artifacts: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The serving artifacts plus a seeded ranker over the bank's tiles with the embedding signal, pinned to
     their encoder (meta.encoder_sha256, as `make eval` records it)."""
-    from core.manifest import sha256_file
-    from core.ranker import FeatureSpec, Ranker
     from training.bank import SEGMENTS, TILES
+    from training.core.manifest import sha256_file
+    from training.core.ranker import FeatureSpec, Ranker
 
     out = tmp_path_factory.mktemp("gw_artifacts")
     for name in ("featurizer.json", "encoder.pt", "intent_head.json"):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
-from core.ranker import Ranker
+from training.core.ranker import Ranker
 from training.encoder.inference import embed_encoded
 from training.encoder.train import TrainConfig
 from training.evaluation.cli import Settings, parse

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from core.contract import Event
-from core.featurizer import Featurizer
-from core.ranker import Ranker
-from core.sessionize import sessionize
 from gateway.api import pb
 from gateway.errors import field_violations
 from harness.processes import GatewayProcess, gateway_metric, manifest_of, metrics_env, wait_for_write_behind
+from training.core.contract import Event
+from training.core.featurizer import Featurizer
+from training.core.ranker import Ranker
+from training.core.sessionize import sessionize
 from training.export.triton_server import free_port
 from training.pipeline import load_artifacts
 

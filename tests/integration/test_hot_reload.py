@@ -29,14 +29,14 @@ import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from core.contract import Event
-from core.featurizer import Featurizer
-from core.manifest import Manifest, sha256_file
-from core.ranker import FeatureSpec, Ranker
 from gateway.api import pb, pb_grpc
 from gateway.service import select_sessions
 from gateway.store.base import event_key
 from training.bank import SEGMENTS, TILES
+from training.core.contract import Event
+from training.core.featurizer import Featurizer
+from training.core.manifest import Manifest, sha256_file
+from training.core.ranker import FeatureSpec, Ranker
 from training.encoder.train import TrainConfig, build_encoder, load_checkpoint, save_checkpoint
 from training.export.build import export
 from training.export.repository import ServingConfig

@@ -26,11 +26,11 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from core.ranker import Ranker
 from gateway.api import pb, pb_grpc
 from gateway.errors import field_violations
 from harness.processes import GatewayProcess, stop
 from harness.workload import event_json, to_message
+from training.core.ranker import Ranker
 from training.export.triton_server import free_port
 
 DAY_MS = 86_400_000

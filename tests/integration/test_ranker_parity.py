@@ -21,13 +21,13 @@ import grpc
 import numpy as np
 import pytest
 
-from core.contract import Event
-from core.ranker import Ranker
 from gateway.api import pb, pb_grpc
 from gateway.config import GatewayConfig
 from gateway.service import Gateway, GatewayServicer
 from gateway.store import StoreLimits, open_store
 from gateway.triton_client import SessionIntents
+from training.core.contract import Event
+from training.core.ranker import Ranker
 from training.evaluation.features import EvalData, SessionSignals, impression_table
 from training.evaluation.ranking import FittedRanker
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from core.contract import Event
 from gateway.store import StoreLimits, open_store
 from gateway.store.base import DAY_MS
+from training.core.contract import Event
 
 pytestmark = pytest.mark.anyio
 T0 = 1_790_000_000_000

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.featurizer import Featurizer, Vocab
+from training.core.featurizer import Featurizer, Vocab
 from training.encoder.train import TrainConfig
 from training.pipeline import load_artifacts, probe_report, train
 from training.sessions import load_sessions

@@ -38,7 +38,7 @@ def test_serve_triton_becomes_ready_and_stops_on_sigterm(exported_cpu, tmp_path)
 def test_explicit_model_control_serves_and_load_triton_checks_the_manifest(exported_cpu, tmp_path):
     """`serve-triton --model-control explicit` loads the repository at start; `load-triton` (re)loads the newest
     version and confirms Triton serves the repository's manifest, or exits 1 naming what disagrees."""
-    from core.manifest import MANIFEST_FILE, Manifest
+    from training.core.manifest import MANIFEST_FILE, Manifest
 
     grpc_port = free_port()
     cmd = [sys.executable, "-m", "training.export", "serve-triton", "--repository", exported_cpu.repository,

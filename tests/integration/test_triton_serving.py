@@ -9,7 +9,7 @@ import torch
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from core.featurizer import pad_batch
+from training.core.featurizer import pad_batch
 from training.export.onnx_export import example_inputs
 from training.export.repository import ENCODER, HEAD, PIPELINE
 from training.export.triton_server import TritonServer, TritonStartError, model_metric

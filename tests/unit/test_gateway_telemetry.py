@@ -11,11 +11,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, TraceIdRatioBased
 from opentelemetry.trace import INVALID_SPAN
 
-from core.contract import Event
-from core.featurizer import Featurizer, FeaturizerConfig
 from gateway import telemetry
 from gateway.telemetry import TelemetrySettings, child_span, inject_headers
 from gateway.triton_client import TritonIntentClient
+from training.core.contract import Event
+from training.core.featurizer import Featurizer, FeaturizerConfig
 
 
 def test_a_sampled_span_sends_its_traceparent() -> None:

@@ -1,4 +1,4 @@
-"""The model manifest (core/manifest.py): round trip, a stable hash, every mismatch named; the cache entry header
+"""The manifest (training/core/manifest.py): round trip, a stable hash, every mismatch named; the cache entry header
 (gateway/store/base.py); and the gateway refusing at start-up what its manifest does not pin."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.contract import Event
-from core.featurizer import Featurizer, FeaturizerConfig
-from core.manifest import FORMAT, Component, Manifest, ManifestError, sha256_bytes, sha256_file
-from core.ranker import FeatureSpec, Ranker
 from gateway.store import pack_cache_entry, unpack_cache_entry
+from training.core.contract import Event
+from training.core.featurizer import Featurizer, FeaturizerConfig
+from training.core.manifest import FORMAT, Component, Manifest, ManifestError, sha256_bytes, sha256_file
+from training.core.ranker import FeatureSpec, Ranker
 
 SHA = {name: sha256_bytes(name.encode()) for name in ("featurizer", "encoder", "head", "taxonomy", "ranker")}
 TENSORS = {"CATEGORICAL": (-1, 9), "CONTINUOUS": (-1, 6), "EMBEDDING": (4,), "INTENT_PROBS": (2,)}

@@ -16,15 +16,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from core.contract import Event
-from core.featurizer import Featurizer, FeaturizerConfig
-from core.manifest import Component, Manifest, sha256_bytes
-from core.ranker import FeatureSpec, Ranker
 from gateway.api import pb
 from gateway.app import ServingApp
 from gateway.config import GatewayConfig
 from gateway.snapshot import RELOADS
 from gateway.triton_client import ModelMismatch
+from training.core.contract import Event
+from training.core.featurizer import Featurizer, FeaturizerConfig
+from training.core.manifest import Component, Manifest, sha256_bytes
+from training.core.ranker import FeatureSpec, Ranker
 
 T0 = 1_700_000_000_000
 LABELS = ("research", "apply")

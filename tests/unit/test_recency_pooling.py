@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from core.ranker import DAY_MS, RECENCY_FEATURES, pool_sessions, recency_weights
+from training.core.ranker import DAY_MS, RECENCY_FEATURES, pool_sessions, recency_weights
 from training.evaluation.features import SessionSignals
 
 NOW = 100 * DAY_MS

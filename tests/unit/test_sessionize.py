@@ -1,5 +1,5 @@
-from core.contract import Event
-from core.sessionize import sessionize
+from training.core.contract import Event
+from training.core.sessionize import sessionize
 
 MIN = 60_000
 

@@ -5,10 +5,10 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from core.contract import load_dataset
-from core.featurizer import normalize_url, url_area
-from core.sessionize import sessionize
 from training import bank
+from training.core.contract import load_dataset
+from training.core.featurizer import normalize_url, url_area
+from training.core.sessionize import sessionize
 from training.synthetic import GeneratorConfig, generate
 from training.worlds import WORLD_NAMES, get_world
 from training.worlds.base import DAY_MS, Dynamics, NeedState, need_strength

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from core.contract import Event
 from gateway.embedder import WriteBehindEmbedder
 from gateway.store.sqlite_store import SqliteStore
+from training.core.contract import Event
 
 T0 = 1_700_000_000_000
 

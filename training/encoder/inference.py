@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from core.featurizer import pad_batch
+from training.core.featurizer import pad_batch
 from training.encoder.model import SessionEncoder
 
 

@@ -1,6 +1,6 @@
 """SessionEncoder: multi-modal event embedding -> Transformer -> pooled session embedding.
 
-Inputs are exactly the featurizer's arrays (see core/featurizer.py):
+Inputs are exactly the featurizer's arrays (see training/core/featurizer.py):
     categorical int64 [B, L, F]   url, area, event_type, device, referrer, query_0..query_{Q-1}
     continuous  float32 [B, L, C]
 Output: embedding float32 [B, E]. Padding (url id 0) is masked out of attention and pooling.

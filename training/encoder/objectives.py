@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.featurizer import MASK, FeatureBatch, pad_batch
+from training.core.featurizer import MASK, FeatureBatch, pad_batch
 from training.encoder.model import SessionEncoder
 
 MASKED_COLUMNS = (0, 1, 2)  # url, area, event_type

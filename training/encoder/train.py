@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from core.featurizer import Featurizer
+from training.core.featurizer import Featurizer
 from training.encoder.inference import length_sorted_batches
 from training.encoder.model import EncoderConfig, SessionEncoder
 from training.encoder.objectives import ObjectiveConfig, PretrainingHeads, pretraining_loss

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.manifest import sha256_file
+from training.core.manifest import sha256_file
 
 log = logging.getLogger("training.evaluation")
 
@@ -176,7 +176,7 @@ def run(s: Settings, llm_client=None) -> dict:
     served = type(served)(served.spec, served.weights, served.bias,
                           {**served.meta, "encoder": str(s.artifacts / "encoder.pt"), "head": str(s.head),
                            # the encoder's fingerprint: export refuses to ship this ranker beside another encoder
-                           # (its signal is that encoder's embedding space; core/manifest.py)
+                           # (its signal is that encoder's embedding space; training/core/manifest.py)
                            "encoder_sha256": sha256_file(s.artifacts / "encoder.pt"),
                            "featurizer_version": json.loads((s.artifacts / "featurizer.json").read_text()).get(
                                "version"),
@@ -192,7 +192,7 @@ def run(s: Settings, llm_client=None) -> dict:
 
 def signal_pooling(spec) -> str:
     """How the served ranker pools its linked sessions (`ranker.pool_sessions`), in words for its meta."""
-    from core.ranker import plain_mean
+    from training.core.ranker import plain_mean
 
     if spec.signal_dim == 0:
         return "none (app features only)"

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from sklearn.metrics import f1_score
 
-from core.sessionize import Session
+from training.core.sessionize import Session
 from training.encoder.inference import embed_encoded
 from training.encoder.train import TrainConfig, build_encoder
 from training.evaluation.conversion import conversion_predictions

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core.contract import Conversion, Customer, Impression, load_dataset
-from core.ranker import RECENCY_FEATURES, FeatureSpec, plain_mean, pool_sessions
-from core.sessionize import Session, sessionize
+from training.core.contract import Conversion, Customer, Impression, load_dataset
+from training.core.ranker import RECENCY_FEATURES, FeatureSpec, plain_mean, pool_sessions
+from training.core.sessionize import Session, sessionize
 
 log = logging.getLogger(__name__)
 DAY_MS = 86_400_000

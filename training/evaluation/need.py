@@ -27,7 +27,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
-from core.ranker import FeatureSpec, plain_mean, pool_sessions
+from training.core.ranker import FeatureSpec, plain_mean, pool_sessions
 from training.evaluation.features import ConversionTable
 
 log = logging.getLogger(__name__)

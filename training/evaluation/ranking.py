@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from core.ranker import FeatureSpec, Ranker
+from training.core.ranker import FeatureSpec, Ranker
 from training.evaluation.features import ConversionTable, EvalData, ImpressionTable, SessionSignals
 from training.evaluation.metrics import log_loss, recall_at_1, top1_hits
 from training.evaluation.need import cross_fit, fit_need_head, need_examples

@@ -147,7 +147,7 @@ def notes_md(summaries: dict[str, dict]) -> str:
     chosen = (main.get("recency") or {}).get("chosen_half_life_days", {}).get("embedding")
     label = all_pop["rankers"].get(CAPTURE_RANKER, {}).get("label", CAPTURE_RANKER)
     lines.append("- **Served ranker**: `ranker.json` (format intent-ranker/3) is the main dataset's embedding ranker "
-                 f"(`{label}`, first seed) evaluated above, numpy-only (`core/ranker.py`). Its "
+                 f"(`{label}`, first seed) evaluated above, numpy-only (`training/core/ranker.py`). Its "
                  "input is the linked sessions' embeddings pooled with recency weights (`pool_sessions`, half-life "
                  + (f"{chosen} days" if chosen not in (None, "inf") else "infinite: the plain mean")
                  + ", chosen with C on the validation slice) plus the days since the last session and the decayed "

@@ -1,7 +1,7 @@
 """`export`: trained artifacts -> ONNX (parity-checked) -> a Triton model repository for cpu or gpu, with its
 model manifest.
 
-The manifest (core/manifest.py) is written last, at `<repository>/manifest.json`, after every model file and
+The manifest (training/core/manifest.py) is written last, at `<repository>/manifest.json`, after every model file and
 config of the version: whoever polls it (the gateway) sees a new manifest only once its version is complete.
 Its hash goes into the ensemble config (`manifest_hash`), so a served ensemble names the manifest it belongs to.
 
@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from core.featurizer import CONTINUOUS
-from core.manifest import MANIFEST_FILE, Component, Manifest, ManifestError, sha256_file
-from core.ranker import Ranker
+from training.core.featurizer import CONTINUOUS
+from training.core.manifest import MANIFEST_FILE, Component, Manifest, ManifestError, sha256_file
+from training.core.ranker import Ranker
 from training.export.onnx_export import ParityReport, check_parity, example_inputs, export_encoder, export_head
 from training.export.repository import (
     ENCODER,

@@ -162,7 +162,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> int:
-    from core.manifest import MANIFEST_FILE, Manifest
+    from training.core.manifest import MANIFEST_FILE, Manifest
     from training.export.triton_server import TritonLoadError, load_version
 
     manifest = Manifest.load(args.repository / MANIFEST_FILE)
@@ -176,7 +176,7 @@ def _load(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from core.featurizer import Featurizer
+    from training.core.featurizer import Featurizer
     from training.export.build import export_models
     from training.export.perf import bench_triton
     from training.pipeline import machine_info

@@ -1,7 +1,7 @@
 """The Triton model repository: session_encoder -> intent_head, wired as the ensemble intent_pipeline.
 
     <repository>/
-      manifest.json                  the model manifest of the newest version (core/manifest.py; build.py)
+      manifest.json                  the model manifest of the newest version (training/core/manifest.py; build.py)
       session_encoder/config.pbtxt   <v>/model.onnx + <v>/model.py + <v>/params.json (cpu)  |  <v>/model.plan (gpu)
       intent_head/config.pbtxt       <v>/model.onnx + <v>/model.py (cpu)  |  <v>/model.plan (gpu)
                   labels.txt

@@ -286,7 +286,7 @@ def load_version(url: str, manifest, timeout: float = 120.0) -> int:
 
     One load of the ensemble is enough: Triton loads the composing models' new versions with it. The previous
     version answers until the new one is ready (see the module docstring), so this is the hot-reload step.
-    `manifest` is a core.manifest.Manifest (the repository's manifest.json).
+    `manifest` is a training.core.manifest.Manifest (the repository's manifest.json).
     """
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException

@@ -24,8 +24,8 @@ from sklearn.cluster import KMeans
 from sklearn.feature_extraction.text import TfidfVectorizer
 from tqdm.auto import tqdm
 
-from core.featurizer import normalize_url
-from core.sessionize import Session
+from training.core.featurizer import normalize_url
+from training.core.sessionize import Session
 from training.taxonomy.llm import LLMClient, LLMOutputError
 from training.taxonomy.summaries import compact_summary
 from training.taxonomy.taxonomy import NAME_PATTERN, Label, Taxonomy, merge_pair, merge_same_name

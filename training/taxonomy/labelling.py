@@ -20,8 +20,8 @@ from pydantic import BaseModel, create_model
 from sklearn.feature_extraction.text import TfidfVectorizer
 from tqdm.auto import tqdm
 
-from core.featurizer import normalize_url
-from core.sessionize import Session
+from training.core.featurizer import normalize_url
+from training.core.sessionize import Session
 from training.taxonomy.llm import LLMClient, LLMOutputError
 from training.taxonomy.summaries import compact_summary
 from training.taxonomy.taxonomy import Taxonomy

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import adjusted_rand_score, f1_score, normalized_mutual_info_score
 
-from core.sessionize import Session
+from training.core.sessionize import Session
 from training.encoder.inference import embed_encoded
 from training.pipeline import load_artifacts, machine_info
 from training.sessions import load_sessions, load_truth_intents

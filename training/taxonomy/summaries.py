@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from core.featurizer import EventLike, normalize_referrer, normalize_url
+from training.core.featurizer import EventLike, normalize_referrer, normalize_url
 
 
 def _duration(ms: int) -> str:

@@ -2,7 +2,7 @@
 (`/personal/borrowing/car-finance`, query-string ids), its own 10 intents, 9 tiles and products, other
 segments, devices (mobile first) and proportions (more customers, 6 tiles per app visit, shorter sessions).
 
-It only shares the data contract (core/contract.py) and the funnel dynamics with the bank; nothing else in
+It only shares the data contract (training/core/contract.py) and the funnel dynamics with the bank; nothing else in
 the code knows about it. Calibration choices are in docs/data.md ("The credit union").
 """
 

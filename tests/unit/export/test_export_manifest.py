@@ -8,8 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from core.manifest import Component, Manifest, sha256_bytes, sha256_file
-from core.ranker import FeatureSpec, Ranker
+from training.core.manifest import Component, Manifest, sha256_bytes, sha256_file
+from training.core.ranker import FeatureSpec, Ranker
 from training.export.build import ExportError, check_compatible, check_ranker, resolve_version
 from training.export.cli import main
 

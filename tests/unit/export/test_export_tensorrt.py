@@ -28,7 +28,7 @@ def test_profiles_cover_batch_1_to_max_and_length_1_to_64():
 @skip_without_gpu
 @pytest.mark.parametrize("fp16", [True, False], ids=["fp16", "fp32"])
 def test_encoder_engine_matches_onnxruntime(exported_cpu, small_artifacts, tmp_path, fp16):
-    from core.featurizer import Featurizer
+    from training.core.featurizer import Featurizer
     from training.export.onnx_export import example_inputs
 
     featurizer = Featurizer.load(small_artifacts / "featurizer.json")

@@ -3,7 +3,7 @@ sessionizer split at a 30-minute pause has no hidden intent), instead of failing
 
 import numpy as np
 
-from core.sessionize import Session
+from training.core.sessionize import Session
 from training.taxonomy.distill import fit_head
 from training.taxonomy.labelling import LabelledSession
 from training.taxonomy.stage import _scores

@@ -1,6 +1,6 @@
 import pytest
 
-from core.contract import Event
+from training.core.contract import Event
 from training.taxonomy.summaries import summarize
 
 

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core.contract import Event
-from core.sessionize import Session
+from training.core.contract import Event
+from training.core.sessionize import Session
 from training.taxonomy.generate import TaxonomyConfig, grounding, review
 from training.taxonomy.labelling import Labeller
 from training.taxonomy.llm import LLMClient, LLMConfig

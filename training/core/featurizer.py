@@ -40,7 +40,7 @@ _TOKEN = re.compile(r"[a-z0-9]+")
 
 
 class EventLike(Protocol):
-    """What the featurizer reads of an event (core.contract.Event, or the gateway's own type)."""
+    """What the featurizer reads of an event (training.core.contract.Event, or the gateway's own type)."""
 
     ts: int
     event_type: str

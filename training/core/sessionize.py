@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from core.contract import Event
+from training.core.contract import Event
 
 SESSION_GAP_MS = 30 * 60 * 1000
 
