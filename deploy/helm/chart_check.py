@@ -26,7 +26,8 @@ KUBE_VERSION = "1.33.0"
 RELEASE = "intent"
 NAMESPACE = "serving"
 
-ARTIFACT_FILES = {"featurizer.json": '{"version": 1}', "ranker.json": '{"version": 1}'}
+ARTIFACT_FILES = {"featurizer.json": '{"version": 1}', "ranker.json": '{"version": 1}',
+                  "manifest.json": '{"format": "intent-manifest/1"}'}
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},

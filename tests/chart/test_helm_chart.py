@@ -171,9 +171,11 @@ def test_gateway_grpc_probes_and_env(default: list[dict[str, Any]]) -> None:
         assert c[probe]["grpc"] == {"port": 50051}
     e = env(c)
     assert e["GATEWAY_LISTEN"] == "0.0.0.0:50051"
+    assert e["GATEWAY_MANIFEST"] == "/etc/intent/artifacts/manifest.json"
     assert e["GATEWAY_STORE"] == "redis://intent-intent-platform-redis:6379/0"
     assert e["GATEWAY_TRITON_URL"] == "intent-intent-platform-triton:8001"
     assert e["GATEWAY_ARTIFACTS"] == "/etc/intent/artifacts"
+    assert e["GATEWAY_MANIFEST"] == "/etc/intent/artifacts/manifest.json"  # the gateway refuses to start without it
     assert e["GATEWAY_TRITON_TIMEOUT_S"] == "0.25"
     assert (e["GATEWAY_CACHE_EMBEDDINGS"], e["GATEWAY_EMBED_ON_WRITE"]) == ("true", "true")
     # every GATEWAY_* the chart sets is a gateway setting, and the gateway loads them all
@@ -285,7 +287,7 @@ def test_tracing_wires_gateway_env_and_triton_flags() -> None:
 def test_inline_artifacts_configmap() -> None:
     docs = objects(cc.VARIANTS["inline-artifacts"])
     cm = one(docs, "ConfigMap")
-    assert set(cm["data"]) == {"featurizer.json", "ranker.json"}
+    assert set(cm["data"]) == {"featurizer.json", "ranker.json", "manifest.json"}
     vol = next(v for v in one(docs, "Deployment", "gateway")["spec"]["template"]["spec"]["volumes"]
                if v["name"] == "artifacts")
     assert vol["configMap"]["name"] == cm["metadata"]["name"]
@@ -312,6 +314,7 @@ def test_kserve_variant() -> None:
     # the same store as in Deployment mode, and the typed service on gateway.port
     assert e["GATEWAY_STORE"] == "redis://intent-intent-platform-redis:6379/0"
     assert e["GATEWAY_LISTEN"] == "0.0.0.0:50051"
+    assert e["GATEWAY_MANIFEST"] == "/etc/intent/artifacts/manifest.json"
     redis_np = one(docs, "NetworkPolicy", "redis")["spec"]
     assert redis_np["ingress"][0]["from"][0]["podSelector"]["matchLabels"] == {
         "serving.kserve.io/inferenceservice": "intent-intent-platform", "component": "transformer"}

@@ -198,6 +198,8 @@ metadata (reports/tracing.json). Empty otherwise. */}}
 {{- end }}
 - name: GATEWAY_ARTIFACTS
   value: {{ .Values.gateway.artifacts.mountPath | quote }}
+- name: GATEWAY_MANIFEST
+  value: {{ printf "%s/manifest.json" .Values.gateway.artifacts.mountPath | quote }}
 - name: GATEWAY_TRITON_URL
   value: {{ include "intent-platform.tritonUrl" . | quote }}
 - name: GATEWAY_TRITON_TRACE_URL
