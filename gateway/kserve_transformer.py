@@ -71,10 +71,8 @@ from opentelemetry.trace import SpanKind
 from gateway.api import pb
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
-from gateway.service import Gateway, Ranking, select_sessions
+from gateway.service import Ranking
 from gateway.telemetry import METRICS, TelemetrySettings, setup, tracer
-from gateway.triton_client import SessionIntents, VersionGone
-from gateway.validation import to_events
 
 log = logging.getLogger("gateway.kserve")
 MODEL_NAME = "reranker"
@@ -225,37 +223,6 @@ def _as_invalid_input(exc: GatewayError):
 
 # -- answers ---------------------------------------------------------------------------------------------------
 
-async def rank_events(gateway: Gateway, request: pb.RankTilesRequest, messages: Sequence[pb.WebEvent]) -> Ranking:
-    """The stateless variant: the gateway's request check, session selection and ranking, on the caller's events,
-    all under the model snapshot current at the start. The embedding cache is neither read nor written: it is
-    keyed by session id (visitor and start time) and length, which a caller's events could share with a stored
-    session while differing from it. A Triton that no longer serves the snapshot's version degrades the answer
-    (a caller retries; a reload is the reloader's business)."""
-    snapshot = gateway.snapshot
-    gateway._check_rank_request(request, snapshot)
-    events = to_events(messages, gateway.cfg.max_batch_events) if messages else []
-    now = gateway.now_ms()
-    sessions = select_sessions(events, now, snapshot.lookback_ms, gateway.cfg.max_sessions)
-    intents: SessionIntents | None = SessionIntents(np.zeros((0, snapshot.embedding_dim), np.float32),
-                                                    np.zeros((0, len(snapshot.labels)), np.float32))
-    reason = ""
-    if sessions and snapshot.unserved:
-        intents, reason = None, snapshot.unserved
-    elif sessions:
-        timeout_s = gateway.cfg.triton_timeout_s
-        try:
-            intents = await asyncio.wait_for(gateway.intents.infer([s.events for s in sessions], timeout_s, snapshot),
-                                             timeout_s)
-        except VersionGone:
-            intents, reason = None, f"model version {snapshot.triton_version} is no longer served"
-        except TimeoutError:
-            intents, reason = None, f"model server slower than {timeout_s * 1000:.0f} ms"
-        except Exception as exc:  # the model server failing degrades the answer, never fails it
-            log.warning("triton call failed: %s", type(exc).__name__)
-            intents, reason = None, f"model server unavailable: {type(exc).__name__}"
-    return gateway.rank_with(request, sessions, intents, reason, now, snapshot)
-
-
 def response(ranking: Ranking, request_id: str, model_name: str, raw_outputs: bool):
     from kserve import InferOutput, InferResponse
 
@@ -376,7 +343,7 @@ def build_model(name: str, cfg: GatewayConfig, telemetry: TelemetrySettings, tra
                     if call.events is None:
                         ranking = await gateway.rank(call.request)
                     else:
-                        ranking = await rank_events(gateway, call.request, call.events)
+                        ranking = await gateway.rank_events(call.request, call.events)
             except GatewayError as exc:
                 raise _as_invalid_input(exc) from None
             if ranking.degraded:

@@ -178,15 +178,16 @@ class Gateway:
         return None if self.refresh is None else await self.refresh(snapshot)
 
     async def _intents_on(self, snap: ModelSnapshot, sessions: Sequence[Session], timeout_s: float | None,
-                          path: str) -> tuple[SessionIntents | None, str]:
+                          path: str, use_cache: bool = True) -> tuple[SessionIntents | None, str]:
         """Intents of `sessions` under one snapshot: cache entries of its manifest, else Triton pinned to its
-        version. Raises VersionGone (the caller retries on a newer snapshot); other failures degrade."""
+        version. Raises VersionGone (the caller retries on a newer snapshot); other failures degrade.
+        `use_cache` False (sessions that are not the store's) neither reads nor writes the cache."""
         timeout_s = self.cfg.triton_timeout_s if timeout_s is None else timeout_s
         dim, k = snap.embedding_dim, len(snap.labels)
         if not sessions:
             return SessionIntents(np.zeros((0, dim), np.float32), np.zeros((0, k), np.float32)), ""
         keys = [f"{snap.cache_tag}:{s.session_id}:{len(s.events)}" for s in sessions]
-        use_cache = self.cfg.cache_embeddings
+        use_cache = use_cache and self.cfg.cache_embeddings
         emb, probs = np.zeros((len(sessions), dim), np.float32), np.zeros((len(sessions), k), np.float32)
         missing = []
         for i, key in enumerate(keys):
@@ -258,6 +259,24 @@ class Gateway:
             intents, reason = None, degraded
         else:
             intents, reason = await self._intents_on(snap, sessions, None, "read")
+        return self.rank_with(request, sessions, intents, reason, now, snap)
+
+    async def rank_events(self, request: pb.RankTilesRequest, messages: Sequence[pb.WebEvent]) -> Ranking:
+        """The stateless variant (the KServe transformer's EVENTS input): the request check, session selection
+        and ranking on the caller's events instead of the store's, under the snapshot current at the start.
+        `request.customer_id` is only checked, never looked up. The embedding cache is neither read nor written:
+        it is keyed by session id (visitor and start time) and length, which a caller's events could share with
+        a stored session while differing from it. A Triton that no longer serves the snapshot's version
+        degrades the answer (the caller retries; a reload is the reloader's business)."""
+        snap = self.snapshot
+        self._check_rank_request(request, snap)
+        events = to_events(messages, self.cfg.max_batch_events) if messages else []
+        now = self.now_ms()
+        sessions = select_sessions(events, now, snap.lookback_ms, self.cfg.max_sessions)
+        try:
+            intents, reason = await self._intents_on(snap, sessions, None, "read", use_cache=False)
+        except VersionGone:
+            intents, reason = None, f"model version {snap.triton_version} is no longer served"
         return self.rank_with(request, sessions, intents, reason, now, snap)
 
     def rank_with(self, request: pb.RankTilesRequest, sessions: Sequence[Session], intents: SessionIntents | None,
