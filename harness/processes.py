@@ -65,6 +65,11 @@ class GatewayProcess:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 60.0) -> GatewayProcess:
+        """`spawn`, then wait until the health check says SERVING (RuntimeError with the log if it exits)."""
+        return self.spawn().wait_serving(timeout_s)
+
+    def spawn(self) -> GatewayProcess:
+        """Start the process without waiting for it (a test of a refused start-up waits for its exit code)."""
         self.port = free_port()
         args = [self.python, "-m", "gateway.server", "--listen", self.address, *self.flags]
         with self.log_path.open("a") as out:
@@ -72,6 +77,9 @@ class GatewayProcess:
                                             env={**self.env, "PYTHONUNBUFFERED": "1"})
         self.channel = grpc.insecure_channel(self.address)
         self.stub = pb_grpc.IntentGatewayServiceStub(self.channel)
+        return self
+
+    def wait_serving(self, timeout_s: float = 60.0) -> GatewayProcess:
         health = health_pb2_grpc.HealthStub(self.channel)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -14,11 +14,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,11 +24,11 @@ import grpc
 import numpy as np
 import pytest
 import torch
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.api import pb, pb_grpc
+from gateway.api import pb
 from gateway.service import select_sessions
 from gateway.store.base import event_key
+from harness.processes import GatewayProcess, gateway_metric, metrics_env
 from training.bank import SEGMENTS, TILES
 from training.core.contract import Event
 from training.core.featurizer import Featurizer
@@ -40,7 +37,7 @@ from training.core.ranker import FeatureSpec, Ranker
 from training.encoder.train import TrainConfig, build_encoder, load_checkpoint, save_checkpoint
 from training.export.build import export
 from training.export.repository import ServingConfig
-from training.export.triton_server import TritonServer, free_port, load_version, parse_prometheus
+from training.export.triton_server import TritonServer, free_port, load_version
 from training.sessions import load_sessions
 from training.taxonomy.distill import IntentHead
 
@@ -120,50 +117,19 @@ def matches(ref: Reference, customer: str, reply: pb.RankTilesResponse) -> bool:
             and [i.label for i in reply.intents] == ref.intents[customer])
 
 
-class Gateway:
-    """`python -m gateway.server` as its own process, healthy when returned."""
-
-    def __init__(self, flags: list[str], log: Path, metrics_port: int) -> None:
-        self.port, self.metrics_port, self.log = free_port(), metrics_port, log
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OTEL_METRICS_EXPORTER": "prometheus",
-               "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1", "OTEL_EXPORTER_PROMETHEUS_PORT": str(metrics_port)}
-        with log.open("a") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", "gateway.server", "--listen",
-                                             f"127.0.0.1:{self.port}", *flags], stdout=out, stderr=subprocess.STDOUT,
-                                            env=env)
-
-    def wait_healthy(self, timeout_s: float = 60.0) -> Gateway:
-        deadline = time.monotonic() + timeout_s
-        with grpc.insecure_channel(f"127.0.0.1:{self.port}") as channel:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"gateway exited {self.process.returncode}: {self.log.read_text()[-3000:]}")
-                try:
-                    status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    if status.status == health_pb2.HealthCheckResponse.SERVING:
-                        return self
-                except grpc.RpcError:
-                    time.sleep(0.2)
-        raise RuntimeError(f"gateway not healthy after {timeout_s} s: {self.log.read_text()[-3000:]}")
-
-    def stub(self) -> pb_grpc.IntentGatewayServiceStub:
-        return pb_grpc.IntentGatewayServiceStub(grpc.insecure_channel(f"127.0.0.1:{self.port}"))
-
-    def reloads(self, result: str) -> float:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
-            values = parse_prometheus(r.read().decode())
-        return values.get(f'gateway_model_reloads_total{{result="{result}"}}', 0.0)
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=30)
+def start_gateway(live: Path, manifest: Path, triton: TritonServer, store: str, as_of: int, log: Path,
+                  poll_s: float = 1.0, wait: bool = True) -> tuple[GatewayProcess, int]:
+    """`python -m gateway.server` on `live`'s artifacts and `manifest`, its metrics on a port of its own: (the
+    process, SERVING unless `wait` is False; its metrics port)."""
+    metrics_port = free_port()
+    gw = GatewayProcess(live, store, triton.grpc_url, as_of, env={**os.environ, **metrics_env(metrics_port)},
+                        log=log, manifest=manifest, reload_poll_s=poll_s, triton_timeout_s=5, log_level="INFO")
+    return (gw.start() if wait else gw.spawn()), metrics_port
 
 
-def gateway_flags(live: Path, manifest: Path, triton: TritonServer, store: str, as_of: int, poll_s: float = 1.0
-                  ) -> list[str]:
-    return ["--artifacts", str(live), "--manifest", str(manifest), "--triton-url", triton.grpc_url,
-            "--store", store, "--as-of", str(as_of), "--reload-poll-s", str(poll_s), "--triton-timeout-s", "5",
-            "--log-level", "INFO"]
+def reloads(metrics_port: int, result: str) -> float:
+    """How many reloads ended with `result` (pending, applied, refused) so far."""
+    return gateway_metric(metrics_port, "gateway_model_reloads_total", result=result)
 
 
 @pytest.fixture(scope="module")
@@ -198,18 +164,16 @@ def test_start_up_refuses_a_manifest_its_artifacts_or_triton_do_not_match(world,
     wrong.mkdir()
     shutil.copy(world["v1"] / "featurizer.json", wrong / "featurizer.json")
     shutil.copy(world["v2"] / "ranker.json", wrong / "ranker.json")
-    flags = gateway_flags(wrong, world["repo"] / "manifest.json", world["triton"], f"sqlite://{tmp_path / 'a.db'}",
-                          world["as_of"])
-    gw = Gateway(flags, tmp_path / "a.log", free_port())
+    gw, _ = start_gateway(wrong, world["repo"] / "manifest.json", world["triton"], f"sqlite://{tmp_path / 'a.db'}",
+                          world["as_of"], tmp_path / "a.log", wait=False)
     assert gw.process.wait(timeout=60) == 2
     log = (tmp_path / "a.log").read_text()
     assert "ranker: expected sha256" in log and "featurizer: expected" not in log  # names only what disagrees
 
     other = Manifest.load(world["repo"] / "manifest.json")
     replace(other, repository_version=7).write(tmp_path / "manifest.json")  # pins the same files, not served
-    flags = gateway_flags(world["live"], tmp_path / "manifest.json", world["triton"], f"sqlite://{tmp_path / 'b.db'}",
-                          world["as_of"])
-    gw = Gateway(flags, tmp_path / "b.log", free_port())
+    gw, _ = start_gateway(world["live"], tmp_path / "manifest.json", world["triton"], f"sqlite://{tmp_path / 'b.db'}",
+                          world["as_of"], tmp_path / "b.log", wait=False)
     assert gw.process.wait(timeout=60) == 2
     assert f"serves intent_pipeline with manifest_hash {other.manifest_hash}" in (tmp_path / "b.log").read_text()
 
@@ -223,12 +187,10 @@ def test_versions_swap_under_load_with_no_error_and_no_mixing(world, tmp_path):
     m1 = world["first"].model_version
     for customer in world["events"]:  # the two sets answer observably differently, for every customer
         assert not np.allclose(ref1.scores[customer], ref2.scores[customer], atol=1e-3)
-    gw = Gateway(gateway_flags(world["live"], world["repo"] / "manifest.json", world["triton"],
-                               f"sqlite://{tmp_path / 'gw.db'}", world["as_of"], poll_s=30), tmp_path / "gw.log",
-                 free_port())
-    gw.wait_healthy()
+    gw, metrics = start_gateway(world["live"], world["repo"] / "manifest.json", world["triton"],
+                                f"sqlite://{tmp_path / 'gw.db'}", world["as_of"], tmp_path / "gw.log", poll_s=30)
     try:
-        stub = gw.stub()
+        stub = gw.stub
         writer_id, writer_events = "C-hot-writer", world["writer"]
         for customer, evs in [*world["events"].items(), (writer_id, writer_events)]:
             stub.RecordEvents(pb.RecordEventsRequest(events=[_message(e) for e in evs]), timeout=30)
@@ -249,14 +211,14 @@ def test_versions_swap_under_load_with_no_error_and_no_mixing(world, tmp_path):
                 answers.append((started, time.monotonic(), customer, None, f"{exc.code()}: {exc.details()}", tag))
 
         def reader(k: int) -> None:
-            local, customers, n = gw.stub(), list(world["events"]), k
+            local, customers, n = gw.stub, list(world["events"]), k
             while not stop.is_set() and len(answers) < MAX_REQUESTS:
                 call(local, customers[n % len(customers)], None)
                 n += 1
                 time.sleep(PAUSE_S)
 
         def writer() -> None:
-            local, anon, url = gw.stub(), writer_events[0].anonymous_id, writer_events[-1].url
+            local, anon, url = gw.stub, writer_events[0].anonymous_id, writer_events[-1].url
             while not stop.is_set() and len(answers) < MAX_REQUESTS:
                 event = Event(anonymous_id=anon, ts=world["as_of"] - 3_600_000 + 1000 * len(written),
                               event_type="page_view", url=url, dwell_ms=1000)
@@ -282,9 +244,9 @@ def test_versions_swap_under_load_with_no_error_and_no_mixing(world, tmp_path):
         exported_at = time.monotonic()
         gw.process.send_signal(signal.SIGHUP)  # check now: the new set is pending until Triton serves it
         deadline = exported_at + 15
-        while gw.reloads("pending") < 1 and time.monotonic() < deadline:
+        while reloads(metrics, "pending") < 1 and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert gw.reloads("pending") == 1 and gw.reloads("applied") == 0 and gw.reloads("refused") == 0
+        assert [reloads(metrics, r) for r in ("pending", "applied", "refused")] == [1, 0, 0]
         load_started = time.monotonic()
         load_version(world["triton"].grpc_url, Manifest.load(world["repo"] / "manifest.json"))
         swapped_at["t"] = time.monotonic()
@@ -323,7 +285,7 @@ def test_versions_swap_under_load_with_no_error_and_no_mixing(world, tmp_path):
         for customer in world["events"]:  # the gateway ends on v2
             reply = stub.RankTiles(_request(customer), timeout=10)
             assert reply.model_version == second.model_version and matches(ref2, customer, reply)
-        assert gw.reloads("applied") == 1 and gw.reloads("pending") == 1 and gw.reloads("refused") == 0
+        assert [reloads(metrics, r) for r in ("pending", "applied", "refused")] == [1, 1, 0]
         served_after_the_swap(world)
 
         # a manifest the artifacts do not match is refused: counted once, logged, v2 keeps serving
@@ -334,10 +296,10 @@ def test_versions_swap_under_load_with_no_error_and_no_mixing(world, tmp_path):
         for _ in range(2):
             gw.process.send_signal(signal.SIGHUP)
             deadline = time.monotonic() + 10
-            while gw.reloads("refused") < 1 and time.monotonic() < deadline:
+            while reloads(metrics, "refused") < 1 and time.monotonic() < deadline:
                 time.sleep(0.1)
             time.sleep(0.5)
-        assert gw.reloads("refused") == 1
+        assert reloads(metrics, "refused") == 1
         reply = stub.RankTiles(_request(next(iter(world["events"]))), timeout=10)
         assert reply.model_version == second.model_version and not reply.degraded
         log = (tmp_path / "gw.log").read_text()
