@@ -172,6 +172,9 @@ def run_taxonomy(data_dir: Path, artifacts: Path, report_path: Path, cfg: StageC
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
         "machine": machine_info(),
     }
+    from training.taxonomy.drift import record_baseline  # what `intent taxonomy-drift` compares new logs to
+
+    report["drift_baseline"] = str(record_baseline(artifacts, taxonomy, head, held_out, held_emb, data_dir))
     if cfg.compare:
         report["variants"] = compare_methods(cfg, taxonomy, pool, pool_emb, eval_s, eval_l, truth, client, progress)
     report_path.parent.mkdir(parents=True, exist_ok=True)
