@@ -130,7 +130,7 @@ serve-kserve: venv  ## make serve's product as a KServe transformer: v2 reranker
 bench: venv $(DATA)/events.jsonl  ## Triton ensemble + KServe v2 reranker + typed RankTiles at c=1,4,8 -> reports/bench.{md,json} (needs make export)
 	$(PY) -m harness.bench_all --data $(DATA) --artifacts $(ARTIFACTS) --repository $(REPOSITORY) --report reports/bench.json
 
-test: venv redis proto-lint  ## the full tier (CI): ruff, import contracts, buf lint, every test incl. -m integration (real Triton, Redis, gateway, LLM); prints the 20 slowest
+test: venv redis chromium proto-lint  ## the full tier (CI): ruff, import contracts, buf lint, every test incl. -m integration (real Triton, Redis, gateway, LLM); prints the 20 slowest
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest -q --durations=20
@@ -172,3 +172,17 @@ clean:  ## remove generated data and artifacts (keeps .venv)
 chart: venv  ## helm lint --strict + render every values variant -> reports/chart/*.yaml, validated for Kubernetes 1.33
 	$(PY) deploy/helm/chart_check.py --out reports/chart
 	$(VENV)/bin/pytest -q tests/chart
+
+# -- intent analytics for people who read them (issue 17): one self-contained HTML page ------------------------
+REPORT_OUT ?= reports/intents.html
+
+.PHONY: report chromium
+
+report: venv $(DATA)/events.jsonl  ## the distilled head's intents on DATA: share over time, device, referrer, distinctive pages and searches, conversion, confidence -> $(REPORT_OUT)
+	$(NEED_HEAD)
+	$(INTENT) report --data $(DATA) --artifacts $(ARTIFACTS) --out $(REPORT_OUT)
+
+chromium:  ## install Debian's chromium (the analytics page's test renders it headless)
+	@command -v chromium > /dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get install -y -qq chromium > /dev/null || { apt-get update -qq && apt-get install -y -qq chromium > /dev/null; }; \
+		else sudo apt-get install -y -qq chromium > /dev/null; fi; }

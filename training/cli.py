@@ -87,6 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "report", "reports/encoder.json", "report path (other worlds already in it are kept)", type=Path)
     add_flag(p, "n-boot", 200, "bootstrap resamples of the intervals", type=int)
 
+    p = sub.add_parser("report", help="intent analytics: one self-contained HTML page of the head's intents on a "
+                       "data directory (share per week, device, referrer, distinctive pages and searches, conversion, "
+                       "confidence)")
+    add_flag(p, "data", "data/synthetic", "data directory in the contract's format", type=Path)
+    add_flag(p, "artifacts", "artifacts", "featurizer + encoder + intent_head.json (taxonomy.yaml for descriptions)",
+             type=Path)
+    add_flag(p, "out", "reports/intents.html", "the HTML page to write", type=Path)
+    add_flag(p, "conversion-days", 30.0, "a linked session counts conversions within N days after it", type=float)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     p = sub.add_parser("bench-train", help="training and inference throughput")
     add_flag(p, "data", "data/synthetic", "data directory", type=Path)
     add_flag(p, "report", "reports/bench_train.json", "report path", type=Path)
@@ -172,6 +182,15 @@ def cmd_probe(args: argparse.Namespace) -> None:
     print(downstream_table(report))
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from training.analytics import ReportConfig, write_report
+
+    report = write_report(args.data, args.artifacts, args.out, ReportConfig(conversion_days=args.conversion_days),
+                          progress=not args.no_progress)
+    print(f"report     {args.out}  {len(report.labels)} intents over {report.sessions:,} sessions "
+          f"({args.out.stat().st_size / 1e6:.1f} MB)")
+
+
 def cmd_bench_train(args: argparse.Namespace) -> None:
     from training.bench import bench_train
 
@@ -240,7 +259,7 @@ def downstream_table(report: dict) -> str:
 
 
 COMMANDS = {"data": cmd_data, "train": cmd_train, "probe": cmd_probe, "taxonomy": cmd_taxonomy,
-            "bench-train": cmd_bench_train, "run": cmd_run}
+            "bench-train": cmd_bench_train, "run": cmd_run, "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,129 @@
+"""The intent analytics page's numbers (lift, conversion attribution, weeks) on hand-made cases, and the page
+on a data directory a user might bring: events only (no truth/, no conversions), every text escaped."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.analytics import (
+    ReportConfig,
+    SessionFacts,
+    conversion_rates,
+    converted_products,
+    lift_table,
+    render_html,
+    visitor_links,
+    week_start,
+    write_report,
+)
+from training.core.contract import Conversion, Event
+from training.core.sessionize import Session
+
+
+def test_lift_puts_the_labels_own_pages_first_and_never_a_page_every_session_visits():
+    # 100 sessions, 20 with the label; every session signs in, the label's sessions see /mortgage, a few
+    # others too; /rates is as common inside the label as outside
+    terms, in_label = [], []
+    for i in range(100):
+        row = {"/login"}
+        if i < 20 or i >= 95:
+            row.add("/mortgage")
+        if i % 2 == 0:
+            row.add("/rates")
+        terms.append(row)
+        in_label.append(i < 20)
+    rows = lift_table(terms, in_label, min_sessions=3)
+    assert [r.term for r in rows] == ["/mortgage"]
+    top = rows[0]
+    assert (top.n_label, top.share_label, top.share_all) == (20, 1.0, 0.25)
+    assert top.lift == pytest.approx(4.0)
+    # support and the visitor threshold both filter
+    assert lift_table(terms, in_label, min_sessions=21) == []
+    assert lift_table(terms, in_label, min_sessions=3, allowed={"/login"}) == []
+    assert lift_table(terms, [False] * 100) == []
+
+
+def _event(visitor: str, ts: int, url: str = "/", customer: str | None = None) -> Event:
+    return Event(anonymous_id=visitor, ts=ts, event_type="login" if customer else "page_view", url=url,
+                 customer_id=customer)
+
+
+def test_conversions_count_only_the_linked_customers_after_the_session_within_the_window():
+    day = 86_400_000
+    sessions = [Session("a1", "A", (_event("A", 0), _event("A", 10))),
+                Session("a2", "A", (_event("A", 5 * day), _event("A", 5 * day + 1, "/login", "C1"))),
+                Session("b1", "B", (_event("B", 0),))]
+    links = visitor_links(sessions)
+    assert links == {"A": "C1"}  # a visitor's earlier sessions are linked by its later login
+    facts = [SessionFacts("w", "desktop", "direct", frozenset(), frozenset(), s.anonymous_id, s.end_ms)
+             for s in sessions]
+    conversions = [Conversion(customer_id="C1", ts=3 * day, product="mortgage"),
+                   Conversion(customer_id="C1", ts=40 * day, product="heloc"),  # past the window of both
+                   Conversion(customer_id="C9", ts=day, product="card")]
+    converted = converted_products(facts, links, conversions, window_days=30)
+    assert converted == [frozenset({"mortgage"}), frozenset(), None]
+    linked, rates = conversion_rates(converted, [True, False, True])
+    assert linked == 1
+    assert [(r.product, r.converted, r.rate, r.site_rate) for r in rates] == [("mortgage", 1, 1.0, 0.5)]
+    assert rates[0].lift == 2.0
+    assert conversion_rates([None, None], [True, False]) == (0, [])
+
+
+def test_weeks_start_on_monday_utc():
+    assert week_start(0) == "1969-12-29"  # a Thursday's week
+    monday = 1_788_134_400_000  # 2026-09-01 is a Tuesday; 2026-08-31 00:00 UTC is its Monday
+    assert week_start(monday) == "2026-08-31"
+    assert week_start(monday - 1) == "2026-08-24"
+    assert week_start(monday + 7 * 86_400_000 - 1) == "2026-08-31"
+
+
+@pytest.fixture(scope="module")
+def events_only(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small bank as a user might bring it: events alone, no truth/, no conversions, another folder name."""
+    out = tmp_path_factory.mktemp("brought") / "web_logs"
+    out.mkdir()
+    shutil.copy(small_data / "events.jsonl", out / "events.jsonl")
+    return out
+
+
+@pytest.fixture(scope="module")
+def brought(events_only: Path, small_artifacts: Path, tmp_path_factory: pytest.TempPathFactory):
+    """(report, page) of `intent report` on `events_only` with the small artifacts (no taxonomy.yaml there)."""
+    out = tmp_path_factory.mktemp("page") / "intents.html"
+    report = write_report(events_only, small_artifacts, out, ReportConfig(), progress=False)
+    return report, out.read_text()
+
+
+@pytest.mark.slow
+def test_page_on_events_only_says_there_are_no_conversions_and_shows_no_ids(brought, events_only):
+    report, page = brought
+    assert report.conversions_note.startswith("no conversions in this data")
+    shown = sum(1 for s in report.labels if s.sessions)
+    assert page.count("no conversions in this data") >= 1 + shown  # the note and every labelled section
+    assert "taxonomy.yaml is not in the artifacts" in page
+    for stats in report.labels:
+        assert f"<h2 id='intent-{stats.name}'>{stats.name}</h2>" in page
+    assert sum(s.sessions for s in report.labels) == report.sessions
+    assert np.isclose(sum(s.share for s in report.labels), 1.0)
+    assert not re.search(r"<script|https?://", page, re.IGNORECASE)  # nothing runs, nothing is fetched
+    ids = {e.anonymous_id for e in (Event.model_validate_json(line) for line in
+                                    (events_only / "events.jsonl").read_text().splitlines()[:5000])}
+    assert ids and not [i for i in ids if i in page]
+    assert not re.search(r"\bC\d{7}\b", page)  # no customer id either
+
+
+@pytest.mark.slow
+def test_render_escapes_every_text(brought):
+    report = replace(brought[0], data="dir<with>&quote'\"")
+    report.labels = [replace(report.labels[0], description="<script>alert(1)</script> & <b>bold</b>"),
+                     *report.labels[1:]]
+    page = render_html(report)
+    assert "<script>" not in page and "<b>bold" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in page
+    assert "dir&lt;with&gt;&amp;quote&#x27;&quot;" in page
