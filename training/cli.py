@@ -80,6 +80,25 @@ def build_parser() -> argparse.ArgumentParser:
     _taxonomy_flags(p)
     p.add_argument("--compare", action="store_true", help="also build the other method's taxonomy and score both")
 
+    p = sub.add_parser("taxonomy-drift", help="the head's label mix on new logs against the pinned taxonomy's "
+                       "baseline (PSI, Jensen-Shannon distance) and candidate new intents",
+                       description="Thresholds: PSI < 0.1 stable, 0.1-0.25 watch, > 0.25 drifted (JS distance "
+                                   "0.134 / 0.212); docs/taxonomy_drift.md.")
+    add_flag(p, "data", "data/synthetic", "the new logs: a data directory in the contract's format", type=Path)
+    add_flag(p, "artifacts", "artifacts", "featurizer + encoder + intent_head.json (+ taxonomy_baseline.json)",
+             type=Path)
+    add_flag(p, "taxonomy", None, "the pinned taxonomy YAML the head was distilled for "
+             "(unset: <artifacts>/taxonomy.yaml)", type=Path)
+    add_flag(p, "baseline", None, "the label mix recorded when the taxonomy was pinned "
+             "(unset: <artifacts>/taxonomy_baseline.json)", type=Path)
+    add_flag(p, "baseline-data", None, "if the baseline file is missing or stale, compute it from this data "
+             "directory (the logs the taxonomy was pinned on)", type=Path)
+    add_flag(p, "report", "reports/taxonomy_drift.json", "report path", type=Path)
+    add_flag(p, "max-sessions", 20000, "new sessions embedded at most (a uniform sample of bigger logs)", type=int)
+    add_flag(p, "min-cluster-share", 0.01, "a candidate intent holds at least this share of the new sessions",
+             type=float)
+    add_flag(p, "max-candidates", 6, "candidate intents reported at most", type=int)
+
     p = sub.add_parser("probe", help="does pre-training pay: the encoder vs an untrained twin and bag-of-pages "
                        "on the downstream tasks (intent probe with truth/, conversion, tile-ranking log loss)")
     add_flag(p, "data", "data/synthetic", "data directory (truth/ adds the intent probe)", type=Path)
@@ -145,6 +164,17 @@ def cmd_taxonomy(args: argparse.Namespace) -> None:
     report = _taxonomy(args)
     print(_taxonomy_summary(report))
     print(f"report     {args.taxonomy_report}")
+
+
+def cmd_taxonomy_drift(args: argparse.Namespace) -> None:
+    from training.taxonomy.drift import DriftConfig, run_drift
+
+    cfg = DriftConfig(max_sessions=args.max_sessions, min_cluster_share=args.min_cluster_share,
+                      max_candidates=args.max_candidates)
+    report = run_drift(args.data, args.artifacts, args.report, args.taxonomy, args.baseline, args.baseline_data, cfg)
+    print(report["table"])
+    print(f"baseline   {report['baseline']['source']}")
+    print(f"report     {args.report}")
 
 
 def cmd_data(args: argparse.Namespace) -> None:
@@ -260,6 +290,8 @@ def downstream_table(report: dict) -> str:
 
 COMMANDS = {"data": cmd_data, "train": cmd_train, "probe": cmd_probe, "taxonomy": cmd_taxonomy,
             "bench-train": cmd_bench_train, "run": cmd_run, "report": cmd_report}
+
+COMMANDS["taxonomy-drift"] = cmd_taxonomy_drift
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -421,6 +421,7 @@ def run_drift(data_dir: Path, artifacts: Path, report_path: Path, taxonomy_path:
                        "low_confidence_below": round(baseline.confidence_low, 4)},
         "distribution": shares,
         "novelty": {"far_share": round(float(far.mean()), 4), "baseline_far_share": round(baseline.outlier_share, 4),
+                    "excess_far_share": round(float(far.mean()) - baseline.outlier_share, 4),
                     "low_confidence_share": round(float((confidence < baseline.confidence_low).mean()), 4),
                     "baseline_low_confidence_share": LOW_CONFIDENCE_QUANTILE,
                     "mean_confidence": round(float(confidence.mean()), 4)},
@@ -450,6 +451,9 @@ def drift_table(report: dict) -> str:
     cands = report["candidate_intents"]
     if not cands:
         rows.append("candidates none (no cluster of far sessions above the minimum share)")
+    elif nov["excess_far_share"] <= 0:
+        rows.append("           (no more far sessions than the baseline's own: the clusters below are the usual "
+                    "outliers, not likely new intents)")
     for i, c in enumerate(cands, 1):
         ev = c["evidence"]
         tokens = ", ".join(f"{t['term']} x{t['lift']:.1f}" for t in ev["path_tokens"][:6]) or "-"
