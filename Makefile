@@ -13,7 +13,7 @@ PY := $(VENV)/bin/python
 INTENT := $(VENV)/bin/intent
 GENERATE = $(INTENT) data --out $(DATA) --visitors $(VISITORS) --seed $(SEED) --world $(WORLD)
 
-.PHONY: help venv data train probe taxonomy bench-train run test test-unit lint lock clean
+.PHONY: help venv data train probe taxonomy taxonomy-drift bench-train run test test-unit lint lock clean
 HEAD       ?= $(ARTIFACTS)/intent_head.json
 REPOSITORY ?= model_repository
 
@@ -43,6 +43,13 @@ probe: venv $(DATA)/events.jsonl  ## linear probe: embedding vs bag-of-pages -> 
 
 taxonomy: venv $(DATA)/events.jsonl  ## LLM taxonomy + labels, distilled head -> $(ARTIFACTS)/taxonomy.yaml, reports/taxonomy.json
 	$(INTENT) taxonomy --data $(DATA) --artifacts $(ARTIFACTS) --taxonomy-report reports/taxonomy.json
+
+NEW ?=
+
+taxonomy-drift: venv  ## the head's label mix on new logs NEW=dir against the pinned taxonomy's baseline (PSI, JS distance) + candidate new intents -> reports/taxonomy_drift.json
+	@test -n "$(NEW)" || { echo "usage: make taxonomy-drift NEW=path/to/new/logs (a data directory in the contract's format)" >&2; exit 2; }
+	$(INTENT) taxonomy-drift --data $(NEW) --artifacts $(ARTIFACTS) --taxonomy $(ARTIFACTS)/taxonomy.yaml \
+		--baseline-data $(DATA) --report reports/taxonomy_drift.json
 
 bench-train: venv $(DATA)/events.jsonl  ## training and inference throughput -> reports/bench_train.json
 	$(INTENT) bench-train --data $(DATA) --report reports/bench_train.json
