@@ -475,7 +475,7 @@ table { border-collapse: collapse; margin: 0.6em 0 1em; font-size: 0.9em; }
 th, td { border-bottom: 1px solid #e4e4e4; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f5f5f5; } td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .meta, .note { color: #555; } .note { background: #fff8e1; padding: 0.4em 0.7em; border-left: 3px solid #f0c000; }
-.desc { font-style: italic; } .grid { display: flex; flex-wrap: wrap; gap: 2em; }
+.desc { font-style: italic; } td.desc { min-width: 16em; } .grid { display: flex; flex-wrap: wrap; gap: 2em; }
 img { max-width: 100%; height: auto; } code { font-size: 0.92em; }
 """
 
