@@ -271,6 +271,25 @@ def _kmeans_pick(x: np.ndarray, max_k: int, min_size: int, seed: int) -> np.ndar
     return best
 
 
+def _merge_same_evidence(assign: np.ndarray, idx: np.ndarray, terms: list[dict], background: dict, n: int,
+                         top: int = 6, jaccard: float = 0.5) -> np.ndarray:
+    """Clusters whose top distinctive path tokens mostly agree are one candidate (KMeans splits a big new
+    intent in embedding space, e.g. by funnel stage, while its evidence is the same)."""
+    assign = assign.copy()
+    while True:
+        groups = np.unique(assign)
+        tops = {}
+        for c in groups:
+            inside = Counter(t for i in idx[assign == c] for t in terms[i]["path_tokens"])
+            rows = distinctive(inside, int((assign == c).sum()), background["path_tokens"], n, top=top)
+            tops[c] = {r["term"] for r in rows}
+        pair = next(((a, b) for i, a in enumerate(groups) for b in groups[i + 1:]
+                     if tops[a] and tops[b] and len(tops[a] & tops[b]) / len(tops[a] | tops[b]) >= jaccard), None)
+        if pair is None:
+            return assign
+        assign[assign == pair[1]] = pair[0]
+
+
 def candidate_intents(sessions: Sequence[Session], emb: np.ndarray, far: np.ndarray, nearest: np.ndarray,
                       ratio: np.ndarray, confidence: np.ndarray, labels: Sequence[str], min_share: float = 0.01,
                       max_candidates: int = 6, seed: int = 0) -> list[dict]:
@@ -284,7 +303,7 @@ def candidate_intents(sessions: Sequence[Session], emb: np.ndarray, far: np.ndar
     terms = [_session_terms(s) for s in sessions]
     background = {kind: Counter(t for st in terms for t in st[kind]) for kind in terms[0]}
     unit = _unit(emb[idx])
-    assign = _kmeans_pick(unit, max_candidates, min_size, seed)
+    assign = _merge_same_evidence(_kmeans_pick(unit, max_candidates, min_size, seed), idx, terms, background, n)
     out = []
     for c in np.unique(assign):
         members = idx[assign == c]
