@@ -113,23 +113,20 @@ class Lift:
 
 
 def lift_table(terms: Sequence[Iterable[str]], in_label: Sequence[bool], min_sessions: int = 5, top: int = 8,
-               allowed: set[str] | None = None) -> list[Lift]:
+               allowed: set[str] | None = None, everywhere: Counter | None = None) -> list[Lift]:
     """The terms most over-represented in the label's sessions against all sessions (lift > 1), best first.
 
     `terms[i]` are session i's distinct terms (pages or searches); `in_label[i]` whether it has the label;
-    `allowed`, when given, limits the terms that may be shown (e.g. to those enough visitors share).
+    `allowed`, when given, limits the terms that may be shown (e.g. to those enough visitors share);
+    `everywhere`, the sessions per term over all of `terms`, when the caller has counted them already.
     """
     mask = np.asarray(in_label, dtype=bool)
     n_all, n_label = len(mask), int(mask.sum())
     if n_label == 0 or n_all == 0:
         return []
-    everywhere: Counter = Counter()
-    inside: Counter = Counter()
-    for row, hit in zip(terms, mask, strict=True):
-        row = set(row)
-        everywhere.update(row)
-        if hit:
-            inside.update(row)
+    if everywhere is None:
+        everywhere = Counter(t for row in terms for t in set(row))
+    inside = Counter(t for i in np.flatnonzero(mask) for t in set(terms[i]))
     out = []
     for term, a in inside.items():
         if a < min_sessions or (allowed is not None and term not in allowed):
@@ -353,6 +350,8 @@ def build_report(data_dir: Path, artifacts: Path, cfg: ReportConfig = ReportConf
     search_rows = [f.searches for f in facts]
     pages_ok = _visitor_supported(page_rows, visitors, cfg.min_visitors)
     searches_ok = _visitor_supported(search_rows, visitors, cfg.min_visitors)
+    page_counts = Counter(t for row in page_rows for t in row)
+    search_counts = Counter(t for row in search_rows for t in row)
 
     conversions = load_conversions(data_dir)
     links = visitor_links(sessions)
@@ -379,8 +378,8 @@ def build_report(data_dir: Path, artifacts: Path, cfg: ReportConfig = ReportConf
             name=name, description=descriptions.get(name, ""), sessions=count, share=count / n,
             weekly_share=[float(x) for x in weekly], device_share=device_share, referrer_share=referrer_share,
             confidence=labelled.confidence[hit],
-            pages=lift_table(page_rows, hit, cfg.min_sessions, cfg.top_terms, pages_ok),
-            searches=lift_table(search_rows, hit, cfg.min_sessions, cfg.top_terms, searches_ok),
+            pages=lift_table(page_rows, hit, cfg.min_sessions, cfg.top_terms, pages_ok, page_counts),
+            searches=lift_table(search_rows, hit, cfg.min_sessions, cfg.top_terms, searches_ok, search_counts),
             linked_sessions=linked, conversions=rates))
     first_ms, last_ms = min(s.start_ms for s in sessions), max(s.end_ms for s in sessions)
     return IntentReport(
