@@ -41,7 +41,7 @@ train: venv $(DATA)/events.jsonl  ## featurize and train the self-supervised ses
 probe: venv $(DATA)/events.jsonl  ## linear probe: embedding vs bag-of-pages -> reports/encoder.json
 	$(INTENT) probe --data $(DATA) --artifacts $(ARTIFACTS) --report reports/encoder.json
 
-taxonomy: venv $(DATA)/events.jsonl  ## LLM taxonomy + labels, distilled head -> $(ARTIFACTS)/taxonomy.yaml, reports/taxonomy.json
+taxonomy: venv words $(DATA)/events.jsonl  ## LLM taxonomy + labels, distilled head -> $(ARTIFACTS)/taxonomy.yaml, reports/taxonomy.json
 	$(INTENT) taxonomy --data $(DATA) --artifacts $(ARTIFACTS) --taxonomy-report reports/taxonomy.json
 
 NEW ?=
@@ -78,7 +78,7 @@ bench-triton: venv $(DATA)/events.jsonl  ## perf_analyzer on the ensemble, c=1..
 	$(NEED_HEAD)
 	$(PY) -m training.export bench-triton --artifacts $(ARTIFACTS) --head $(HEAD) --data $(DATA) --report reports/bench_triton.json
 
-run: venv  ## the main job: data -> train -> probe -> taxonomy -> ranker -> export -> Triton + gateway, ranked tiles
+run: venv words  ## the main job: data -> train -> probe -> taxonomy -> ranker -> export -> Triton + gateway, ranked tiles
 	$(INTENT) run --data $(DATA) --artifacts $(ARTIFACTS) --visitors $(VISITORS) --epochs $(EPOCHS) --seed $(SEED)
 	$(PY) -m training.evaluation --data $(DATA) --artifacts $(ARTIFACTS) --reports $(ARTIFACTS)/run_eval \
 		--seeds 0 --llm-customers 0 --no-robustness --no-second-world --n-boot 20 --no-progress > /dev/null
@@ -100,7 +100,7 @@ eval: venv $(DATA)/events.jsonl  ## tile ranking + conversion on DATA, a 2nd wor
 # -- gateway: gRPC contract, session store, serving ------------------------------------------------------------
 BUF := .cache/buf/node_modules/.bin/buf
 
-.PHONY: proto proto-lint redis serve bench-gateway bench-interceptor tracing-check
+.PHONY: proto proto-lint redis words serve bench-gateway bench-interceptor tracing-check
 
 proto: venv  ## generate the gateway's Python stubs from proto/ into gateway/_gen (never edit them by hand)
 	$(PY) -c "from gateway.api import generate; generate()"
@@ -110,6 +110,14 @@ $(BUF):
 
 proto-lint: $(BUF)  ## buf lint of proto/ (STANDARD rules)
 	cd proto && ../$(BUF) lint
+
+WORDS ?= /usr/share/dict/words
+
+words: $(WORDS)  ## install the English word list the taxonomy's label validator reads (Debian's wamerican)
+
+$(WORDS):
+	@if [ "$$(id -u)" = 0 ]; then apt-get install -y -qq wamerican > /dev/null || { apt-get update -qq && apt-get install -y -qq wamerican > /dev/null; }; \
+	else sudo apt-get install -y -qq wamerican > /dev/null; fi
 
 redis:  ## install redis-server (the Redis store's tests start their own on a free loopback port)
 	@command -v redis-server > /dev/null || { \
@@ -137,12 +145,12 @@ serve-kserve: venv  ## make serve's product as a KServe transformer: v2 reranker
 bench: venv $(DATA)/events.jsonl  ## Triton ensemble + KServe v2 reranker + typed RankTiles at c=1,4,8 -> reports/bench.{md,json} (needs make export)
 	$(PY) -m harness.bench_all --data $(DATA) --artifacts $(ARTIFACTS) --repository $(REPOSITORY) --report reports/bench.json
 
-test: venv redis chromium proto-lint  ## the full tier (CI): ruff, import contracts, buf lint, every test incl. -m integration (real Triton, Redis, gateway, LLM); prints the 20 slowest
+test: venv redis words chromium proto-lint  ## the full tier (CI): ruff, import contracts, buf lint, every test incl. -m integration (real Triton, Redis, gateway, LLM); prints the 20 slowest
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest -q --durations=20
 
-test-unit: venv  ## the quick tier, under a minute on 2 cores: import contracts, tests/unit + tests/chart, no servers (-m 'not integration')
+test-unit: venv words  ## the quick tier, under a minute on 2 cores: import contracts, tests/unit + tests/chart, no servers (-m 'not integration')
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest -q -m 'not integration' --durations=10 tests/unit tests/chart
 

@@ -22,7 +22,7 @@ def stage(small_data, tmp_path_factory):
     artifacts = tmp_path_factory.mktemp("tax_artifacts")
     train(small_data, artifacts, TrainConfig(epochs=2, seed=5))
     client = LLMClient(LLMConfig(cache_dir=str(tmp_path_factory.mktemp("llm_cache"))))
-    cfg = StageConfig(pool=800, label_train=40, label_eval=20, taxonomy=TaxonomyConfig(clusters=8, candidates=1))
+    cfg = StageConfig(pool=800, label_train=40, label_eval=20, taxonomy=TaxonomyConfig(clusters=8))
     report = run_taxonomy(small_data, artifacts, artifacts / "taxonomy.json", cfg, client=client, progress=False)
     return artifacts, report, client
 

@@ -1,8 +1,11 @@
 """Taxonomy generation, two ways, both ending in the same review pass.
 
-- `cluster_first` (default): KMeans on session embeddings; the LLM names and describes each cluster from
-  its distinctive pages, searches and a few exemplar sessions. Robust with a small model, because each
-  call asks one easy question about a coherent group.
+- `cluster_first` (default): KMeans on session embeddings; per cluster its evidence against the whole site
+  (`evidence.cluster_evidence`: pages, path words, searches and event types by lift, near-universal pages
+  weighted to nothing), a few candidate names built from that evidence, and one LLM call that picks a name
+  under an enum and says the visitors' goal in a short phrase. Every reply is validated (`validate`) and
+  re-asked with the reason; a cluster whose replies all fail is named from its evidence (`source: evidence`).
+  A small model can do this: it chooses and polishes, it does not invent.
 - `minibatch` (TnT-LLM, Wan et al. 2024): the LLM proposes a taxonomy from a minibatch of sessions, then
   updates it with each further minibatch. Needs a capable model; kept to measure against.
 
@@ -14,21 +17,27 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from sklearn.cluster import KMeans
 from sklearn.feature_extraction.text import TfidfVectorizer
 from tqdm.auto import tqdm
 
 from training.core.featurizer import normalize_url
 from training.core.sessionize import Session
+from training.taxonomy.evidence import Evidence, SiteStats, candidate_names, cluster_evidence
 from training.taxonomy.llm import LLMClient, LLMOutputError
 from training.taxonomy.summaries import compact_summary
 from training.taxonomy.taxonomy import NAME_PATTERN, Label, Taxonomy, merge_pair, merge_same_name
+from training.taxonomy.validate import MAX_DESCRIPTION_WORDS, Embedder, LabelRejected, LabelValidator
+
+NAMING_TOKENS = 64
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +46,8 @@ log = logging.getLogger(__name__)
 class TaxonomyConfig:
     clusters: int = 16
     """KMeans clusters named by the LLM (cluster_first); duplicates merge afterwards."""
-    exemplars: int = 4
-    """Sessions nearest each centroid shown to the LLM per naming call."""
-    candidates: int = 3
-    """Naming calls per cluster, each on different exemplars; the best-grounded name wins."""
+    candidates: int = 5
+    """Names built from each cluster's evidence (`evidence.candidate_names`); the LLM picks one under an enum."""
     min_labels: int = 8
     max_labels: int = 20
     minibatch_size: int = 5
@@ -67,11 +74,17 @@ class SameReply(BaseModel):
 
 
 NAME_SYSTEM = (
-    "You name the intent of a group of visitors to a bank's website. You see the pages that set the group "
-    "apart, their searches and a few example sessions. Reply with JSON: a short snake_case name for the "
-    'visitors\' goal (2-4 words, for example "mortgage_refinance_research") and a one-sentence description '
-    "of what they want (at most 15 words)."
+    "You name what a group of visitors to a financial website wants. You see the pages, searches and actions "
+    "that set the group apart, and a list of names built from them. Pick the name from the list that best "
+    "fits. Then give the products or tasks they are looking for as a short lower-case phrase of two to six "
+    "words taken from the pages or searches. Reply with JSON with the keys name and goal."
 )
+"""No worked examples: with two in the prompt (a refinance and a stolen-card cluster) SmolLM2-135M copied an
+example's phrase into 9 of 16 clusters of the second world (`validate` rejects such echoes)."""
+GOAL_PREFIX = "Visitors are looking for"
+"""The description is `GOAL_PREFIX + goal + '.'`: a 135M model writes a short phrase well and a sentence
+badly (asked for a sentence it rambled past 25 words on half the clusters of the second world)."""
+GOAL_PATTERN = r"^[a-z][a-z ,'-]{5,60}$"
 PROPOSE_SYSTEM = (
     "You build a taxonomy of visitor intents for a bank's website. Each label is a short snake_case name "
     "(2-4 words) and a one-sentence description. Reply with JSON {\"labels\": [...]}."
@@ -107,37 +120,125 @@ def grounding(name: str, pages: Sequence[str], searches: Sequence[str]) -> float
     return sum(w in evidence or w.rstrip("s") in evidence for w in words) / len(words)
 
 
+def naming_prompt(ev: Evidence, candidates: Sequence[str]) -> str:
+    return f"{ev.prompt()}\nNames: {', '.join(candidates)}"
+
+
+class _NamedClusterBase(BaseModel):
+    model_config = ConfigDict(str_strip_whitespace=True)
+    label_validator: ClassVar[LabelValidator | None] = None
+
+    @property
+    def description(self) -> str:
+        return describe(self.goal)
+
+    @model_validator(mode="after")
+    def _valid(self) -> _NamedClusterBase:
+        if self.label_validator is not None:
+            try:
+                self.label_validator.check(self.name, self.description)
+            except LabelRejected as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
+
+def reply_model(candidates: Sequence[str], validator: LabelValidator | None) -> type[BaseModel]:
+    """The reply schema for one cluster: a name from the candidates (an enum the grammar enforces) and a goal
+    phrase the grammar keeps short and lower case; `validator` checks the name and the description the goal
+    makes (`describe`) on every reply, and its reason is what the client feeds back on a retry."""
+    model = create_model("NamedCluster", __base__=_NamedClusterBase,
+                         name=(Literal[tuple(candidates)], ...),
+                         goal=(str, Field(pattern=GOAL_PATTERN)))
+    model.label_validator = validator
+    return model
+
+
+_DANGLING = re.compile(r"(?:[\s,'-]+|\s+(?:and|or|a|an|the|of|to|for|with|in|on|at|by|from|their|your|is|are))+$")
+
+
+def describe(goal: str) -> str:
+    """'mortgage refinance rates and' -> 'Visitors are looking for mortgage refinance rates.' (a phrase the grammar cut
+    at its length bound loses its dangling function words and commas)."""
+    phrase = _DANGLING.sub("", " " + goal.strip()).strip()
+    return f"{GOAL_PREFIX} {phrase}."
+
+
+def evidence_label(ev: Evidence, candidates: Sequence[str]) -> Label:
+    """The deterministic label from the evidence alone: the first candidate name, a templated sentence."""
+    terms = [t for t, _ in ev.terms]
+    name = candidates[0] if candidates else "_".join(terms[:2]) or "unnamed"
+    focus = ", ".join(terms[:3]) if terms else name.replace("_", " ")
+    description = f"Visitors look at {focus}"
+    if ev.search_list:
+        description += f", searching for {ev.search_list[0]}"
+    description = " ".join(description.split()[:MAX_DESCRIPTION_WORDS]) + "."
+    return Label(name, description, ev.page_list, ev.search_list, ev.event_list, source="evidence")
+
+
+@dataclass
+class NamingRecord:
+    """How one cluster got its name (for the taxonomy notes and the report's quality block)."""
+
+    cluster: int
+    size: int
+    candidates: list[str]
+    name: str
+    source: str
+    attempts: int
+    reason: str = ""
+
+
+def name_cluster(ev: Evidence, client: LLMClient, validator: LabelValidator, cluster: int = 0, limit: int = 5
+                 ) -> tuple[Label, NamingRecord]:
+    """Candidates from the evidence -> the LLM picks one and describes it -> validated, else the evidence label."""
+    candidates = [c for c in candidate_names(ev, limit) if _passes(validator, c)]
+    if not candidates:
+        label = evidence_label(ev, candidate_names(ev))
+        return label, NamingRecord(cluster, ev.size, [], label.name, "evidence", 0, "no candidate name passed")
+    retries = client.stats.retries
+    try:
+        reply = client.complete_json(NAME_SYSTEM, naming_prompt(ev, candidates), reply_model(candidates, validator),
+                                     max_tokens=NAMING_TOKENS)
+    except LLMOutputError as exc:
+        log.warning("cluster %d: no accepted label after %d attempts, named from its evidence: %s",
+                    cluster, exc.attempts, exc)
+        label = evidence_label(ev, candidates)
+        return label, NamingRecord(cluster, ev.size, candidates, label.name, "evidence", exc.attempts, str(exc)[:300])
+    attempts = client.stats.retries - retries + 1
+    label = Label(reply.name, reply.description, ev.page_list, ev.search_list, ev.event_list, source="llm")
+    return label, NamingRecord(cluster, ev.size, candidates, label.name, "llm", attempts)
+
+
+def _passes(validator: LabelValidator, name: str) -> bool:
+    try:
+        validator.check_name(name)
+        return True
+    except LabelRejected:
+        return False
+
+
 def cluster_first(sessions: Sequence[Session], embeddings: np.ndarray, client: LLMClient,
-                  cfg: TaxonomyConfig = TaxonomyConfig()) -> Taxonomy:
-    """Cluster the embeddings; per cluster, ask for a name from `candidates` disjoint exemplar sets and keep
-    the best-grounded reply (a weak model often answers one view with noise and another well); then review."""
+                  cfg: TaxonomyConfig = TaxonomyConfig(), embedder: Embedder | None = None) -> Taxonomy:
+    """Cluster the embeddings; per cluster, its evidence against the whole site (`evidence.cluster_evidence`),
+    candidate names built from that evidence, one LLM call that picks a name under an enum and writes a
+    description, validated (`validate.LabelValidator`, retried with the reason); then review."""
     k = min(cfg.clusters, len(sessions))
     km = KMeans(n_clusters=k, n_init=4, random_state=cfg.seed).fit(embeddings)
-    background = Counter(p for s in sessions for p in {normalize_url(e.url) for e in s.events})
-    labels, scores = [], []
+    site = SiteStats.of(sessions)
+    labels, records = [], []
+    seconds = client.stats.seconds
+    started = time.perf_counter()
     for c in tqdm(range(k), desc="name clusters", unit="cluster"):
-        members = np.flatnonzero(km.labels_ == c)
-        nearest = members[np.argsort(np.linalg.norm(embeddings[members] - km.cluster_centers_[c], axis=1))]
-        group = [sessions[i] for i in members]
-        pages, searches = distinctive_pages(group, background, len(sessions)), frequent_searches(group)
-        header = (f"Pages that set the group apart: {', '.join(pages)}\n"
-                  f"Frequent searches: {'; '.join(searches) or 'none'}\n"
-                  f"Group size: {len(members)} sessions. Examples:\n")
-        replies = []
-        for view in range(cfg.candidates):
-            shown = nearest[view * cfg.exemplars:(view + 1) * cfg.exemplars]
-            prompt = header + "\n---\n".join(compact_summary(sessions[i].events) for i in shown)
-            try:
-                replies.append(client.complete_json(NAME_SYSTEM, prompt, LabelReply))
-            except LLMOutputError as exc:
-                log.warning("cluster %d view %d: no valid name: %s", c, view, exc)
-        if not replies:
-            log.warning("cluster %d (%d sessions) got no valid name, skipped", c, len(members))
-            continue
-        best = max(replies, key=lambda r: grounding(r.name, pages, searches))
-        scores.append(round(grounding(best.name, pages, searches), 2))
-        labels.append(Label(best.name, best.description.strip(), pages, searches))
-    notes = {"clusters": k, "cluster_sizes": np.bincount(km.labels_, minlength=k).tolist(), "grounding": scores}
+        group = [sessions[i] for i in np.flatnonzero(km.labels_ == c)]
+        ev = cluster_evidence(group, site)
+        validator = LabelValidator(ev.vocabulary, ev.text(), NAME_SYSTEM, embedder)
+        label, record = name_cluster(ev, client, validator, c, cfg.candidates)
+        labels.append(label)
+        records.append(record)
+    notes = {"clusters": k, "cluster_sizes": np.bincount(km.labels_, minlength=k).tolist(),
+             "naming": [asdict(r) for r in records],
+             "naming_llm_seconds": round(client.stats.seconds - seconds, 2),
+             "naming_wall_seconds": round(time.perf_counter() - started, 2)}
     return review(Taxonomy(tuple(merge_same_name(labels)), "cluster_first", client.identity, notes), client, cfg)
 
 

@@ -31,6 +31,7 @@ from training.taxonomy.generate import TaxonomyConfig, cluster_first, minibatch
 from training.taxonomy.labelling import LabelledSession, Labeller
 from training.taxonomy.llm import LLMClient, LLMConfig
 from training.taxonomy.taxonomy import Taxonomy
+from training.taxonomy.validate import default_embedder
 
 log = logging.getLogger(__name__)
 METHODS = ("cluster_first", "minibatch")
@@ -67,8 +68,26 @@ def _sample(items: Sequence[Session], n: int, rng: np.random.Generator) -> list[
 def build_taxonomy(method: str, sessions: Sequence[Session], embeddings: np.ndarray, client: LLMClient,
                    cfg: TaxonomyConfig) -> Taxonomy:
     if method == "cluster_first":
-        return cluster_first(sessions, embeddings, client, cfg)
+        return cluster_first(sessions, embeddings, client, cfg, embedder=default_embedder())
     return minibatch(sessions, client, cfg)
+
+
+def naming_quality(taxonomy: Taxonomy, model: str) -> dict:
+    """How the labels were named: first-try acceptance over clusters, the evidence fallback's share of the
+    final labels, seconds of real LLM time per cluster named (0 when every reply came from the cache)."""
+    records = taxonomy.notes.get("naming", [])
+    final = len(taxonomy.labels)
+    fallback = sum(lb.source == "evidence" for lb in taxonomy.labels)
+    first = sum(r["source"] == "llm" and r["attempts"] == 1 for r in records)
+    return {
+        "accepted_first_try_pct": round(100 * first / len(records), 1) if records else None,
+        "evidence_fallback_pct": round(100 * fallback / final, 1),
+        "llm_named_pct": round(100 * sum(lb.source == "llm" for lb in taxonomy.labels) / final, 1),
+        "names": list(taxonomy.names),
+        "model": model,
+        "s_per_label": round(taxonomy.notes.get("naming_llm_seconds", 0.0) / len(records), 3) if records else None,
+        "clusters_named": len(records),
+    }
 
 
 def lookup_f1(train_labels: Sequence[str], train_truth: Sequence[str], test_labels: Sequence[str],
@@ -101,11 +120,11 @@ def time_head(head: IntentHead, embeddings: np.ndarray, repeats: int = 20) -> fl
 
 def label_table(taxonomy: Taxonomy, llm_share: Counter, head_share: Counter, purity: dict) -> str:
     width = max(len(n) for n in taxonomy.names) + 2
-    rows = [f"{'intent':<{width}}{'LLM':>6}{'head':>6}  {'hidden intent (purity)':<34}description"]
+    rows = [f"{'intent':<{width}}{'LLM':>6}{'head':>6}  {'hidden intent (purity)':<34}{'named by':<10}description"]
     for label in taxonomy.labels:
         top, share = purity.get(label.name, ("-", 0.0))
         rows.append(f"{label.name:<{width}}{llm_share[label.name]:>6.0%}{head_share[label.name]:>6.0%}  "
-                    f"{f'{top} ({share:.0%})':<34}{label.description}")
+                    f"{f'{top} ({share:.0%})':<34}{label.source:<10}{label.description}")
     return "\n".join(rows)
 
 
@@ -159,6 +178,7 @@ def run_taxonomy(data_dir: Path, artifacts: Path, report_path: Path, cfg: StageC
         "taxonomy_size": len(taxonomy.labels),
         "taxonomy": {"version": taxonomy.version, "method": taxonomy.method, "model": taxonomy.model,
                      "file": str(artifacts / "taxonomy.yaml"), "notes": taxonomy.notes},
+        "quality": naming_quality(taxonomy, taxonomy.model or client.identity),
         **scores,
         "latency": {"llm_s_per_session": round(llm_s, 3), "head_us_per_session": round(head_us, 3),
                     "featurize_encoder_head_us_per_session": round(encoder_head_us, 1),

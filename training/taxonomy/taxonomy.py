@@ -34,6 +34,11 @@ class Label:
     description: str
     pages: tuple[str, ...] = ()
     searches: tuple[str, ...] = ()
+    events: tuple[str, ...] = ()
+    """Distinctive event types of the evidence (calculator, form_start), when the generator recorded them."""
+    source: str = "llm"
+    """'llm' when the LLM's name and description passed validation, 'evidence' when the deterministic
+    fallback built them from the evidence (`generate.evidence_label`), 'pinned' for hand-edited files."""
 
     def document(self, description: bool = True) -> str:
         """The label as text for retrieval: name words, description, typical pages and searches."""
@@ -76,7 +81,8 @@ class Taxonomy:
     def save(self, path: Path | str) -> None:
         doc = {"version": self.version, "method": self.method, "model": self.model,
                "labels": [{"name": lb.name, "description": lb.description, "pages": list(lb.pages),
-                           "searches": list(lb.searches)} for lb in self.labels]}
+                           "searches": list(lb.searches), "events": list(lb.events), "source": lb.source}
+                          for lb in self.labels]}
         header = ("# Intent taxonomy. Edit names/descriptions freely, then pin it with\n"
                   "#   intent taxonomy --taxonomy <this file>\n"
                   "# (the version is recomputed from names and descriptions on load).\n")
@@ -93,7 +99,8 @@ class Taxonomy:
             if not isinstance(row, dict) or "name" not in row or "description" not in row:
                 raise ValueError(f"{path}: labels[{i}] needs 'name' and 'description'")
             labels.append(Label(str(row["name"]), str(row["description"]), tuple(row.get("pages") or ()),
-                                tuple(row.get("searches") or ())))
+                                tuple(row.get("searches") or ()), tuple(row.get("events") or ()),
+                                str(row.get("source", "pinned"))))
         return cls(tuple(labels), str(doc.get("method", "pinned")), str(doc.get("model", "")))
 
 
@@ -111,7 +118,7 @@ def merge_same_name(labels: Iterable[Label]) -> list[Label]:
 
 def merge_pair(keep: Label, drop: Label, limit: int = 6) -> Label:
     return replace(keep, pages=_union(keep.pages, drop.pages, limit),
-                   searches=_union(keep.searches, drop.searches, limit))
+                   searches=_union(keep.searches, drop.searches, limit), events=_union(keep.events, drop.events, 4))
 
 
 def _union(a: Sequence[str], b: Sequence[str], limit: int) -> tuple[str, ...]:
