@@ -44,6 +44,9 @@ EPS = 1e-4
 """Share given to an empty bin before PSI's logarithm (then renormalized)."""
 RADIUS_QUANTILE = 0.95
 """A label's radius: this quantile of its baseline sessions' distance to the label's centroid."""
+CANDIDATE_MIN_LIFT = 2.0
+"""A candidate intent's most distinctive path token or search is at least this many times as common in it as
+on the whole site; a cluster with nothing that distinct is the known labels' usual outliers, not a new intent."""
 LOW_CONFIDENCE_QUANTILE = 0.05
 """Low head confidence: below this quantile of the baseline's top-label probability."""
 
@@ -315,6 +318,9 @@ def candidate_intents(sessions: Sequence[Session], emb: np.ndarray, far: np.ndar
         evidence = {kind: distinctive(Counter(t for i in members for t in terms[i][kind]), len(members),
                                       background[kind], n, top=8 if kind == "path_tokens" else 5)
                     for kind in background}
+        lifts = [r["lift"] for kind in ("path_tokens", "searches") for r in evidence[kind]]
+        if max(lifts, default=0.0) < CANDIDATE_MIN_LIFT:
+            continue
         out.append({"sessions": len(members), "share": round(len(members) / n, 4),
                     "mean_confidence": round(float(confidence[members].mean()), 3),
                     "nearest_label": near, "distance_over_radius": round(float(np.median(ratio[members])), 3),
