@@ -9,10 +9,12 @@ import pytest
 from training.encoder.train import TrainConfig
 from training.pipeline import train
 from training.taxonomy.distill import IntentHead
+from training.taxonomy.evidence import evidence_words
 from training.taxonomy.generate import TaxonomyConfig
 from training.taxonomy.llm import LLMClient, LLMConfig
 from training.taxonomy.stage import StageConfig, run_taxonomy
 from training.taxonomy.taxonomy import Taxonomy
+from training.taxonomy.validate import shares_word
 
 pytestmark = pytest.mark.slow
 
@@ -74,3 +76,17 @@ def test_a_pinned_taxonomy_is_reused_without_renaming(stage, small_data, tmp_pat
     assert client.stats.calls == calls_before
     assert client.stats.cache_hits - hits_before == report["llm"]["labelling_calls"]
     assert again["distill"]["llm_vs_head_micro_f1"] == report["distill"]["llm_vs_head_micro_f1"]
+
+
+def test_every_label_is_grounded_in_its_evidence_and_the_naming_is_reported(stage):
+    artifacts, report, _ = stage
+    taxonomy = Taxonomy.load(artifacts / "taxonomy.yaml")
+    for label in taxonomy.labels:
+        # the one relation accepted between a name and its evidence: a shared word (or stem, loan ~ loans)
+        vocabulary = evidence_words(label.pages, label.searches, label.events)
+        assert shares_word(label.name.split("_"), vocabulary), (label.name, sorted(vocabulary))
+        assert label.source in ("llm", "evidence")
+    quality = report["quality"]
+    assert quality["names"] == list(taxonomy.names) and quality["model"].startswith("local:")
+    assert 0 <= quality["accepted_first_try_pct"] <= 100 and 0 <= quality["evidence_fallback_pct"] <= 100
+    assert quality["clusters_named"] == 8 and quality["s_per_label"] >= 0
