@@ -407,11 +407,11 @@ def _img(b64: str, alt: str) -> str:
 
 
 def overview_plot(report: IntentReport) -> str:
-    """Weekly share of every label, stacked (base64 PNG)."""
+    """Weekly share of every label, stacked, beside the head's confidence per label (base64 PNG)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, 4.2), layout="constrained")
-    ax = fig.add_subplot()
+    fig = Figure(figsize=(13, 4.6), layout="constrained")
+    ax, box = fig.subplots(1, 2, width_ratios=(2.2, 1))
     x = np.arange(len(report.weeks))
     shares = np.array([s.weekly_share for s in report.labels])
     colors = _colors(len(report.labels))
@@ -419,8 +419,19 @@ def overview_plot(report: IntentReport) -> str:
     ax.set_xticks(x, report.weeks, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("share of the week's sessions")
     ax.set_ylim(0, 1)
-    ax.set_title("Intent mix per week (week starting)")
+    ax.set_xlim(0, max(len(x) - 1, 1))
+    ax.set_title("intent mix per week (week starting)", fontsize=10)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    shown = [s for s in report.labels if len(s.confidence)][::-1]
+    if shown:
+        parts = box.boxplot([s.confidence for s in shown], orientation="horizontal", widths=0.6, showfliers=False,
+                            medianprops={"color": "black"}, patch_artist=True)
+        for patch, s in zip(parts["boxes"], shown, strict=True):
+            patch.set_facecolor(colors[report.labels.index(s)])
+        box.set_yticks(np.arange(1, len(shown) + 1), [s.name for s in shown], fontsize=8)
+    box.set_xlim(0, 1)
+    box.set_xlabel("head's max probability")
+    box.set_title("confidence per label (box: quartiles)", fontsize=10)
     return _png(fig)
 
 
@@ -558,7 +569,8 @@ def render_html(report: IntentReport) -> str:
                  "<th class='num'>sessions</th><th class='num'>share</th><th class='num'>median confidence</th>"
                  "<th>most distinctive pages</th><th>searches</th><th>most over-represented conversion</th></tr>"
                  + "".join(rows) + "</table>")
-    parts.append(_img(overview_plot(report), "weekly share of every intent, stacked"))
+    parts.append(_img(overview_plot(report), "weekly share of every intent, stacked, and the head's "
+                                                   "confidence per intent"))
     for s, color in zip(report.labels, colors, strict=True):
         parts.append(f"<h2 id='{_anchor(s.name)}'>{_e(s.name)}</h2>")
         if s.description:
