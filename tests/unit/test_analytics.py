@@ -127,3 +127,30 @@ def test_render_escapes_every_text(brought):
     assert "<script>" not in page and "<b>bold" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in page
     assert "dir&lt;with&gt;&amp;quote&#x27;&quot;" in page
+
+
+def test_terms_fewer_visitors_share_are_never_candidates():
+    from training.analytics import _visitor_supported
+
+    rows = [frozenset({"/home", "my secret search"}), frozenset({"/home", "my secret search"}),
+            frozenset({"/home"}), frozenset({"/home"})]
+    # one visitor's two sessions do not make a term shareable; four visitors do
+    assert _visitor_supported(rows, ["A", "A", "B", "C"], min_visitors=3) == {"/home"}
+    assert _visitor_supported(rows, ["A", "B", "C", "D"], min_visitors=2) == {"/home", "my secret search"}
+
+
+def test_descriptions_come_from_the_taxonomy_and_a_stale_one_is_flagged(tmp_path):
+    from training.analytics import Labelled, _descriptions
+    from training.taxonomy.taxonomy import Label, Taxonomy
+
+    taxonomy = Taxonomy((Label("refinance", "Rate and term refinancing."), Label("fraud", "Lost or stolen cards.")),
+                        "pinned")
+    taxonomy.save(tmp_path / "taxonomy.yaml")
+    same = Labelled(("fraud", "refinance"), np.zeros(0), np.zeros(0), taxonomy.version)
+    assert _descriptions(tmp_path, same) == ({"refinance": "Rate and term refinancing.",
+                                              "fraud": "Lost or stolen cards."}, "")
+    stale = Labelled(("fraud", "refinance"), np.zeros(0), np.zeros(0), "tax-0000000000")
+    _, note = _descriptions(tmp_path, stale)
+    assert "tax-0000000000" in note and taxonomy.version in note
+    _, note = _descriptions(tmp_path / "nowhere", same)
+    assert "taxonomy.yaml is not in the artifacts" in note
