@@ -482,9 +482,9 @@ def drift_table(report: dict) -> str:
     for i, c in enumerate(cands, 1):
         ev = c["evidence"]
         tokens = ", ".join(f"{t['term']} x{t['lift']:.1f}" for t in ev["path_tokens"][:6]) or "-"
-        searches = "; ".join(t["term"] for t in ev["searches"][:3]) or "-"
+        searches = "; ".join(f"{t['term']} x{t['lift']:.1f}" for t in ev["searches"][:3]) or "-"
         rows.append(f"candidate {i}: {c['share']:.1%} of sessions ({c['sessions']}), nearest {c['nearest_label']} "
                     f"at {c['distance_over_radius']:.2f}x its radius, confidence {c['mean_confidence']:.2f}")
         rows.append(f"           path tokens (lift): {tokens}")
-        rows.append(f"           searches: {searches}")
+        rows.append(f"           searches (lift): {searches}")
     return "\n".join(rows)
