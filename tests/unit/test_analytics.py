@@ -1,12 +1,7 @@
-"""The intent analytics page's numbers (lift, conversion attribution, weeks) on hand-made cases, and the page
-on a data directory a user might bring: events only (no truth/, no conversions), every text escaped."""
+"""The intent analytics page's numbers (lift, conversion attribution, weeks, visitor thresholds, descriptions)
+and its escaping, on hand-made cases (the page on real data: tests/integration/test_intent_report*.py)."""
 
 from __future__ import annotations
-
-import re
-import shutil
-from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +15,6 @@ from training.analytics import (
     render_html,
     visitor_links,
     week_start,
-    write_report,
 )
 from training.core.contract import Conversion, Event
 from training.core.sessionize import Session
@@ -83,50 +77,25 @@ def test_weeks_start_on_monday_utc():
     assert week_start(monday + 7 * 86_400_000 - 1) == "2026-08-31"
 
 
-@pytest.fixture(scope="module")
-def events_only(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The small bank as a user might bring it: events alone, no truth/, no conversions, another folder name."""
-    out = tmp_path_factory.mktemp("brought") / "web_logs"
-    out.mkdir()
-    shutil.copy(small_data / "events.jsonl", out / "events.jsonl")
-    return out
+def _hand_made_report(description: str, data: str):
+    from training.analytics import IntentReport, LabelStats
+
+    weeks = ["2026-08-31", "2026-09-07"]
+    labels = [LabelStats(name, description if i == 0 else "", 5, 0.5, [0.5, 0.5], {"desktop": 0.5},
+                         {"direct": 0.5}, np.array([0.4, 0.6, 0.7, 0.8, 0.9], np.float32), [], [], 0, [])
+              for i, name in enumerate(("refinance", "fraud"))]
+    return IntentReport(data=data, sessions=10, visitors=8, first_day="2026-09-01", last_day="2026-09-10",
+                        weeks=weeks, week_sessions=[6, 4], devices={"desktop": 10}, referrers={"direct": 10},
+                        labels=labels, conversions_note="no conversions in this data.", linked_sessions=0,
+                        config=ReportConfig())
 
 
-@pytest.fixture(scope="module")
-def brought(events_only: Path, small_artifacts: Path, tmp_path_factory: pytest.TempPathFactory):
-    """(report, page) of `intent report` on `events_only` with the small artifacts (no taxonomy.yaml there)."""
-    out = tmp_path_factory.mktemp("page") / "intents.html"
-    report = write_report(events_only, small_artifacts, out, ReportConfig(), progress=False)
-    return report, out.read_text()
-
-
-@pytest.mark.slow
-def test_page_on_events_only_says_there_are_no_conversions_and_shows_no_ids(brought, events_only):
-    report, page = brought
-    assert report.conversions_note.startswith("no conversions in this data")
-    shown = sum(1 for s in report.labels if s.sessions)
-    assert page.count("no conversions in this data") >= 1 + shown  # the note and every labelled section
-    assert "taxonomy.yaml is not in the artifacts" in page
-    for stats in report.labels:
-        assert f"<h2 id='intent-{stats.name}'>{stats.name}</h2>" in page
-    assert sum(s.sessions for s in report.labels) == report.sessions
-    assert np.isclose(sum(s.share for s in report.labels), 1.0)
-    assert not re.search(r"<script|https?://", page, re.IGNORECASE)  # nothing runs, nothing is fetched
-    ids = {e.anonymous_id for e in (Event.model_validate_json(line) for line in
-                                    (events_only / "events.jsonl").read_text().splitlines()[:5000])}
-    assert ids and not [i for i in ids if i in page]
-    assert not re.search(r"\bC\d{7}\b", page)  # no customer id either
-
-
-@pytest.mark.slow
-def test_render_escapes_every_text(brought):
-    report = replace(brought[0], data="dir<with>&quote'\"")
-    report.labels = [replace(report.labels[0], description="<script>alert(1)</script> & <b>bold</b>"),
-                     *report.labels[1:]]
-    page = render_html(report)
+def test_render_escapes_every_text():
+    page = render_html(_hand_made_report("<script>alert(1)</script> & <b>bold</b>", "dir<with>&quote'\""))
     assert "<script>" not in page and "<b>bold" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in page
     assert "dir&lt;with&gt;&amp;quote&#x27;&quot;" in page
+    assert page.count("<img src=\"data:image/png;base64,") == 3  # the overview and one per label
 
 
 def test_terms_fewer_visitors_share_are_never_candidates():
