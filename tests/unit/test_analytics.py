@@ -84,6 +84,8 @@ def _hand_made_report(description: str, data: str):
     labels = [LabelStats(name, description if i == 0 else "", 5, 0.5, [0.5, 0.5], {"desktop": 0.5},
                          {"direct": 0.5}, np.array([0.4, 0.6, 0.7, 0.8, 0.9], np.float32), [], [], 0, [])
               for i, name in enumerate(("refinance", "fraud"))]
+    labels.append(LabelStats("travel", "", 0, 0.0, [0.0, 0.0], {"desktop": 0.0}, {"direct": 0.0},
+                             np.zeros(0, np.float32), [], [], 0, []))
     return IntentReport(data=data, sessions=10, visitors=8, first_day="2026-09-01", last_day="2026-09-10",
                         weeks=weeks, week_sessions=[6, 4], devices={"desktop": 10}, referrers={"direct": 10},
                         labels=labels, conversions_note="no conversions in this data.", linked_sessions=0,
@@ -95,7 +97,9 @@ def test_render_escapes_every_text():
     assert "<script>" not in page and "<b>bold" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in page
     assert "dir&lt;with&gt;&amp;quote&#x27;&quot;" in page
-    assert page.count("<img src=\"data:image/png;base64,") == 3  # the overview and one per label
+    assert page.count("<img src=\"data:image/png;base64,") == 3  # the overview and one per labelled section
+    assert "<h2 id='intent-travel'>travel</h2>" in page  # a label the head never chose still has its section
+    assert "the head gave no session of this data this label" in page
 
 
 def test_terms_fewer_visitors_share_are_never_candidates():
