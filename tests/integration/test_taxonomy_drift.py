@@ -105,3 +105,43 @@ def test_the_verb_prints_a_table_and_writes_the_report(pinned, worlds, tmp_path,
     other.save(tmp_path / "other.yaml")
     assert main(["taxonomy-drift", "--data", str(worlds["control"]), "--artifacts", str(pinned),
                  "--taxonomy", str(tmp_path / "other.yaml"), "--report", str(report)]) == 2
+
+
+class SchemaBackend:
+    """An LLM backend that answers every labelling call with one of the schema's allowed labels (chosen by a hash
+    of the prompt, so the head sees several): enough to run the taxonomy stage without a model."""
+
+    def __init__(self, config) -> None:
+        self.config = config
+
+    def identity(self) -> str:
+        return "fake:schema"
+
+    def chat(self, messages, json_schema, max_tokens, *, seed=None) -> str:
+        import hashlib
+
+        allowed = json_schema["properties"]["label"]["enum"]
+        pick = hashlib.sha1(messages[-1]["content"].encode()).digest()[0] % len(allowed)
+        return json.dumps({"label": allowed[pick]})
+
+
+def test_the_taxonomy_stage_records_the_baseline_the_verb_reads(pinned, small_data, tmp_path):
+    from training.taxonomy.llm import LLMClient, LLMConfig
+    from training.taxonomy.stage import StageConfig, run_taxonomy
+
+    artifacts = tmp_path / "stage"
+    artifacts.mkdir()
+    for name in ("featurizer.json", "encoder.pt"):
+        shutil.copy(pinned / name, artifacts / name)
+    config = LLMConfig(backend="fake", cache_dir=None)
+    client = LLMClient(config, backend=SchemaBackend(config))
+    cfg = StageConfig(pool=300, label_train=60, label_eval=20, pinned=pinned / "taxonomy.yaml")
+    report = run_taxonomy(small_data, artifacts, tmp_path / "taxonomy.json", cfg, client=client, progress=False)
+    assert report["drift_baseline"] == str(artifacts / BASELINE_FILE)
+    baseline = Baseline.load(artifacts / BASELINE_FILE)
+    head = IntentHead.load(artifacts / "intent_head.json")
+    assert baseline.taxonomy_version == head.taxonomy_version and baseline.labels == head.labels
+    drift = run_drift(small_data, artifacts, tmp_path / "drift.json")
+    assert drift["baseline"]["source"] == str(artifacts / BASELINE_FILE)
+    # the logs the taxonomy was pinned on, all visitors against the held-out ones: no drift
+    assert drift["distribution"]["status"] == "stable", drift["table"]
