@@ -22,7 +22,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -48,6 +48,10 @@ CANDIDATE_MIN_LIFT = 2.0
 """A candidate intent's most distinctive path token or search is at least this many times as common in it as
 on the whole site; a cluster with nothing that distinct is the known labels' usual outliers, not a new intent."""
 LOW_CONFIDENCE_QUANTILE = 0.05
+REFERENCE_SIZE, KNN_K, KNN_QUANTILE = 2000, 10, 0.99
+"""The density test: a sample of REFERENCE_SIZE baseline embeddings; a session is also far when its distance to
+the KNN_K-th nearest of them is beyond the KNN_QUANTILE of the baseline sessions' own (independent of how tight
+the labels are: an LLM head's broad labels can cover every session with some label's radius)."""
 """Low head confidence: below this quantile of the baseline's top-label probability."""
 
 
@@ -154,6 +158,18 @@ class Baseline:
     outlier_share: float
     """Share of the baseline's own sessions far from every label's centroid (the rate to expect by chance)."""
     meta: dict = field(default_factory=dict)
+    reference: list[list[float]] = field(default_factory=list)
+    """A sample of the baseline's L2-normalized embeddings (the density test; empty: centroid test only)."""
+    knn_radius: float = 0.0
+
+    def far(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per session: nearest label, distance over radius, and whether it is far (outside every label's
+        radius, or beyond the density test's radius)."""
+        nearest, ratio = novelty(np.asarray(self.centroids), np.asarray(self.radii), emb)
+        far = ratio > 1
+        if self.reference:
+            far |= knn_distance(np.asarray(self.reference), emb) > self.knn_radius
+        return nearest, ratio, far
 
     @property
     def shares(self) -> dict[str, float]:
@@ -162,7 +178,7 @@ class Baseline:
     def save(self, path: Path | str) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), indent=1))
+        path.write_text(json.dumps(asdict(self)))  # compact: the reference sample is 2,000 x E numbers
         return path
 
     @classmethod
@@ -178,6 +194,19 @@ def novelty(centroids: np.ndarray, radii: np.ndarray, emb: np.ndarray) -> tuple[
     sq = (u * u).sum(1)[:, None] + (centroids * centroids).sum(1)[None, :] - 2 * u @ centroids.T
     dist = np.sqrt(np.clip(sq, 0, None)) / radii[None, :]
     return dist.argmin(axis=1), dist.min(axis=1)
+
+
+def knn_distance(reference: np.ndarray, emb: np.ndarray, k: int = KNN_K, skip_self: bool = False) -> np.ndarray:
+    """Distance of each (normalized) embedding to its k-th nearest reference embedding; with skip_self, exact
+    matches (the session itself in the reference) are left out."""
+    u, out = _unit(emb), np.zeros(len(emb))
+    for start in range(0, len(u), 2048):
+        d = np.sqrt(np.clip(2 - 2 * u[start:start + 2048] @ reference.T, 0, None))
+        if skip_self:
+            d[d < 1e-6] = np.inf
+        kk = min(k, d.shape[1]) - 1
+        out[start:start + 2048] = np.partition(d, kk, axis=1)[:, kk]
+    return out
 
 
 def compute_baseline(head: IntentHead, embeddings: np.ndarray, taxonomy_version: str, meta: dict | None = None
@@ -200,12 +229,14 @@ def compute_baseline(head: IntentHead, embeddings: np.ndarray, taxonomy_version:
     # a label with few sessions borrows the pooled radius (a quantile of 4 distances means little)
     radii = np.array([float(np.quantile(d, RADIUS_QUANTILE)) if len(d) >= 20 else everyone for d in own])
     radii = np.clip(radii, 1e-6, None)
-    _, ratio = novelty(centroids, radii, embeddings)
+    reference = unit[np.sort(np.random.default_rng(0).permutation(len(unit))[:REFERENCE_SIZE])].astype(float).round(4)
+    knn_radius = float(np.quantile(knn_distance(reference, embeddings, skip_self=True), KNN_QUANTILE))
     counts = Counter(int(i) for i in pred)
-    return Baseline(taxonomy_version, tuple(head.labels), {lb: counts.get(k, 0) for k, lb in enumerate(head.labels)},
+    base = Baseline(taxonomy_version, tuple(head.labels), {lb: counts.get(k, 0) for k, lb in enumerate(head.labels)},
                     len(embeddings), float(np.quantile(p.max(axis=1), LOW_CONFIDENCE_QUANTILE)),
-                    np.round(centroids, 6).tolist(), np.round(radii, 6).tolist(), float((ratio > 1).mean()),
-                    meta or {})
+                    np.round(centroids, 6).tolist(), np.round(radii, 6).tolist(), 0.0, meta or {},
+                    reference.tolist(), round(knn_radius, 6))
+    return replace(base, outlier_share=float(base.far(embeddings)[2].mean()))
 
 
 def _identity(artifacts: Path) -> dict:
@@ -430,8 +461,8 @@ def run_drift(data_dir: Path, artifacts: Path, report_path: Path, taxonomy_path:
         shares["labels"][name]["new_mean_confidence"] = (round(float(confidence[in_label].mean()), 3)
                                                          if in_label.any() else None)
 
-    nearest, ratio = novelty(np.asarray(baseline.centroids), np.asarray(baseline.radii), emb)
-    far = ratio > 1
+    nearest, ratio, far = baseline.far(emb)
+    by_centroid = ratio > 1
     candidates = candidate_intents(sessions, emb, far, nearest, ratio, confidence, head.labels,
                                    cfg.min_cluster_share, cfg.max_candidates, cfg.seed)
     report = {
@@ -445,11 +476,15 @@ def run_drift(data_dir: Path, artifacts: Path, report_path: Path, taxonomy_path:
                                        "derived": "sqrt(psi / (8 ln 2)), the small-drift equivalent of PSI's bands"},
                        "far_from_every_label": "distance to each label's centroid over its radius (the "
                                                f"{RADIUS_QUANTILE:.0%} quantile of its baseline sessions' "
-                                               "distances) > 1 for all labels",
+                                               "distances) > 1 for all labels, or distance to the "
+                                               f"{KNN_K}th nearest of {REFERENCE_SIZE} baseline sessions beyond "
+                                               f"the baseline's own {KNN_QUANTILE:.0%} quantile",
                        "low_confidence_below": round(baseline.confidence_low, 4)},
         "distribution": shares,
         "novelty": {"far_share": round(float(far.mean()), 4), "baseline_far_share": round(baseline.outlier_share, 4),
                     "excess_far_share": round(float(far.mean()) - baseline.outlier_share, 4),
+                    "far_by_centroids_share": round(float(by_centroid.mean()), 4),
+                    "far_by_density_only_share": round(float((far & ~by_centroid).mean()), 4),
                     "low_confidence_share": round(float((confidence < baseline.confidence_low).mean()), 4),
                     "baseline_low_confidence_share": LOW_CONFIDENCE_QUANTILE,
                     "mean_confidence": round(float(confidence.mean()), 4)},
