@@ -514,9 +514,9 @@ def drift_table(report: dict) -> str:
     cands = report["candidate_intents"]
     if not cands:
         rows.append("candidates none (no cluster of far sessions above the minimum share)")
-    elif nov["excess_far_share"] <= 0:
-        rows.append("           (no more far sessions than the baseline's own: the clusters below are the usual "
-                    "outliers, not likely new intents)")
+    elif nov["excess_far_share"] < report["config"]["min_cluster_share"]:
+        rows.append(f"           (far sessions only {100 * nov['excess_far_share']:+.1f}pp over the baseline's own: "
+                    "the clusters below are most likely the known labels' usual outliers)")
     for i, c in enumerate(cands, 1):
         ev = c["evidence"]
         tokens = ", ".join(f"{t['term']} x{t['lift']:.1f}" for t in ev["path_tokens"][:6]) or "-"
