@@ -1,4 +1,4 @@
-"""`intent`: the offline platform's command line (data, train, probe, taxonomy, bench-train, run).
+"""`intent`: the offline platform's command line (data, train, probe, taxonomy, taxonomy-drift, report, run, ...).
 
 Every flag can also come from the environment as INTENT_<FLAG> (e.g. INTENT_DATA=/logs/web). The LLM is
 configured by INTENT_LLM_* variables (see training/taxonomy/llm.py): the bundled local SmolLM2 by default,
