@@ -158,8 +158,8 @@ _DANGLING = re.compile(r"(?:[\s,'-]+|\s+(?:and|or|a|an|the|of|to|for|with|in|on|
 
 def describe(goal: str) -> str:
     """'mortgage refinance rates and' -> 'Visitors are looking for mortgage refinance rates.' (a phrase the grammar cut
-    at its length bound loses its dangling function words and commas)."""
-    phrase = _DANGLING.sub("", " " + goal.strip()).strip()
+    at its length bound loses its dangling function words and commas; 'total-checking' reads 'total checking')."""
+    phrase = _DANGLING.sub("", " " + goal.replace("-", " ").strip()).strip()
     return f"{GOAL_PREFIX} {phrase}."
 
 

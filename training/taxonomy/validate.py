@@ -142,8 +142,8 @@ class LabelValidator:
             raise LabelRejected(f"description repeats the instructions ({' '.join(sorted(echoed))!r}); "
                                 "describe what the visitors want")
         word, n = Counter(w for w in ws if len(w) > 3).most_common(1)[0] if any(len(w) > 3 for w in ws) else ("", 0)
-        if n > 3:
-            raise LabelRejected(f"description repeats {word!r} {n} times")
+        if n > 2:
+            raise LabelRejected(f"description repeats {word!r} {n} times (at most twice)")
         if shares_word([w for w in ws if w.isalpha()], self.vocabulary) is None:
             raise LabelRejected("description mentions none of the evidence terms "
                                 f"({', '.join(sorted(self.vocabulary)[:8])})")

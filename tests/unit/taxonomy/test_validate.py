@@ -61,7 +61,8 @@ def test_bad_names_are_rejected_with_the_reason(name: str, reason: str) -> None:
     ("Card.", "4-25 words"),
     ("Customers report a stolen card. Then they call support about the charge.", "single sentence"),
     (" ".join(["Customers report a stolen card"] * 6), "4-25 words"),
-    ("Stolen card, stolen charge, stolen phone, stolen everything", "repeats 'stolen'"),
+    ("Stolen card, stolen charge, stolen phone", "repeats 'stolen' 3 times"),
+    ("Visitors are looking for business lending equipment business account business lending.", "repeats 'business'"),
 ])
 def test_bad_descriptions_are_rejected_with_the_reason(description: str, reason: str) -> None:
     with pytest.raises(LabelRejected, match=reason):
@@ -145,3 +146,4 @@ def test_after_the_retries_the_label_is_built_from_the_evidence() -> None:
 def test_describe_trims_a_phrase_cut_at_the_length_bound() -> None:
     assert describe("mortgage refinance rates and the") == "Visitors are looking for mortgage refinance rates."
     assert describe("car loan rate, ") == "Visitors are looking for car loan rate."
+    assert describe("total-checking") == "Visitors are looking for total checking."
