@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -42,6 +43,7 @@ from training.core.ranker import RECENCY_FEATURES, Ranker
 from training.core.sessionize import Session, sessionize
 
 log = logging.getLogger("gateway")
+T = TypeVar("T")
 DAY_MS = 86_400_000
 SESSION_READ_PAD_MS = DAY_MS
 """Events are read this much before the lookback so that a session which started before the window but
@@ -151,28 +153,35 @@ class Gateway:
         sessions = sorted(sessionize(events), key=lambda s: s.start_ms)
         return sessions[-self.cfg.max_sessions:]
 
-    async def session_intents(self, sessions: Sequence[Session], timeout_s: float | None = None,
-                              path: str = "read") -> tuple[SessionIntents | None, str]:
-        """Per-session embeddings and probabilities, from the cache or one Triton call; (None, why) if late."""
-        intents, reason, _ = await self.intents_for(sessions, timeout_s, path)
-        return intents, reason
-
     async def intents_for(self, sessions: Sequence[Session], timeout_s: float | None = None, path: str = "read",
                           snapshot: ModelSnapshot | None = None
                           ) -> tuple[SessionIntents | None, str, ModelSnapshot]:
-        """`session_intents` on `snapshot` (default: the current one), retried once on a newer snapshot when
-        Triton no longer serves its version; also returns the snapshot the intents belong to."""
-        snapshot = snapshot or self.snapshot
+        """Per-session embeddings and probabilities on `snapshot` (default: the current one), from the cache or
+        one Triton call, (None, why) when late or unavailable; retried once on a newer snapshot when Triton no
+        longer serves its version. Also returns the snapshot the intents belong to."""
+
+        async def attempt(snap: ModelSnapshot) -> tuple[SessionIntents | None, str, ModelSnapshot]:
+            return (*await self._intents_on(snap, sessions, timeout_s, path), snap)
+
+        async def gone(snap: ModelSnapshot, why: str) -> tuple[SessionIntents | None, str, ModelSnapshot]:
+            return None, why, snap
+
+        return await self._on_served_snapshot(snapshot or self.snapshot, attempt, gone)
+
+    async def _on_served_snapshot(self, snapshot: ModelSnapshot, attempt: Callable[[ModelSnapshot], Awaitable[T]],
+                                  gone: Callable[[ModelSnapshot, str], Awaitable[T]]) -> T:
+        """`attempt(snapshot)`; when Triton no longer serves its version (VersionGone), once more, whole, on the
+        newer snapshot `refresh` gives; when there is none or that one is gone too, `gone(last tried, why)`."""
         try:
-            return (*await self._intents_on(snapshot, sessions, timeout_s, path), snapshot)
+            return await attempt(snapshot)
         except VersionGone:
             newer = await self._newer(snapshot)
-            if newer is None:
-                return None, f"model version {snapshot.triton_version} is no longer served", snapshot
-        try:
-            return (*await self._intents_on(newer, sessions, timeout_s, path), newer)
-        except VersionGone:
-            return None, f"model version {newer.triton_version} is no longer served", newer
+        if newer is not None:
+            try:
+                return await attempt(newer)
+            except VersionGone:
+                snapshot = newer
+        return await gone(snapshot, f"model version {snapshot.triton_version} is no longer served")
 
     async def _newer(self, snapshot: ModelSnapshot) -> ModelSnapshot | None:
         return None if self.refresh is None else await self.refresh(snapshot)
@@ -235,19 +244,12 @@ class Gateway:
 
     async def rank(self, request: pb.RankTilesRequest) -> Ranking:
         """RankTiles on the snapshot current at the request's start; retried once, whole, on a newer snapshot
-        if Triton dropped that one's version meanwhile."""
-        snapshot = self.snapshot
-        try:
-            return await self._rank_on(request, snapshot)
-        except VersionGone:
-            newer = await self._newer(snapshot)
-        if newer is not None:
-            try:
-                return await self._rank_on(request, newer)
-            except VersionGone:
-                snapshot = newer
-        return await self._rank_on(request, snapshot, degraded=f"model version {snapshot.triton_version} is no "
-                                                             "longer served")
+        if Triton dropped that one's version meanwhile (else the degraded, no-session ranking)."""
+
+        async def degraded(snap: ModelSnapshot, why: str) -> Ranking:
+            return await self._rank_on(request, snap, degraded=why)
+
+        return await self._on_served_snapshot(self.snapshot, lambda snap: self._rank_on(request, snap), degraded)
 
     async def _rank_on(self, request: pb.RankTilesRequest, snap: ModelSnapshot, degraded: str = "") -> Ranking:
         self._check_rank_request(request, snap)
