@@ -25,7 +25,7 @@ def small_artifacts(small_data: Path, tmp_path_factory: pytest.TempPathFactory) 
     import torch
 
     from training.core.featurizer import Featurizer
-    from training.encoder.inference import embed_encoded
+    from training.encoder.inference import embed_sessions
     from training.encoder.train import TrainConfig, build_encoder, save_checkpoint
     from training.sessions import load_sessions, load_truth_intents
     from training.taxonomy.distill import fit_head
@@ -39,7 +39,7 @@ def small_artifacts(small_data: Path, tmp_path_factory: pytest.TempPathFactory) 
     save_checkpoint(out / "encoder.pt", encoder, featurizer, TrainConfig(), {"epoch": 0})
     truth = load_truth_intents(small_data)
     labelled = [s for s in sessions if s.session_id in truth][:600]
-    emb = embed_encoded(encoder, [featurizer.encode(s.events) for s in labelled])
+    emb = embed_sessions(encoder, featurizer, labelled)
     y = [truth[s.session_id] for s in labelled]
     fit_head(emb[:400], y[:400], emb[400:], y[400:]).save(out / "intent_head.json")
     return out

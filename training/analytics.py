@@ -156,7 +156,7 @@ def label_sessions(sessions: Sequence[Session], artifacts: Path, batch: int = 20
     """Featurizer + encoder + intent head from `artifacts` on every session, with a progress bar."""
     from tqdm.auto import tqdm
 
-    from training.encoder.inference import embed_encoded
+    from training.encoder.inference import embed_sessions
     from training.pipeline import load_artifacts
     from training.taxonomy.distill import IntentHead
 
@@ -167,7 +167,7 @@ def label_sessions(sessions: Sequence[Session], artifacts: Path, batch: int = 20
     with tqdm(total=len(sessions), desc="intent labels", unit="session", disable=not progress) as bar:
         for start in range(0, len(sessions), batch):
             chunk = sessions[start: start + batch]
-            emb = embed_encoded(encoder, [featurizer.encode(s.events) for s in chunk])
+            emb = embed_sessions(encoder, featurizer, chunk)
             p = head.probabilities(emb)
             predicted[start: start + len(chunk)] = p.argmax(axis=1)
             confidence[start: start + len(chunk)] = p.max(axis=1)

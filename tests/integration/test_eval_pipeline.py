@@ -8,7 +8,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from training.core.ranker import Ranker
-from training.encoder.inference import embed_encoded
+from training.encoder.inference import embed_sessions
 from training.encoder.train import TrainConfig
 from training.evaluation.cli import Settings, parse
 from training.evaluation.evaluate import EvalConfig, evaluate_dataset
@@ -32,7 +32,7 @@ def eval_artifacts(small_data, tmp_path_factory):
     featurizer, encoder, _ = load_artifacts(out)
     truth = load_truth_intents(small_data)
     sessions = [s for s in load_sessions(small_data).sessions if s.session_id in truth][:800]
-    emb = embed_encoded(encoder, [featurizer.encode(s.events) for s in sessions])
+    emb = embed_sessions(encoder, featurizer, sessions)
     y = [truth[s.session_id] for s in sessions]
     fit_head(emb[:600], y[:600], emb[600:], y[600:]).save(out / "intent_head.json")
     return out

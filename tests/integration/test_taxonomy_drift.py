@@ -27,7 +27,7 @@ DRIFTED_MIX = {"fraud_report": 5.0, "refinance": 4.0, "credit_card_shopping": 0.
 @pytest.fixture(scope="module")
 def pinned(small_data: Path, small_artifacts: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Artifacts as the taxonomy stage leaves them: taxonomy.yaml, the head distilled for it, the baseline."""
-    from training.encoder.inference import embed_encoded
+    from training.encoder.inference import embed_sessions
     from training.pipeline import load_artifacts
     from training.sessions import load_sessions
 
@@ -41,7 +41,7 @@ def pinned(small_data: Path, small_artifacts: Path, tmp_path_factory: pytest.Tem
     head.save(out / "intent_head.json")
     featurizer, encoder, _ = load_artifacts(out)
     held_out = load_sessions(small_data).part(holdout=True)
-    emb = embed_encoded(encoder, [featurizer.encode(s.events) for s in held_out])
+    emb = embed_sessions(encoder, featurizer, held_out)
     record_baseline(out, taxonomy, head, held_out, emb, small_data)  # the stage's own call
     return out
 

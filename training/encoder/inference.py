@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from training.core.featurizer import pad_batch
+from training.core.featurizer import Featurizer, pad_batch
+from training.core.sessionize import Session
 from training.encoder.model import SessionEncoder
 
 
@@ -31,3 +32,9 @@ def embed_encoded(encoder: SessionEncoder, encoded: Sequence[tuple[np.ndarray, n
         out[idx] = emb.cpu().numpy()
     encoder.train(was_training)
     return out
+
+
+def embed_sessions(encoder: SessionEncoder, featurizer: Featurizer, sessions: Sequence[Session],
+                   batch_size: int = 256) -> np.ndarray:
+    """Embeddings [N, E] of sessions (featurized here with `featurizer`), in input order."""
+    return embed_encoded(encoder, [featurizer.encode(s.events) for s in sessions], batch_size)

@@ -377,22 +377,17 @@ class DriftConfig:
     seed: int = 0
 
 
-def _embed(featurizer, encoder, sessions: Sequence[Session]) -> np.ndarray:
-    from training.encoder.inference import embed_encoded
-
-    return embed_encoded(encoder, [featurizer.encode(s.events) for s in sessions])
-
-
 def baseline_from_data(data_dir: Path, artifacts: Path, taxonomy: Taxonomy, head: IntentHead, featurizer, encoder
                        ) -> Baseline:
     """The baseline as the taxonomy stage records it (held-out visitors of `data_dir`), computed now."""
+    from training.encoder.inference import embed_sessions  # torch: only when a baseline is computed here
     from training.sessions import load_sessions
 
     held_out = load_sessions(data_dir).part(holdout=True)
     meta = {"recorded": datetime.now(UTC).isoformat(timespec="seconds"), "data": str(data_dir),
             "sessions": "held-out visitors", "computed_by": "taxonomy-drift --baseline-data",
             "sha256": _identity(artifacts)}
-    return compute_baseline(head, _embed(featurizer, encoder, held_out), taxonomy.version, meta)
+    return compute_baseline(head, embed_sessions(encoder, featurizer, held_out), taxonomy.version, meta)
 
 
 def resolve_baseline(path: Path, baseline_data: Path | None, artifacts: Path, taxonomy: Taxonomy,
@@ -428,6 +423,7 @@ def run_drift(data_dir: Path, artifacts: Path, report_path: Path, taxonomy_path:
               baseline_path: Path | None = None, baseline_data: Path | None = None,
               cfg: DriftConfig = DriftConfig()) -> dict:
     """New logs through the encoder and head against the pinned taxonomy's baseline -> report (and its table)."""
+    from training.encoder.inference import embed_sessions
     from training.pipeline import load_artifacts
     from training.sessions import load_sessions
 
@@ -447,7 +443,7 @@ def run_drift(data_dir: Path, artifacts: Path, report_path: Path, taxonomy_path:
         sessions = [sessions[i] for i in pick]
     if len(sessions) < 2:
         raise ValueError(f"{data_dir}: {len(sessions)} sessions, too few to compare")
-    emb = _embed(featurizer, encoder, sessions)
+    emb = embed_sessions(encoder, featurizer, sessions)
     p = head.probabilities(emb)
     pred, confidence = p.argmax(axis=1), p.max(axis=1)
 

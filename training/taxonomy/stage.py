@@ -11,6 +11,7 @@ against the LLM's own labels for the same sessions; negative means the head did 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -23,7 +24,7 @@ import numpy as np
 from sklearn.metrics import adjusted_rand_score, f1_score, normalized_mutual_info_score
 
 from training.core.sessionize import Session
-from training.encoder.inference import embed_encoded
+from training.encoder.inference import embed_sessions
 from training.pipeline import load_artifacts, machine_info
 from training.sessions import load_sessions, load_truth_intents
 from training.taxonomy.distill import IntentHead, fit_head
@@ -135,7 +136,7 @@ def run_taxonomy(data_dir: Path, artifacts: Path, report_path: Path, cfg: StageC
     data = load_sessions(data_dir)
     truth = load_truth_intents(data_dir)
     featurizer, encoder, _ = load_artifacts(artifacts)
-    embed = lambda ss: embed_encoded(encoder, [featurizer.encode(s.events) for s in ss])  # noqa: E731
+    embed = functools.partial(embed_sessions, encoder, featurizer)
     pool = _sample(data.part(holdout=False), cfg.pool, rng)
     held_out = data.part(holdout=True)
     if len(pool) < cfg.label_train or len(held_out) < cfg.label_eval:
