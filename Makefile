@@ -201,3 +201,18 @@ chromium:  ## install Debian's chromium (the analytics page's test renders it he
 	@command -v chromium > /dev/null || { \
 		if [ "$$(id -u)" = 0 ]; then apt-get install -y -qq chromium > /dev/null || { apt-get update -qq && apt-get install -y -qq chromium > /dev/null; }; \
 		else sudo apt-get install -y -qq chromium > /dev/null; fi; }
+
+# -- production hardening (issue 16): retention, fuzzing, load, the reliability report ---------------------------
+.PHONY: prune fuzz bench-load reliability
+
+prune: venv  ## retention now: prune events, links, caches and tombstones past retention_days in the configured store (GATEWAY_* env / --config)
+	$(PY) -m gateway.retention $(PRUNE_ARGS)
+
+fuzz: venv redis  ## >= 10,000 generated requests (from the proto's descriptors) + raw bytes to every method of a real gateway: 0 UNKNOWN/INTERNAL -> reports/fuzz.json
+	$(PY) -m harness.fuzz --out reports/fuzz.json $(FUZZ_ARGS)
+
+bench-load: venv  ## 100,000 RankTiles at concurrency 32 on the shipped path (TLS + tokens, real Triton): errors, p50/p99, RSS growth -> reports/bench_load.json (needs make export)
+	$(PY) -m harness.bench_load --repository $(REPOSITORY) --artifacts $(ARTIFACTS) --out reports/bench_load.json $(LOAD_ARGS)
+
+reliability: venv redis  ## fuzz + auth matrix + forget residue + fault runs + load -> reports/reliability.json (needs make export)
+	$(PY) -m harness.reliability --repository $(REPOSITORY) --artifacts $(ARTIFACTS) --out reports/reliability.json

@@ -63,6 +63,61 @@ class GatewayConfig:
     """Graceful shutdown: in-flight calls get this long to finish."""
     log_level: str = "INFO"
 
+    # -- who may call (gateway/auth.py, gateway/pki.py) -----------------------------------------------------
+    auth: str = "mtls+jwt"
+    """`mtls+jwt`: TLS with client certificates required, and a signed bearer token with the method's scope on
+    every call; `jwt`: TLS (no client certificate) and tokens; `none`: plaintext and no checks, for local
+    experiments only (logged loudly at start-up)."""
+    pki_dir: str = ".run/pki"
+    """Where the embedded default generates (once) a local CA, the server and client certificates and the token
+    signing key, for every tls_* / jwt_* path left empty. Never used in a real deployment: set the paths."""
+    tls_cert: str = ""
+    """PEM server certificate chain; empty: <pki_dir>/server.crt (generated)."""
+    tls_key: str = ""
+    """PEM private key of tls_cert; empty: <pki_dir>/server.key (generated)."""
+    tls_client_ca: str = ""
+    """PEM CA bundle client certificates must chain to (auth mtls+jwt); empty: <pki_dir>/ca.crt."""
+    jwt_public_key: str = ""
+    """PEM public key that verifies bearer tokens; empty (and no jwt_jwks): <pki_dir>/jwt.pub (generated)."""
+    jwt_jwks: str = ""
+    """JWKS file (JSON) of the token issuer's keys, picked by the token's `kid`; instead of jwt_public_key."""
+    jwt_issuer: str = "intent-platform-local"
+    """Required `iss` claim."""
+    jwt_audience: str = "intent-gateway"
+    """Required `aud` claim."""
+    jwt_leeway_s: float = 30.0
+    """Clock skew allowed on `exp` / `nbf`."""
+
+    # -- what is kept (gateway/privacy.py, gateway/store/, gateway/retention.py) ----------------------------
+    id_hash_key: str = ""
+    """Secret key of the HMAC-SHA256 pseudonyms every customer and visitor id is stored under (hex or base64,
+    >= 32 bytes; from a Secret as env GATEWAY_ID_HASH_KEY). Empty: <pki_dir>/id_hash.key (generated)."""
+    id_hash_previous_keys: str = ""
+    """Comma-separated keys of earlier rotations: still read and forgotten, never written (docs/deploy.md)."""
+    forget_tombstone_days: float = 30.0
+    """After ForgetCustomer, links to that customer and events of their forgotten visitors are refused this long
+    (late events in flight must not re-create what was deleted)."""
+    retention_interval_s: float = 3600.0
+    """How often the gateway prunes events, links, caches and tombstones past retention (0: never; then run
+    `make prune`)."""
+    store_timeout_s: float = 0.5
+    """Connect and socket timeout of each store call (Redis): a hung store fails fast instead of hanging RPCs."""
+
+    # -- bounded everything (gateway/validation.py, gateway/rpc.py, gateway/server.py) ----------------------
+    max_message_bytes: int = 4 * 1024 * 1024
+    """Largest request the server accepts (grpc max_receive_message_length); larger is RESOURCE_EXHAUSTED."""
+    max_concurrent_rpcs: int = 256
+    """Calls served at once; more are refused RESOURCE_EXHAUSTED (grpc maximum_concurrent_rpcs)."""
+    max_clock_skew_s: float = 300.0
+    """Event times may be at most this far in the future."""
+    max_products_held: int = 64
+    """Most `context.products_held` entries of a RankTiles request."""
+    max_pending_writes: int = 10_000
+    """Most visitors waiting for write-behind embedding; beyond it new work is dropped (and counted)."""
+    drain_s: float = 5.0
+    """Graceful shutdown: health says NOT_SERVING this long before the server stops taking calls (load
+    balancers notice), then in-flight calls get grace_s."""
+
     @classmethod
     def load(cls, path: str | Path | None = None, env: dict[str, str] | None = None,
              overrides: dict[str, Any] | None = None) -> GatewayConfig:

@@ -33,9 +33,10 @@ def invalid_argument(violations: Sequence[tuple[str, str]]) -> GatewayError:
     return GatewayError(_status(code_pb2.INVALID_ARGUMENT, f"invalid request: {shown}{more}", detail))
 
 
-def not_found(resource_type: str, name: str, what: str) -> GatewayError:
-    detail = error_details_pb2.ResourceInfo(resource_type=resource_type, resource_name=name, description=what)
-    return GatewayError(_status(code_pb2.NOT_FOUND, f"{resource_type} {name!r}: {what}", detail))
+def not_found(resource_type: str, what: str) -> GatewayError:
+    """NOT_FOUND naming the kind of subject, never its id (ids stay out of errors, logs and spans)."""
+    detail = error_details_pb2.ResourceInfo(resource_type=resource_type, description=what)
+    return GatewayError(_status(code_pb2.NOT_FOUND, f"{resource_type}: {what}", detail))
 
 
 def field_violations(error: grpc.aio.AioRpcError | grpc.RpcError) -> list[tuple[str, str]]:

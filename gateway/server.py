@@ -17,6 +17,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from gateway import auth
 from gateway.api import SERVICE_NAME, pb_grpc
 from gateway.app import ServingApp
 from gateway.config import GatewayConfig
@@ -51,7 +52,8 @@ class GatewayServer:
         self.app = app or ServingApp(cfg)
         self.gateway = self.app.gateway
         self.health = health.aio.HealthServicer()
-        self.server = grpc.aio.server(interceptors=server_interceptors(telemetry, cfg.grpc_instrumentation))
+        self.server = grpc.aio.server(
+            interceptors=[*server_interceptors(telemetry, cfg.grpc_instrumentation), *auth.interceptors(cfg)])
         self.port = 0
 
     async def start(self) -> int:
@@ -60,7 +62,9 @@ class GatewayServer:
         pb_grpc.add_IntentGatewayServiceServicer_to_server(GatewayServicer(self.gateway), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
-        self.port = self.server.add_insecure_port(self.cfg.listen)
+        credentials = auth.server_credentials(self.cfg)
+        self.port = (self.server.add_secure_port(self.cfg.listen, credentials) if credentials is not None
+                     else self.server.add_insecure_port(self.cfg.listen))
         if self.port == 0:
             raise OSError(f"cannot listen on {self.cfg.listen}")
         await self.server.start()

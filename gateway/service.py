@@ -384,12 +384,12 @@ class GatewayServicer(pb_grpc.IntentGatewayServiceServicer):
         snap = self.gw.snapshot  # one model set for the whole answer
         if subject == "customer_id":
             if not await self.gw.store.links(value):
-                raise not_found("customer", value, "no linked web visitor")
+                raise not_found("customer", "no linked web visitor")
             sessions = await self.gw.customer_sessions(value, snapshot=snap)
         else:
             sessions = await self.gw.sessions_of([value], 0)
             if not sessions:
-                raise not_found("visitor", value, "no recorded events")
+                raise not_found("visitor", "no recorded events")
         sessions = sessions[-(request.max_sessions or self.gw.cfg.max_sessions):]
         intents, _, snap = await self.gw.intents_for(sessions, snapshot=snap)
         if intents is None:
