@@ -36,7 +36,7 @@ class ServingApp:
         (a ValueError) when the artifacts do not match the manifest, FileNotFoundError without a manifest."""
         self.cfg = cfg
         snapshot = load_snapshot(cfg)
-        self.store = open_store(cfg.store, StoreLimits(cfg.retention_days, cfg.max_events_per_visitor))
+        self.store = open_store(cfg.store, StoreLimits.from_config(cfg))
         self.intents = TritonIntentClient(cfg.triton_url, snapshot.featurizer, cfg.triton_model, cfg.triton_trace_url,
                                           transport)
         self.gateway = Gateway(cfg, self.store, self.intents, snapshot=snapshot)
@@ -70,8 +70,7 @@ class ServingApp:
         """Check Triton against the manifest (ModelMismatch refuses to start; unreachable only degrades), then
         start the write-behind embedder and the reloader."""
         await self.reloader.connect()
-        if self.gateway.embedder is not None:
-            self.gateway.embedder.start()
+        await self.gateway.start()
         self.reloader.start()
 
     def request_reload(self) -> None:
@@ -84,7 +83,6 @@ class ServingApp:
 
     async def stop(self) -> None:
         await self.reloader.stop()
-        if self.gateway.embedder is not None:
-            await self.gateway.embedder.stop()
+        await self.gateway.stop()
         await self.intents.close()
         await self.store.close()

@@ -101,6 +101,15 @@ class Gateway:
             self.embedder = WriteBehindEmbedder(store, self._embed_on_write, lambda: self.read_since_ms(),
                                                 cfg.max_sessions, cfg.embed_delay_ms / 1000)
 
+    async def start(self) -> None:
+        """Start the background work: write-behind embedding."""
+        if self.embedder is not None:
+            self.embedder.start()
+
+    async def stop(self) -> None:
+        if self.embedder is not None:
+            await self.embedder.stop()
+
     # the current snapshot's parts, for callers that read them outside a request
     @property
     def ranker(self) -> Ranker:

@@ -11,9 +11,11 @@ from gateway.store.base import (
     Link,
     SessionStore,
     StoreLimits,
+    StoreUnavailable,
     open_store,
     pack_cache_entry,
     unpack_cache_entry,
 )
 
-__all__ = ["Link", "SessionStore", "StoreLimits", "open_store", "pack_cache_entry", "unpack_cache_entry"]
+__all__ = ["Link", "SessionStore", "StoreLimits", "StoreUnavailable", "open_store", "pack_cache_entry",
+           "unpack_cache_entry"]

@@ -11,6 +11,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from gateway.config import GatewayConfig
 from training.core.contract import Event
 
 LinkSourceName = Literal["login", "api"]
@@ -33,6 +34,15 @@ class StoreLimits:
     """A visitor's oldest events beyond this are dropped on write (bots and runaway tabs)."""
     cache_ttl_s: int = 86_400
     """How long a cached session embedding lives."""
+
+    @classmethod
+    def from_config(cls, cfg: GatewayConfig) -> StoreLimits:
+        return cls(cfg.retention_days, cfg.max_events_per_visitor)
+
+
+class StoreUnavailable(Exception):
+    """The store could not be reached or answer in time (connection refused, timeout, database locked): reads
+    degrade (RankTiles answers the baseline order), writes fail UNAVAILABLE and the caller retries."""
 
 
 def event_key(event: Event) -> str:
