@@ -3,6 +3,9 @@
 Each runs as its own process on free loopback ports (as deployed, and because kserve and tritonclient.grpc
 cannot share an interpreter), is handed back once it answers its health or readiness check, and is stopped
 with SIGTERM. The gateway's Prometheus endpoint is read here too (`metrics_env`, `gateway_metric`).
+
+Both run on the embedded default auth (mTLS and bearer tokens, gateway/auth.py) with a local PKI of their own
+(`pki_dir`, beside their log unless given); clients reach them through harness/client.py with it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.api import pb, pb_grpc
+from harness import client
 from harness.workload import to_message
 from training.core.manifest import MANIFEST_FILE
 from training.export.triton_server import TritonServer, free_port
@@ -41,7 +45,11 @@ class GatewayProcess:
     Flags beyond the store, artifacts, Triton and `as_of` are keyword arguments (`cache_embeddings=False` is
     `--cache-embeddings false`). `env` is the whole environment of the process (default: this one's); `log`
     receives its output (default: beside a SQLite store's file); `python` runs it (another environment's
-    interpreter, for instance)."""
+    interpreter, for instance).
+
+    Auth is the gateway's default (mtls+jwt) unless `auth=` (or GATEWAY_AUTH in `env`) says otherwise; its local
+    PKI is `pki_dir=` (default: `pki/` beside the log, shared by the gateways of one run, so a restart keeps its
+    certificates). `.stub` has every scope; `.channel(scopes=...)` / `.aio_channel(...)` give others."""
 
     def __init__(self, artifacts: Path, store: str, triton_url: str, as_of_ms: int, *,
                  env: Mapping[str, str] | None = None, log: Path | None = None, python: str = sys.executable,
@@ -56,6 +64,10 @@ class GatewayProcess:
                 raise ValueError(f"log= is needed for the store {store!r} (not a SQLite file to write it beside)")
             log = Path(store.removeprefix("sqlite://")).with_suffix(f".{secrets.token_hex(3)}.log")
         self.log_path = log
+        self.auth = str(flags.get("auth") or self.env.get("GATEWAY_AUTH") or "mtls+jwt")
+        self.pki_dir = Path(str(flags.get("pki_dir") or self.env.get("GATEWAY_PKI_DIR") or log.parent / "pki"))
+        if "pki_dir" not in flags:
+            self.flags += ["--pki-dir", str(self.pki_dir)]
         self.python = python
         self.process: subprocess.Popen | None = None
         self.port = 0
@@ -75,9 +87,20 @@ class GatewayProcess:
         with self.log_path.open("a") as out:
             self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
                                             env={**self.env, "PYTHONUNBUFFERED": "1"})
-        self.channel = grpc.insecure_channel(self.address)
+        self.channel = self.new_channel()
         self.stub = pb_grpc.IntentGatewayServiceStub(self.channel)
         return self
+
+    def new_channel(self, scopes: Sequence[str] = client.ALL_SCOPES,
+                    options: Sequence[tuple[str, object]] = ()) -> grpc.Channel:
+        """A new blocking channel to this gateway with a token carrying `scopes` (close it when done)."""
+        return client.channel(self.address, pki_dir=self.pki_dir, scopes=scopes, auth=self.auth, options=options)
+
+    def aio_channel(self, scopes: Sequence[str] = client.ALL_SCOPES,
+                    options: Sequence[tuple[str, object]] = ()) -> grpc.aio.Channel:
+        """A new grpc.aio channel to this gateway with a token carrying `scopes` (use it in `async with`)."""
+        return client.channel(self.address, pki_dir=self.pki_dir, scopes=scopes, auth=self.auth, asynchronous=True,
+                              options=options)
 
     def wait_serving(self, timeout_s: float = 60.0) -> GatewayProcess:
         health = health_pb2_grpc.HealthStub(self.channel)
@@ -176,20 +199,23 @@ def wait_for_write_behind(metrics_port: int, timeout_s: float = 120.0) -> float:
 
 
 def start_transformer(triton: TritonServer, artifacts: Path, as_of: int, log_path: Path, timeout_s: float = 90,
-                      env: Mapping[str, str] | None = None, extra: Sequence[str] = ()
+                      env: Mapping[str, str] | None = None, extra: Sequence[str] = (), pki_dir: Path | None = None
                       ) -> tuple[subprocess.Popen, int, int]:
     """`python -m gateway.kserve_transformer` (KServe v2, `triton` as its grpc-v2 predictor, checked against its
     repository's manifest) in its own process, once its model is ready: (process, http_port, grpc_port).
 
     It serves the v2 endpoint only (`--enable_gateway_grpc false`: no typed service on a fixed port), with its
-    own SQLite store beside `log_path`. `env`: the process environment (default: this one's); `extra`: more
-    command-line flags (later ones win). Stop it with `stop(process)`."""
+    own SQLite store beside `log_path` and its local PKI in `pki_dir` (default: `pki/` beside `log_path`; a v2
+    infer needs a token with rank:read from it, `client.bearer(pki_dir, ["rank:read"])`, unless `extra` has
+    `--auth none`). `env`: the process environment (default: this one's); `extra`: more command-line flags (later
+    ones win). Stop it with `stop(process)`."""
     http_port, grpc_port = free_port(), free_port()
     store = log_path.with_suffix(f".{secrets.token_hex(3)}.db")
     args = [sys.executable, "-m", "gateway.kserve_transformer", "--predictor_host", triton.grpc_url,
             "--predictor_protocol", "grpc-v2", "--http_port", str(http_port), "--grpc_port", str(grpc_port),
             "--artifacts", str(artifacts), "--manifest", str(manifest_of(triton)), "--store", f"sqlite://{store}",
-            "--enable_gateway_grpc", "false", "--as-of", str(as_of), "--triton-timeout-s", "5", *extra]
+            "--enable_gateway_grpc", "false", "--as-of", str(as_of), "--triton-timeout-s", "5",
+            "--pki-dir", str(pki_dir or log_path.parent / "pki"), *extra]
     with log_path.open("w") as out:
         process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + timeout_s
