@@ -137,11 +137,10 @@ def _event_row(m: pb.WebEvent, field: str, now_ms: int | None, limits: EventLimi
         value = getattr(m, name)
         if name == "anonymous_id" or value:
             check_id(value, f"{field}.{name}", violations)
-    for name, max_len in (("event_type", MAX_EVENT_TYPE_LEN), ("device", MAX_DEVICE_LEN),
-                          ("query", MAX_QUERY_LEN)):
-        check_text(getattr(m, name), f"{field}.{name}", max_len, violations)
-    if not m.event_type.strip() and len(violations) == before:
+    if check_text(m.event_type, f"{field}.event_type", MAX_EVENT_TYPE_LEN, violations) and not m.event_type.strip():
         violations.append((f"{field}.event_type", "required"))
+    check_text(m.device, f"{field}.device", MAX_DEVICE_LEN, violations)
+    check_text(m.query, f"{field}.query", MAX_QUERY_LEN, violations)
     url = referrer = None
     if check_text(m.url, f"{field}.url", MAX_URL_LEN, violations):
         if not m.url.strip():
