@@ -95,6 +95,12 @@ def sigkill(process: subprocess.Popen | None) -> None:
         process.wait(timeout=10)
 
 
+def ensure_triton(triton: TritonServer) -> None:
+    """Start `triton` (again) unless it runs."""
+    if not triton.running():
+        respawn_triton(triton)
+
+
 def kill_triton(triton: TritonServer) -> None:
     """SIGKILL Triton's whole process group (the server and its python backend stubs), as the OOM killer would."""
     if triton.process is not None:
@@ -109,6 +115,7 @@ def respawn_triton(triton: TritonServer, timeout_s: float = 90.0) -> float:
 
     Not `TritonServer.start`: its free-port check refuses a port that the killed server's connections still
     hold in TIME_WAIT, which Triton's own listeners (SO_REUSEADDR) bind anyway."""
+    triton.workdir.mkdir(parents=True, exist_ok=True)
     with triton.log_path.open("ab") as log:
         triton.process = subprocess.Popen(triton.command(), stdout=log, stderr=subprocess.STDOUT,
                                           cwd=triton.workdir, env=triton_environment(), start_new_session=True)

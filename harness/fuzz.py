@@ -522,6 +522,15 @@ def ranker_tiles(artifacts: Path) -> tuple[str, ...]:
 # -- the CLI ---------------------------------------------------------------------------------------------
 
 
+def fuzz_gateway(artifacts: Path, manifest: Path, store: str, triton_url: str, now_ms: int, log: Path
+                 ) -> GatewayProcess:
+    """The gateway under fuzzing (not started): as configured by default but for a 2 s Triton budget (a slow
+    answer on a busy machine is not what this looks for), no OTEL_* settings of this environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    return GatewayProcess(artifacts, store, triton_url, now_ms, env=env, log=log, manifest=manifest,
+                          triton_timeout_s=2.0)
+
+
 @contextlib.contextmanager
 def fuzz_target(artifacts: Path, repository: Path | None, manifest: Path, work: Path, store: str = "sqlite",
                 now_ms: int | None = None) -> Iterator[GatewayProcess]:
@@ -531,7 +540,6 @@ def fuzz_target(artifacts: Path, repository: Path | None, manifest: Path, work: 
     from training.export.triton_server import TritonServer, free_port
 
     now_ms = now_ms or int(time.time() * 1000)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     with contextlib.ExitStack() as stack:
         triton_url = f"127.0.0.1:{free_port()}"
         if repository is not None:
@@ -543,8 +551,7 @@ def fuzz_target(artifacts: Path, repository: Path | None, manifest: Path, work: 
             url, log = redis.url, work / "gateway.log"
         else:
             url, log = f"sqlite://{work / 'fuzz.db'}", work / "gateway.log"
-        gateway = GatewayProcess(artifacts, url, triton_url, now_ms, env=env, log=log, manifest=manifest,
-                                 triton_timeout_s=2.0)
+        gateway = fuzz_gateway(artifacts, manifest, url, triton_url, now_ms, log)
         stack.callback(gateway.stop)
         yield gateway.start()
 
