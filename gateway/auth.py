@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -297,21 +297,23 @@ def _refusal(handler: grpc.RpcMethodHandler, error: AuthError) -> grpc.RpcMethod
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Authenticates every call of the typed service and checks its method's scope; other services pass."""
+    """Authenticates every call of the methods under `prefix` (default: the typed service) but `open_methods`,
+    and checks the scope `scopes` gives its method name (a name missing there is refused); other services pass."""
 
-    def __init__(self, verifier: TokenVerifier) -> None:
-        self.verifier = verifier
+    def __init__(self, verifier: TokenVerifier, scopes: Mapping[str, str] = SCOPES, prefix: str = _PREFIX,
+                 open_methods: frozenset[str] = frozenset()) -> None:
+        self.verifier, self.scopes, self.prefix, self.open_methods = verifier, scopes, prefix, open_methods
 
     async def intercept_service(self, continuation, handler_call_details: grpc.HandlerCallDetails):
         method = handler_call_details.method
-        if not method.startswith(_PREFIX):
+        name = method[len(self.prefix):] if method.startswith(self.prefix) else ""
+        if not name or name in self.open_methods:
             return await continuation(handler_call_details)
         handler = await continuation(handler_call_details)
         if handler is None:
             return None  # UNIMPLEMENTED, as for any unknown method
-        name = method[len(_PREFIX):]
         try:
-            scope = SCOPES.get(name)
+            scope = self.scopes.get(name)
             if scope is None or handler.unary_unary is None:
                 raise AuthError(grpc.StatusCode.PERMISSION_DENIED, f"{name}: no scope grants this method")
             principal = authorize(self.verifier, scope, handler_call_details.invocation_metadata, name)
@@ -349,6 +351,11 @@ def server_credentials(cfg: GatewayConfig) -> grpc.ServerCredentials | None:
     return grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())],
                                        root_certificates=client_ca.read_bytes() if mtls else None,
                                        require_client_auth=mtls)
+
+
+def verifier(cfg: GatewayConfig) -> TokenVerifier | None:
+    """The token verifier of `cfg` (None when auth is `none`): for other faces than the typed service (KServe)."""
+    return None if check_mode(cfg) == "none" else TokenVerifier.from_config(cfg)
 
 
 def interceptors(cfg: GatewayConfig) -> list[grpc.aio.ServerInterceptor]:

@@ -11,7 +11,10 @@ and what of kserve (or of tritonclient) each piece touches:
   `grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server`, `interceptors.LoggingInterceptor` and
   `ExceptionToStatusInterceptor`) and adds the handler. The unit test pins the source of the method it repeats.
 - `v2_grpc_server(model_server, ...)`: reads `ModelServer.dataplane`, `.model_repository_extension`,
-  `.grace_period`, `.max_threads` (attributes, not documented API).
+  `.grace_period`, `.max_threads` (attributes, not documented API); extra interceptors (the token check) go
+  outside kserve's own.
+- `add_rest_middleware`: an ASGI middleware (the token check) on `kserve.model_server.app`, the FastAPI instance
+  ModelServer serves (a module attribute, not documented API), before ModelServer.start builds its stack.
 - `TRITON`: Triton's protobuf messages (`ModelConfig`, `ModelConfigRequest`, `ModelConfigResponse`), built from the
   serialized descriptors inside tritonclient's generated `model_config_pb2.py` and `service_pb2.py` into a private
   descriptor pool. Importing those modules would register Triton's `inference.*` messages in the default pool,
@@ -126,10 +129,12 @@ class V2GrpcServer(GRPCServer):
     `serve()` starts it and returns; `stop()` is kserve's (grace period)."""
 
     def __init__(self, port: int, data_plane, model_repository_extension, kwargs: dict, grace_period: int,
-                 handlers: Sequence[grpc.GenericRpcHandler] = (), max_workers: int = 4) -> None:
+                 handlers: Sequence[grpc.GenericRpcHandler] = (), max_workers: int = 4,
+                 interceptors: Sequence[aio.ServerInterceptor] = ()) -> None:
         super().__init__(port, data_plane, model_repository_extension, kwargs=kwargs, grace_period=grace_period)
         self.handlers = tuple(handlers)
         self.max_workers = max_workers
+        self.interceptors = tuple(interceptors)
 
     async def serve(self, max_workers: int | None = None) -> None:
         """kserve 0.21's `GRPCServer.start` up to `await server.start()`, plus `add_generic_rpc_handlers`."""
@@ -138,7 +143,7 @@ class V2GrpcServer(GRPCServer):
         max_workers = max_workers or self.max_workers
         self._server = aio.server(
             futures.ThreadPoolExecutor(max_workers=max_workers),
-            interceptors=(LoggingInterceptor(), ExceptionToStatusInterceptor()),
+            interceptors=(*self.interceptors, LoggingInterceptor(), ExceptionToStatusInterceptor()),
             options=[("grpc.max_send_message_length", self._kwargs.get("grpc_max_send_message_length")),
                      ("grpc.max_receive_message_length", self._kwargs.get("grpc_max_receive_message_length"))])
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
@@ -155,11 +160,22 @@ class V2GrpcServer(GRPCServer):
         await self._server.wait_for_termination()
 
 
-def v2_grpc_server(model_server, port: int, kwargs: dict, model_configs: Mapping[str, dict]) -> V2GrpcServer:
+def v2_grpc_server(model_server, port: int, kwargs: dict, model_configs: Mapping[str, dict],
+                   interceptors: Sequence[aio.ServerInterceptor] = ()) -> V2GrpcServer:
     """A V2GrpcServer over `model_server`'s data plane (the models it serves), answering ModelConfig for
-    `model_configs`; create the ModelServer with enable_grpc=False and run this one instead."""
+    `model_configs`, with `interceptors` outside kserve's own; create the ModelServer with enable_grpc=False and
+    run this one instead."""
     return V2GrpcServer(port, model_server.dataplane, model_server.model_repository_extension, kwargs,
-                        model_server.grace_period, [model_config_handler(model_configs)], model_server.max_threads)
+                        model_server.grace_period, [model_config_handler(model_configs)], model_server.max_threads,
+                        interceptors)
+
+
+def add_rest_middleware(middleware, **options: Any) -> None:
+    """Install the ASGI `middleware` class on kserve's REST app (`kserve.model_server.app`); call it before
+    ModelServer.start (Starlette refuses middleware once the app has started)."""
+    from kserve import model_server
+
+    model_server.app.add_middleware(middleware, **options)
 
 
 # -- the Triton transport on kserve's gRPC client ---------------------------------------------------------------

@@ -34,6 +34,13 @@ Model `reranker` (v2 tensors; BYTES elements are UTF-8):
            DEGRADED      BOOL  [1]   true when Triton failed or was late: the no-session ranking
   parameters  model_version (as RankTiles' model_version), degraded_reason
 
+Who may call (gateway/auth.py, unless --auth none): an infer (REST /v2/models/reranker/infer, v1 :predict, gRPC
+ModelInfer) needs `authorization: Bearer <JWT>` with the scope rank:read, checked as the typed service checks
+it: no, garbled, expired or wrongly signed token -> 401 / UNAUTHENTICATED, no rank:read -> 403 /
+PERMISSION_DENIED, with a JSON {"error"} (REST) that names no id. Health, readiness, metadata, ModelConfig and
+/metrics stay open (kubelet probes, perf_analyzer's set-up, Prometheus); repository load/unload is refused to
+everyone. The typed service on --listen gets mTLS and the same tokens from GatewayServer.
+
 A bad request is a 400 (REST) / INVALID_ARGUMENT (gRPC) naming the tensor (`TILE_IDS[1]: unknown tile ...`), as
 the gateway's gRPC API names the field. Start-up is the gateway's (`ServingApp.start`: artifacts that are not the
 model manifest's, or a Triton serving another model set, stop it; a Triton not up yet only degrades answers until
@@ -62,12 +69,14 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import grpc
 import numpy as np
 from google.protobuf import json_format
 from google.rpc import error_details_pb2, status_pb2
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind
 
+from gateway import auth
 from gateway.api import pb
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
@@ -355,6 +364,58 @@ def build_model(name: str, cfg: GatewayConfig, telemetry: TelemetrySettings, tra
     return Reranker()
 
 
+# -- who may call ------------------------------------------------------------------------------------------------
+
+INFER_SCOPE = "rank:read"
+V2_GRPC_PREFIX = "/inference.GRPCInferenceService/"
+V2_GRPC_OPEN = frozenset({"ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelConfig"})
+"""v2 gRPC methods without a token (probes, perf_analyzer's and tritonclient's set-up); ModelInfer needs rank:read,
+repository load/unload is refused."""
+_REST_OPEN = re.compile(r"/(metrics|v2|v2/health/(live|ready)|v2/models|v2/models/[^/]+(/versions/[^/]+)?(/ready)?"
+                        r"|v1/models(/[^/:]+)?)?/?")
+_REST_INFER = re.compile(r"/(v2/models/[^/]+(/versions/[^/]+)?/infer|v1/models/[^/:]+:predict)")
+
+
+def v2_grpc_interceptor(verifier: auth.TokenVerifier) -> auth.AuthInterceptor:
+    return auth.AuthInterceptor(verifier, {"ModelInfer": INFER_SCOPE}, V2_GRPC_PREFIX, V2_GRPC_OPEN)
+
+
+class RestTokenCheck:
+    """ASGI middleware on kserve's REST app: an infer needs a bearer token with rank:read (401 / 403 with a JSON
+    error otherwise); health, readiness, metadata and /metrics stay open; anything else is refused."""
+
+    def __init__(self, app, verifier: auth.TokenVerifier) -> None:
+        self.app, self.verifier = app, verifier
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or (scope["method"] in ("GET", "HEAD") and _REST_OPEN.fullmatch(scope["path"])):
+            await self.app(scope, receive, send)
+            return
+        try:
+            headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", ())]
+            principal = self.verifier.verify(auth.bearer_token(headers))
+            if not _REST_INFER.fullmatch(scope["path"]):
+                raise auth.AuthError(grpc.StatusCode.PERMISSION_DENIED, "no scope grants this endpoint")
+            if INFER_SCOPE not in principal.scopes:
+                raise auth.missing_scope(INFER_SCOPE, "infer")
+        except auth.AuthError as exc:
+            log.info("refused %s %s: %s", scope["method"], "infer" if _REST_INFER.fullmatch(scope["path"]) else
+                     "endpoint", exc.message)
+            await _refuse(send, exc)
+            return
+        await self.app(scope, receive, send)
+
+
+async def _refuse(send, error: auth.AuthError) -> None:
+    unauthenticated = error.code == grpc.StatusCode.UNAUTHENTICATED
+    body = json.dumps({"error": error.message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if unauthenticated:
+        headers.append((b"www-authenticate", b'Bearer realm="intent-gateway"'))
+    await send({"type": "http.response.start", "status": 401 if unauthenticated else 403, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 # -- command line ----------------------------------------------------------------------------------------------
 
 def _flag(value: str) -> bool:
@@ -419,7 +480,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     server = ModelServer(http_port=args["http_port"], grpc_port=args["grpc_port"], workers=1, enable_grpc=False,
                          enable_docs_url=False, enable_latency_logging=args["enable_latency_logging"],
                          predictor_config=predictor)
-    v2_grpc = (compat.v2_grpc_server(server, args["grpc_port"], args, {name: model_config(name, options.allow_events)})
+    try:
+        verifier = auth.verifier(cfg)
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        log.error("%s", exc)
+        return 2
+    if verifier is None:
+        log.warning("AUTH IS OFF (auth: none): the v2 endpoints take no token. For local experiments only.")
+    else:
+        compat.add_rest_middleware(RestTokenCheck, verifier=verifier)
+    v2_grpc = (compat.v2_grpc_server(server, args["grpc_port"], args, {name: model_config(name, options.allow_events)},
+                                     [v2_grpc_interceptor(verifier)] if verifier is not None else [])
                if args["enable_grpc"] else None)
     transport = compat.transport_factory(use_ssl=args["predictor_use_ssl"], retries=args["predictor_request_retries"])
     model = build_model(name, cfg, telemetry, transport, options, v2_grpc)

@@ -32,12 +32,11 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import grpc
 import numpy as np
 
 from gateway.api import pb_grpc
 from harness.load import measure
-from harness.processes import TRANSFORMER_MODEL, benchmark_gateway, start_transformer, stop
+from harness.processes import TRANSFORMER_MODEL, GatewayProcess, benchmark_gateway, start_transformer, stop
 from harness.workload import Workload, add_paths, replay, workload
 
 log = logging.getLogger("harness.bench_all")
@@ -161,10 +160,12 @@ async def v2_load(url: str, requests: Sequence[dict], concurrency: int, count: i
     return {**result, "mean_sessions_used": round(float(np.mean(used)), 2)}
 
 
-async def typed_load(address: str, workload: Workload, concurrency: Sequence[int], count: int) -> dict[int, dict]:
-    """RankTiles on the gateway (store lookup + sessionize + featurize + Triton + ranker), after a replay."""
+async def typed_load(gateway: GatewayProcess, workload: Workload, concurrency: Sequence[int], count: int
+                     ) -> dict[int, dict]:
+    """RankTiles on the gateway (store lookup + sessionize + featurize + Triton + ranker), after a replay, over
+    its default auth (mTLS, a bearer token on every call)."""
     out = {}
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with gateway.aio_channel() as channel:
         stub = pb_grpc.IntentGatewayServiceStub(channel)
         await replay(stub, workload.events, 500)
         call = workload.rank_call(stub)
@@ -214,8 +215,9 @@ def run(args: argparse.Namespace) -> dict:
                 run_perf_analyzer(pa, PIPELINE, triton.grpc_url, "grpc", session_data, c,
                                   work / f"triton_c{c}.csv", stability, FALLBACK_STABILITY))
         # (b) the KServe transformer: perf_analyzer if it can, else the v2 load generator
+        # auth none on the v2 endpoint: perf_analyzer (training/export/perf.py) sends no bearer token yet
         process, http_port, grpc_port = start_transformer(triton, args.artifacts, wl.as_of,
-                                                          work / "transformer.log")
+                                                          work / "transformer.log", extra=("--auth", "none"))
         try:
             for protocol, url in (("grpc", f"127.0.0.1:{grpc_port}"), ("http", f"127.0.0.1:{http_port}")):
                 try:
@@ -248,10 +250,12 @@ def run(args: argparse.Namespace) -> dict:
         gateway = benchmark_gateway(args.artifacts, work / "gateway.db", triton, wl.as_of, cache=False,
                                     embed_on_write=False).start()
         try:
-            for c, m in asyncio.run(typed_load(gateway.address, wl, args.concurrency, args.requests)).items():
+            for c, m in asyncio.run(typed_load(gateway, wl, args.concurrency, args.requests)).items():
                 row("gateway", "RankTiles", "typed grpc", "grpc.aio load generator", c, m)
         finally:
             gateway.stop()
+    notes.append("The typed gateway runs on its default auth (mTLS and a bearer token verified on every call); the "
+                 "transformer's v2 endpoint with auth none (perf_analyzer is not given a token).")
     notes.append("The gateway runs with its embedding cache off, so every RankTiles reaches Triton, like every "
                  "reranker request (the transformer is stateless: the caller sends the events).")
     return {

@@ -27,7 +27,6 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import grpc
 import numpy as np
 import tritonclient.grpc.aio as triton_aio
 
@@ -66,7 +65,7 @@ async def run(args: argparse.Namespace) -> dict:
             gateway = benchmark_gateway(args.artifacts, work / f"{name}.db", triton, wl.as_of, cache,
                                         write_behind, metrics_port).start()
             try:
-                async with grpc.aio.insecure_channel(gateway.address) as channel:
+                async with gateway.aio_channel() as channel:
                     stub = pb_grpc.IntentGatewayServiceStub(channel)
                     await replay(stub, wl.events, 500)
                     rank_call = wl.rank_call(stub)

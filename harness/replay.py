@@ -1,8 +1,9 @@
 """`python -m harness.replay` (the end of `make run`): the main job's serving half, on one machine.
 
 Starts the real Triton (CPU, from the wheel) on the exported repository and the gateway on the embedded
-SQLite store, replays the synthetic bank's web traffic and logins through the gateway's RecordEvents (in
-batches, as a collector would), ranks the homepage tiles of some linked customers through RankTiles, prints
+SQLite store and the embedded default auth (mTLS and bearer tokens from a local PKI in the run directory),
+replays the synthetic bank's web traffic and logins through the gateway's RecordEvents (in batches, as a
+collector would), ranks the homepage tiles of some linked customers through RankTiles, prints
 the rankings with the intents that drove them, and stops everything.
 """
 
@@ -17,11 +18,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import grpc
-
 from gateway.api import pb_grpc
 from gateway.config import GatewayConfig
 from gateway.server import GatewayServer
+from harness import client
 from harness.processes import manifest_of
 from harness.workload import add_paths, load_tiles, pick_visitors, rank_request, replay
 from training.core.contract import Customer, LoadReport, load_events, read_rows
@@ -57,11 +57,12 @@ async def main_async(args: argparse.Namespace) -> int:
         cfg = GatewayConfig.load(overrides={
             "listen": "127.0.0.1:0", "store": f"sqlite://{workdir / 'gateway.db'}", "artifacts": str(args.artifacts),
             "manifest": str(manifest_of(triton)), "triton_url": triton.grpc_url, "as_of": str(events[-1].ts + 1),
-            "triton_timeout_s": 2.0})
+            "triton_timeout_s": 2.0, "pki_dir": str(workdir / "pki")})
         server = GatewayServer(cfg)
         port = await server.start()
         try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            async with client.channel(f"127.0.0.1:{port}", pki_dir=cfg.pki_dir, auth=cfg.auth,
+                                      asynchronous=True) as channel:
                 stub = pb_grpc.IntentGatewayServiceStub(channel)
                 started = time.perf_counter()
                 accepted, links = await replay(stub, events, args.batch)

@@ -29,11 +29,11 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-import grpc
 import numpy as np
 import psutil
 
 from gateway.api import pb, pb_grpc
+from harness import client
 from harness.load import measure
 from harness.otlp_receiver import OtlpReceiver, ReceivedSpan, RemoteReceiver
 from harness.processes import GatewayProcess, manifest_of, start_transformer, stop
@@ -110,10 +110,11 @@ def trace_report(spans: Sequence[ReceivedSpan], trace_ids: Sequence[str], known:
             "triton_traces_with_a_fresh_trace_id": len(orphans)}
 
 
-def fire(address: str, customer_id: str, tiles: Sequence[str], n: int, caller_context: bool = True) -> list[str]:
+def fire(gateway: GatewayProcess, customer_id: str, tiles: Sequence[str], n: int, caller_context: bool = True
+         ) -> list[str]:
     """n RankTiles calls, each with its own sampled caller traceparent (or none); the callers' trace ids."""
     ids = []
-    with grpc.insecure_channel(address) as channel:
+    with gateway.new_channel() as channel:
         stub = pb_grpc.IntentGatewayServiceStub(channel)
         for _ in range(n):
             tid, header = traceparent()
@@ -125,8 +126,9 @@ def fire(address: str, customer_id: str, tiles: Sequence[str], n: int, caller_co
     return ids
 
 
-async def throughput(address: str, customer_id: str, tiles: Sequence[str], concurrency: int, requests: int) -> float:
-    async with grpc.aio.insecure_channel(address) as channel:
+async def throughput(gateway: GatewayProcess, customer_id: str, tiles: Sequence[str], concurrency: int,
+                     requests: int) -> float:
+    async with gateway.aio_channel() as channel:
         stub = pb_grpc.IntentGatewayServiceStub(channel)
         request = pb.RankTilesRequest(customer_id=customer_id, tile_ids=list(tiles))
 
@@ -166,7 +168,7 @@ def overhead_report(gateways: dict[str, GatewayProcess], triton: TritonServer, t
         for name in order.permutation(names):  # a fresh order each round: no setup always follows another
             pids = (gateways[name].process.pid, triton.process.pid)
             cpu = sum(tree_cpu_s(p) for p in pids)
-            rate[name].append(asyncio.run(throughput(gateways[name].address, "C-trace", tiles, concurrency,
+            rate[name].append(asyncio.run(throughput(gateways[name], "C-trace", tiles, concurrency,
                                                      requests)))
             cpu_ms[name].append(1000 * (sum(tree_cpu_s(p) for p in pids) - cpu) / requests)
     # CPU per request up means throughput down: compare 1/cpu like a rate
@@ -197,13 +199,13 @@ def overhead_report(gateways: dict[str, GatewayProcess], triton: TritonServer, t
     }
 
 
-def sampled_report(rx: OtlpReceiver | RemoteReceiver, address: str, tiles: Sequence[str], requests: int, ratio: float,
-                   known: Sequence[str]) -> dict:
+def sampled_report(rx: OtlpReceiver | RemoteReceiver, gateway: GatewayProcess, tiles: Sequence[str], requests: int,
+                   ratio: float, known: Sequence[str]) -> dict:
     """Callers without a context at a gateway sampling `ratio`: are the sampled traces whole, and does Triton
     trace nothing else? Enough requests for about 20 sampled ones (at most 3,000)."""
     requests = max(requests, min(3000, round(20 / max(ratio, 1e-9))))
     before = {s.trace_id for s in rx.spans()}
-    fire(address, "C-trace", tiles, requests, caller_context=False)
+    fire(gateway, "C-trace", tiles, requests, caller_context=False)
 
     def sampled(spans: Sequence[ReceivedSpan]) -> list[str]:
         return sorted({s.trace_id for s in spans if s.service == GATEWAY_SERVICE and s.trace_id not in before})
@@ -226,7 +228,8 @@ def kserve_report(rx: OtlpReceiver | RemoteReceiver, triton: TritonServer, artif
     known = [*known, *{s.trace_id for s in rx.spans()}]  # earlier paths' traces are not fresh ones
     env = {**otel_env(rx.endpoint), "OTEL_SERVICE_NAME": KSERVE_SERVICE}
     process, http_port, _ = start_transformer(triton, artifacts, events[-1].ts + DAY_MS,
-                                              work / "kserve.log", env=env)
+                                              work / "kserve.log", env=env, pki_dir=work / "kserve-pki")
+    token = f"Bearer {client.bearer(work / 'kserve-pki', ['rank:read'])}"
     body = json.dumps({"inputs": [
         {"name": "EVENTS", "shape": [len(events[:200])], "datatype": "BYTES",
          "data": [event_json(e) for e in events[:200]]},
@@ -236,7 +239,8 @@ def kserve_report(rx: OtlpReceiver | RemoteReceiver, triton: TritonServer, artif
         for _ in range(requests):
             trace_id, header = traceparent()
             req = urllib.request.Request(f"http://127.0.0.1:{http_port}/v2/models/reranker/infer", data=body,
-                                         headers={"Content-Type": "application/json", "traceparent": header})
+                                         headers={"Content-Type": "application/json", "traceparent": header,
+                                                  "Authorization": token})
             with urllib.request.urlopen(req, timeout=10) as response:
                 response.read()
             ids.append(trace_id)
@@ -284,15 +288,15 @@ def run(repository: Path, artifacts: Path, data: Path, requests: int, rounds: in
                 gw.seed(events, "C-trace")
             paths = {}
             for name, transport in (("grpc_traced", "grpc_metadata"), ("http_traced", "http_header")):
-                paths[transport] = fire(gateways[name].address, "C-trace", tiles, requests)
+                paths[transport] = fire(gateways[name], "C-trace", tiles, requests)
             # a caller's sampled context wins over the gateway's ratio (parentbased)
-            paths["http_header_caller_sampled_at_ratio"] = fire(gateways["http_sampled"].address, "C-trace", tiles,
+            paths["http_header_caller_sampled_at_ratio"] = fire(gateways["http_sampled"], "C-trace", tiles,
                                                                  requests)
             all_ids = [i for ids in paths.values() for i in ids]
             spans = rx.wait_for(lambda ss: trace_report(ss, all_ids)["whole"] == len(all_ids), timeout=15)
             report["paths"] = {t: trace_report(spans, ids, all_ids) for t, ids in paths.items()}
             report["paths"]["http_header_gateway_sampled"] = sampled_report(
-                rx, gateways["http_sampled"].address, tiles, requests, ratio, all_ids)
+                rx, gateways["http_sampled"], tiles, requests, ratio, all_ids)
             report["paths"]["kserve_transformer"] = kserve_report(rx, triton, artifacts, events, tiles, requests,
                                                                   work, all_ids)
             report["trace_whole_pct"] = report["paths"]["http_header"]["whole_pct"]

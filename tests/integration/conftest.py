@@ -125,10 +125,12 @@ def visitor(small_data: Path) -> tuple[str, list]:
 @pytest.fixture(scope="session")
 def transformer(triton: TritonServer, gw_artifacts: Path, visitor, tmp_path_factory: pytest.TempPathFactory
                 ) -> Iterator[tuple[int, int]]:
-    """`python -m gateway.kserve_transformer` in front of the shared Triton: (http_port, grpc_port)."""
+    """`python -m gateway.kserve_transformer` in front of the shared Triton: (http_port, grpc_port). With auth none:
+    its users (perf_analyzer, tritonclient in test_kserve_perf_analyzer.py) send no bearer token;
+    test_kserve_transformer.py proves the token check on a transformer of its own."""
     log = tmp_path_factory.mktemp("kserve") / "kserve.log"
     process, http_port, grpc_port = start_transformer(triton, gw_artifacts, visitor[1][-1].ts + DAY_MS,
-                                                      log, timeout_s=60)
+                                                      log, timeout_s=60, extra=("--auth", "none"))
     _shared("transformer", lambda: stop(process))
     yield http_port, grpc_port
     _running.pop("transformer", None)

@@ -28,6 +28,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.api import pb, pb_grpc
 from gateway.errors import field_violations
+from gateway.pki import LocalPKI
+from harness import client
 from harness.processes import GatewayProcess, stop
 from harness.workload import event_json, to_message
 from training.core.ranker import Ranker
@@ -50,8 +52,15 @@ class Transformer:
     log: Path
     channel: grpc.Channel = field(init=False)
 
+    @property
+    def pki_dir(self) -> Path:
+        return self.log.parent / "pki"
+
+    def token(self, scopes=("rank:read",)) -> str:
+        return client.bearer(self.pki_dir, scopes)
+
     def __post_init__(self) -> None:
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.typed_port}")
+        self.channel = client.channel(f"127.0.0.1:{self.typed_port}", pki_dir=self.pki_dir)
         self.stub = pb_grpc.IntentGatewayServiceStub(self.channel)
 
     def stop(self) -> int:
@@ -67,7 +76,7 @@ def start(triton, artifacts: Path, as_of: int, store: str, log: Path, *flags: st
             "--predictor_protocol", "grpc-v2", "--http_port", str(http_port), "--grpc_port", str(grpc_port),
             "--listen", f"127.0.0.1:{typed_port}", "--store", store, "--artifacts", str(artifacts),
             "--as-of", str(as_of), "--triton-timeout-s", "5", "--max-batch-events", "100",
-            "--manifest", str(Path(triton.repository) / "manifest.json"), *flags]
+            "--manifest", str(Path(triton.repository) / "manifest.json"), "--pki-dir", str(log.parent / "pki"), *flags]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "GATEWAY_"))}
     with log.open("w") as out:
         process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env={**env, "PYTHONUNBUFFERED": "1"})
@@ -97,11 +106,18 @@ def kserve_app(triton, gw_artifacts, visitor, tmp_path_factory):
 
 # -- clients ---------------------------------------------------------------------------------------------------
 
-def rest(t: Transformer, tensors: dict[str, list[str]]) -> tuple[int, dict]:
-    """POST /v2/models/reranker/infer with BYTES tensors: (status, JSON body)."""
+MINE = object()
+"""`token=MINE`: a token of the transformer's PKI with rank:read (the default)."""
+
+
+def rest(t: Transformer, tensors: dict[str, list[str]], token: str | object | None = MINE) -> tuple[int, dict]:
+    """POST /v2/models/reranker/infer with BYTES tensors and `token` (None: no Authorization): (status, JSON body)."""
     body = {"inputs": [{"name": k, "shape": [len(v)], "datatype": "BYTES", "data": v} for k, v in tensors.items()]}
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {t.token() if token is MINE else token}"
     req = urllib.request.Request(f"http://127.0.0.1:{t.http_port}/v2/models/reranker/infer",
-                                 data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+                                 data=json.dumps(body).encode(), headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=30) as response:
             return response.status, json.loads(response.read())
@@ -113,24 +129,25 @@ def rest_outputs(doc: dict) -> dict:
     return {o["name"]: o["data"] for o in doc["outputs"]}
 
 
-def grpc_v2(t: Transformer, tensors: dict[str, list[str]]):
-    """ModelInfer with tritonclient.grpc (raw_input_contents, as perf_analyzer sends): the InferResult."""
+def grpc_v2(t: Transformer, tensors: dict[str, list[str]], token: str | object | None = MINE):
+    """ModelInfer with tritonclient.grpc (raw_input_contents, as perf_analyzer sends) and `token`: the InferResult."""
     import tritonclient.grpc as triton_grpc
 
-    with triton_grpc.InferenceServerClient(f"127.0.0.1:{t.grpc_port}") as client:
+    headers = None if token is None else {"authorization": f"Bearer {t.token() if token is MINE else token}"}
+    with triton_grpc.InferenceServerClient(f"127.0.0.1:{t.grpc_port}") as v2:
         inputs = []
         for name, values in tensors.items():
             tensor = triton_grpc.InferInput(name, [len(values)], "BYTES")
             tensor.set_data_from_numpy(np.array([v.encode() for v in values], dtype=np.object_))
             inputs.append(tensor)
-        return client.infer("reranker", inputs, client_timeout=30)
+        return v2.infer("reranker", inputs, client_timeout=30, headers=headers)
 
 
-def grpc_error(t: Transformer, tensors: dict[str, list[str]]):
+def grpc_error(t: Transformer, tensors: dict[str, list[str]], token: str | object | None = MINE):
     import tritonclient.grpc as triton_grpc
 
     with pytest.raises(triton_grpc.InferenceServerException) as info:
-        grpc_v2(t, tensors)
+        grpc_v2(t, tensors, token)
     return info.value
 
 
@@ -236,6 +253,51 @@ def test_bad_inputs_are_client_errors_naming_the_tensor(kserve_app, tensors, nam
     assert SECRET_CUSTOMER not in doc["error"] + error.message()  # ids are never echoed
 
 
+# -- who may call ------------------------------------------------------------------------------------------------
+
+def _tokens(t: Transformer, tmp_path: Path) -> dict[str, str | None]:
+    return {"no token": None, "wrong scope": t.token(["events:write", "sessions:read"]),
+            "bad signature": LocalPKI(tmp_path / "other-pki").mint_token(["rank:read"]),
+            "expired": LocalPKI(t.pki_dir).mint_token(["rank:read"], ttl_s=-3600)}
+
+
+@pytest.mark.parametrize("case", ["no token", "wrong scope", "bad signature", "expired"])
+def test_an_infer_needs_a_token_with_rank_read(kserve_app, case, tmp_path):
+    """REST: 401 (no, bad or expired token) / 403 (no rank:read) with a JSON error; gRPC: UNAUTHENTICATED /
+    PERMISSION_DENIED. Neither names the customer."""
+    token = _tokens(kserve_app, tmp_path)[case]
+    tensors = by_customer(SECRET_CUSTOMER)
+    status, doc = rest(kserve_app, tensors, token)
+    error = grpc_error(kserve_app, tensors, token)
+    if case == "wrong scope":
+        assert status == 403 and "rank:read" in doc["error"], doc
+        assert error.status() == "StatusCode.PERMISSION_DENIED" and "rank:read" in error.message()
+    else:
+        assert status == 401 and doc["error"], doc
+        assert error.status() == "StatusCode.UNAUTHENTICATED", error
+    assert SECRET_CUSTOMER not in doc["error"] + error.message()
+
+
+def test_probes_and_metadata_need_no_token_and_the_repository_api_is_refused(kserve_app):
+    import tritonclient.grpc as triton_grpc
+
+    for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/reranker/ready", "/v2/models/reranker"):
+        with urllib.request.urlopen(f"http://127.0.0.1:{kserve_app.http_port}{path}", timeout=10) as r:
+            assert r.status == 200, path
+    with triton_grpc.InferenceServerClient(f"127.0.0.1:{kserve_app.grpc_port}") as v2:
+        assert v2.is_server_ready() and v2.is_model_ready("reranker")
+        assert v2.get_model_config("reranker", as_json=True)["config"]["name"] == "reranker"
+        with pytest.raises(triton_grpc.InferenceServerException) as info:
+            v2.unload_model("reranker", headers={"authorization": f"Bearer {kserve_app.token()}"})
+        assert info.value.status() == "StatusCode.PERMISSION_DENIED"
+    req = urllib.request.Request(f"http://127.0.0.1:{kserve_app.http_port}/v2/repository/models/reranker/unload",
+                                 data=b"{}", headers={"Authorization": f"Bearer {kserve_app.token()}"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(req, timeout=10)
+    assert refused.value.code == 403
+    assert rest(kserve_app, by_customer("C-still-served"))[0] == 200  # nothing was unloaded
+
+
 # -- the stateless variant ------------------------------------------------------------------------------------
 
 # kserve's clients run in a child process: tritonclient.grpc (loaded here by the Triton fixtures) and kserve
@@ -245,7 +307,8 @@ import asyncio, json, sys
 import numpy as np
 from kserve import InferenceGRPCClient, InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
-http_port, grpc_port, calls = sys.argv[1], sys.argv[2], json.loads(sys.stdin.read())
+http_port, grpc_port, token, calls = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.stdin.read())
+headers = {"authorization": f"Bearer {token}"}
 
 def request(call):
     inputs = [InferInput("EVENTS", [len(call["events"])], "BYTES", call["events"]),
@@ -268,9 +331,10 @@ async def main():
     try:
         for call in calls:
             if call["via"] == "rest":
-                r = await rest.infer(f"http://127.0.0.1:{http_port}", request(call), model_name="reranker")
+                r = await rest.infer(f"http://127.0.0.1:{http_port}", request(call), model_name="reranker",
+                                     headers=headers)
             else:
-                r = await grpc_client.infer(request(call))
+                r = await grpc_client.infer(request(call), headers=tuple(headers.items()))
             results.append(outputs(r))
     finally:
         await rest.close()
@@ -282,7 +346,8 @@ asyncio.run(main())
 
 
 def kserve_calls(t: Transformer, calls: list[dict]) -> list[dict]:
-    done = subprocess.run([sys.executable, "-c", CLIENT, str(t.http_port), str(t.grpc_port)], input=json.dumps(calls),
+    done = subprocess.run([sys.executable, "-c", CLIENT, str(t.http_port), str(t.grpc_port), t.token()],
+                          input=json.dumps(calls),
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
