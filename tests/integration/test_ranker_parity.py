@@ -21,11 +21,13 @@ import grpc
 import numpy as np
 import pytest
 
+from gateway import auth
 from gateway.api import pb, pb_grpc
 from gateway.config import GatewayConfig
 from gateway.service import Gateway, GatewayServicer
 from gateway.store import StoreLimits, open_store
 from gateway.triton_client import SessionIntents
+from harness import client
 from training.core.contract import Event
 from training.core.ranker import Ranker
 from training.evaluation.features import EvalData, SessionSignals, impression_table
@@ -113,15 +115,16 @@ def served_ranker(data: EvalData, half_life: float | None, recency: bool, seed: 
 
 async def gateway_scores(store_path: Path, ranker: Ranker, events: list[dict], customer: pb.RankTilesRequest
                          ) -> pb.RankTilesResponse:
-    cfg = GatewayConfig(store=f"sqlite://{store_path}", as_of=str(NOW), embed_on_write=False)
+    cfg = GatewayConfig(store=f"sqlite://{store_path}", as_of=str(NOW), embed_on_write=False,
+                        pki_dir=str(store_path.parent / "pki"))
     store = open_store(cfg.store, StoreLimits(cfg.retention_days, cfg.max_events_per_visitor))
     gw = Gateway(cfg, store, StandInModel(), ranker)
-    server = grpc.aio.server()
+    server = grpc.aio.server(interceptors=auth.interceptors(cfg))
     pb_grpc.add_IntentGatewayServiceServicer_to_server(GatewayServicer(gw), server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = server.add_secure_port("127.0.0.1:0", auth.server_credentials(cfg))
     await server.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with client.channel(f"127.0.0.1:{port}", pki_dir=cfg.pki_dir, asynchronous=True) as channel:
             stub = pb_grpc.IntentGatewayServiceStub(channel)
             for i in range(0, len(events), 50):
                 batch = [pb.WebEvent(**{k: str(v) if k == "ts" else v for k, v in e.items()})

@@ -12,7 +12,6 @@ import secrets
 import time
 import urllib.request
 
-import grpc
 import pytest
 from opentelemetry import propagate
 from opentelemetry.sdk.trace import TracerProvider
@@ -20,6 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from gateway.api import pb, pb_grpc
+from harness.client import bearer
 from harness.otlp_receiver import OtlpReceiver
 from harness.processes import metrics_env, start_transformer, stop
 from harness.tracing_check import GATEWAY_SERVICE, otel_env, trace_report, tracing_gateway, triton_trace_args
@@ -52,7 +52,7 @@ def test_one_trace_from_the_caller_into_tritons_compute_spans(traced, gw_artifac
         with client.get_tracer("test-client").start_as_current_span("client.rank") as span:
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
-            with grpc.insecure_channel(gw.address) as channel:
+            with gw.new_channel() as channel:
                 reply = pb_grpc.IntentGatewayServiceStub(channel).RankTiles(
                     pb.RankTilesRequest(customer_id="C-traced", tile_ids=TILES), timeout=10,
                     metadata=list(carrier.items()))
@@ -91,7 +91,7 @@ def test_triton_traces_only_what_the_gateway_sampled(traced, gw_artifacts, visit
         before = {s.trace_id for s in rx.spans()}
         unsampled = [secrets.token_hex(16) for _ in range(5)]
         sampled = [secrets.token_hex(16) for _ in range(5)]
-        with grpc.insecure_channel(gw.address) as channel:
+        with gw.new_channel() as channel:
             stub = pb_grpc.IntentGatewayServiceStub(channel)
             for trace_id, flags in [*((t, "00") for t in unsampled), *((t, "01") for t in sampled)]:
                 header = f"00-{trace_id}-{secrets.token_hex(8)}-{flags}"
@@ -119,6 +119,7 @@ def test_the_kserve_transformer_continues_the_callers_trace_into_triton(traced, 
     env = {**otel_env(rx.endpoint), "OTEL_SERVICE_NAME": "intent-reranker"}
     process, http_port, _ = start_transformer(triton, gw_artifacts, events[-1].ts + DAY_MS,
                                               tmp_path / "kserve.log", env=env)
+    token = f"Bearer {bearer(tmp_path / 'pki', ['rank:read'])}"  # start_transformer's PKI
     body = json.dumps({"inputs": [
         {"name": "EVENTS", "shape": [min(len(events), 40)], "datatype": "BYTES", "data": [event_json(e)
                                                                                           for e in events[:40]]},
@@ -128,7 +129,7 @@ def test_the_kserve_transformer_continues_the_callers_trace_into_triton(traced, 
         for _ in range(5):  # Triton 2.51 drops a few traceparents sent as gRPC metadata: one whole trace suffices
             trace_id, parent = secrets.token_hex(16), secrets.token_hex(8)
             req = urllib.request.Request(f"http://127.0.0.1:{http_port}/v2/models/reranker/infer", data=body,
-                                         headers={"Content-Type": "application/json",
+                                         headers={"Content-Type": "application/json", "Authorization": token,
                                                   "traceparent": f"00-{trace_id}-{parent}-01"})
             with urllib.request.urlopen(req, timeout=10) as response:
                 out = {o["name"]: o["data"] for o in json.loads(response.read())["outputs"]}
