@@ -87,6 +87,9 @@ class GatewayConfig:
     """Required `aud` claim."""
     jwt_leeway_s: float = 30.0
     """Clock skew allowed on `exp` / `nbf`."""
+    health_listen: str = ""
+    """host:port of a second, plaintext listener that serves grpc.health.v1 only, for probes that cannot present a
+    client certificate (the kubelet's gRPC probes; the chart sets it); empty: none (health stays on `listen`)."""
 
     # -- what is kept (gateway/privacy.py, gateway/store/, gateway/retention.py) ----------------------------
     id_hash_key: str = ""
