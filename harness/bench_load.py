@@ -95,21 +95,20 @@ def run_load(gateway: GatewayProcess, wl: Workload, requests: int, concurrency: 
             "rss_growth_pct": round(100.0 * (rss_end - rss_start) / rss_start, 2)}
 
 
-def bench(artifacts: Path, repository: Path, data: Path, requests: int, concurrency: int, visitors: int,
+def bench(artifacts: Path, triton: TritonServer, data: Path, requests: int, concurrency: int, visitors: int,
           work: Path) -> dict:
-    """Triton on `repository`, a gateway with its defaults on a fresh SQLite store, the workload seeded, the load."""
+    """A gateway with its defaults on a fresh SQLite store in front of `triton`, the workload seeded, the load."""
     wl = workload(data, artifacts, visitors)
     metrics_port = free_port()
-    with TritonServer(repository, workdir=work / "triton") as triton:
-        gateway = GatewayProcess(artifacts, f"sqlite://{work / 'load.db'}", triton.grpc_url, wl.as_of,
-                                 env={**_env(), **metrics_env(metrics_port)}, log=work / "gateway.log",
-                                 manifest=manifest_of(triton)).start()
-        try:
-            accepted = seed(gateway, wl)
-            embedded = wait_for_write_behind(metrics_port)
-            figures = run_load(gateway, wl, requests, concurrency)
-        finally:
-            gateway.stop()
+    gateway = GatewayProcess(artifacts, f"sqlite://{work / 'load.db'}", triton.grpc_url, wl.as_of,
+                             env={**_env(), **metrics_env(metrics_port)}, log=work / "gateway.log",
+                             manifest=manifest_of(triton)).start()
+    try:
+        accepted = seed(gateway, wl)
+        embedded = wait_for_write_behind(metrics_port)
+        figures = run_load(gateway, wl, requests, concurrency)
+    finally:
+        gateway.stop()
     return {**figures, "customers": len(wl.customers), "events_seeded": accepted,
             "sessions_embedded_on_write": embedded, "tiles": len(wl.tiles)}
 
@@ -126,9 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--visitors", type=int, default=300, help="logged-in visitors replayed (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("reports/bench_load.json"), help="(default: %(default)s)")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="intent-load-") as tmp:
-        report = bench(args.artifacts, args.repository, args.data, args.requests, args.concurrency, args.visitors,
-                       Path(tmp))
+    with tempfile.TemporaryDirectory(prefix="intent-load-") as tmp, \
+            TritonServer(args.repository, workdir=Path(tmp) / "triton") as triton:
+        report = bench(args.artifacts, triton, args.data, args.requests, args.concurrency, args.visitors, Path(tmp))
     report["machine"] = machine()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
