@@ -167,10 +167,12 @@ def test_gateway_grpc_probes_and_env(default: list[dict[str, Any]]) -> None:
     c = container(dep)
     assert c["command"] == ["python", "-m", "gateway.server"]
     assert c["image"] == "intent-gateway:0.1.0"
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert c[probe]["grpc"] == {"port": 50051}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):  # the plaintext health-only port
+        assert c[probe]["grpc"] == {"port": 50052}
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"grpc": 50051, "health": 50052, "metrics": 9464}
     e = env(c)
     assert e["GATEWAY_LISTEN"] == "0.0.0.0:50051"
+    assert e["GATEWAY_HEALTH_LISTEN"] == "0.0.0.0:50052"
     assert e["GATEWAY_MANIFEST"] == "/etc/intent/artifacts/manifest.json"
     assert e["GATEWAY_STORE"] == "redis://intent-intent-platform-redis:6379/0"
     assert e["GATEWAY_TRITON_URL"] == "intent-intent-platform-triton:8001"
@@ -226,6 +228,7 @@ def test_network_policies(default: list[dict[str, Any]]) -> None:
     gw = one(default, "NetworkPolicy", "gateway")["spec"]
     assert gw["policyTypes"] == ["Ingress", "Egress"]
     grpc_rule = next(r for r in gw["ingress"] if r["ports"][0]["port"] == 50051)
+    assert [p["port"] for p in grpc_rule["ports"]] == [50051, 50052]  # the typed service and its health port
     assert grpc_rule["from"] == [{"podSelector": {"matchLabels": {"intent-intent-platform-client": "true"}}}]
     egress_ports = {p["port"] for r in gw["egress"] for p in r["ports"]}
     assert egress_ports == {8001, 6379, 53}
@@ -246,8 +249,11 @@ def test_helm_test_hook_checks_grpc_health(default: list[dict[str, Any]]) -> Non
     assert pod["metadata"]["labels"]["intent-intent-platform-client"] == "true"  # let in by the NetworkPolicy
     c = pod["spec"]["containers"][0]
     assert "grpc_health.v1" in c["command"][2]
-    assert c["command"][-1] == "intent-intent-platform-gateway:50051"
+    assert c["command"][-1] == "intent-intent-platform-gateway:50052"  # health only, plaintext
+    assert "insecure_channel" in c["command"][2]
     assert pod["spec"]["restartPolicy"] == "Never"
+    svc = one(default, "Service", "gateway")
+    assert ("health", 50052) in [(p["name"], p["port"]) for p in svc["spec"]["ports"]]
 
 
 def test_redis_in_chart_and_external() -> None:
@@ -335,7 +341,7 @@ def test_kserve_mode_exposes_the_typed_service_on_the_transformer_pods() -> None
     svc = one(docs, "Service", "gateway")
     assert svc["metadata"]["name"] == "intent-intent-platform-gateway" and svc["spec"]["selector"] == transformer
     assert [(p["name"], p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [
-        ("grpc", 50051, 50051), ("metrics", 9464, 9464)]
+        ("grpc", 50051, 50051), ("health", 50052, 50052), ("metrics", 9464, 9464)]
     assert svc["spec"]["ports"][0]["appProtocol"] == "grpc"
     policy = one(docs, "NetworkPolicy", "gateway")["spec"]
     assert policy["podSelector"]["matchLabels"] == transformer and policy["policyTypes"] == ["Ingress"]
@@ -350,7 +356,7 @@ def test_kserve_mode_exposes_the_typed_service_on_the_transformer_pods() -> None
 
     assert all(covered(p) for p in (1, 8080, 8081, 8012, 9463, 9465, 50050, 50052, 65535))
     assert not covered(50051) and not covered(9464)
-    assert one(docs, "Pod")["spec"]["containers"][0]["command"][-1] == "intent-intent-platform-gateway:50051"
+    assert one(docs, "Pod")["spec"]["containers"][0]["command"][-1] == "intent-intent-platform-gateway:50052"
     prod = objects({**cc.VARIANTS["production"], "mode": "kserve"})
     assert one(prod, "NetworkPolicy", "gateway")["spec"]["ingress"][0]["from"] == [
         {"namespaceSelector": {"matchLabels": {"team": "mobile-app"}}}]
@@ -358,7 +364,8 @@ def test_kserve_mode_exposes_the_typed_service_on_the_transformer_pods() -> None
         == ["gateway"]
     moved = objects({"mode": "kserve", "gateway": {"port": 6000}, "metrics": {"enabled": False}})
     assert one(moved, "Service", "gateway")["spec"]["ports"] == [
-        {"name": "grpc", "port": 50051, "targetPort": 6000, "protocol": "TCP", "appProtocol": "grpc"}]
+        {"name": "grpc", "port": 50051, "targetPort": 6000, "protocol": "TCP", "appProtocol": "grpc"},
+        {"name": "health", "port": 50052, "targetPort": 50052, "protocol": "TCP", "appProtocol": "grpc"}]
     ranges = one(moved, "NetworkPolicy", "gateway")["spec"]["ingress"][-1]["ports"]
     assert ranges == [{"port": 1, "endPort": 5999, "protocol": "TCP"}, {"port": 6001, "endPort": 65535,
                                                                         "protocol": "TCP"}]
@@ -371,6 +378,8 @@ def test_kserve_mode_exposes_the_typed_service_on_the_transformer_pods() -> None
     ({"mode": "kserve", "kserve": {"deploymentMode": "Serverless", "transformer": {"minReplicas": 0}}},
      "minReplicas must be >= 1"),
     ({"metrics": {"port": 50051}}, "metrics.port and gateway.port must differ"),
+    ({"gateway": {"healthPort": 50051}}, "healthPort must differ"),
+    ({"gateway": {"terminationGracePeriodSeconds": 15}}, "terminationGracePeriodSeconds must exceed"),
     ({"mode": "kserve", "kserve": {"transformer": {"predictorProtocol": "v1"}}}, "predictorProtocol"),
 ])
 def test_kserve_values_that_cannot_work_fail(values: dict[str, Any], message: str) -> None:
@@ -393,3 +402,77 @@ def test_notes_render(default: list[dict[str, Any]]) -> None:
 def test_chart_check_cli(tmp_path: Path) -> None:
     assert cc.main(["--out", str(tmp_path)]) == 0
     assert {p.stem for p in tmp_path.glob("*.yaml")} == set(cc.VARIANTS)
+
+
+# -- who may call, what is kept, how a pod stops ----------------------------------------------------------------
+
+def _mounts(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {m["name"]: m for m in c.get("volumeMounts", [])}
+
+
+def test_gateway_auth_from_secrets_mounted_read_only(default: list[dict[str, Any]]) -> None:
+    """The embedded default's mode (mtls+jwt) with the operator's certificates and token key from Secrets (named
+    after the release unless given), the id hash key as env from its Secret; nothing generated in the pod."""
+    dep = one(default, "Deployment", "gateway")
+    c = container(dep)
+    e = env(c)
+    assert e["GATEWAY_AUTH"] == "mtls+jwt"
+    assert (e["GATEWAY_TLS_CERT"], e["GATEWAY_TLS_KEY"], e["GATEWAY_TLS_CLIENT_CA"]) == (
+        "/etc/intent/tls/tls.crt", "/etc/intent/tls/tls.key", "/etc/intent/tls/ca.crt")
+    assert e["GATEWAY_JWT_JWKS"] == "/etc/intent/jwt/jwks.json" and "GATEWAY_JWT_PUBLIC_KEY" not in e
+    assert (e["GATEWAY_JWT_ISSUER"], e["GATEWAY_JWT_AUDIENCE"]) == ("intent-platform-local", "intent-gateway")
+    assert e["GATEWAY_ID_HASH_KEY"] == {"secretKeyRef": {"name": "intent-intent-platform-id-hash-key",
+                                                         "key": "id-hash-key"}}
+    assert "GATEWAY_ID_HASH_PREVIOUS_KEYS" not in e
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["tls"]["secret"]["secretName"] == "intent-intent-platform-tls"
+    assert volumes["jwt"]["secret"]["secretName"] == "intent-intent-platform-jwt"
+    mounts = _mounts(c)
+    assert mounts["tls"] == {"name": "tls", "mountPath": "/etc/intent/tls", "readOnly": True}
+    assert mounts["jwt"]["readOnly"] is True
+    cfg = GatewayConfig.load(env={k: v for k, v in e.items() if k.startswith("GATEWAY_") and isinstance(v, str)})
+    assert cfg.auth == "mtls+jwt" and cfg.tls_client_ca == "/etc/intent/tls/ca.crt" and cfg.jwt_leeway_s == 30.0
+
+
+def test_given_secrets_a_pem_key_and_key_rotation() -> None:
+    docs = objects(cc.VARIANTS["auth-secrets"])
+    dep = one(docs, "Deployment", "gateway")
+    e = env(container(dep))
+    assert e["GATEWAY_JWT_PUBLIC_KEY"] == "/etc/intent/jwt/public.pem" and "GATEWAY_JWT_JWKS" not in e
+    assert e["GATEWAY_JWT_ISSUER"] == "https://idp.bank.example"
+    assert e["GATEWAY_ID_HASH_KEY"]["secretKeyRef"] == {"name": "gateway-ids", "key": "id-hash-key"}
+    assert e["GATEWAY_ID_HASH_PREVIOUS_KEYS"]["secretKeyRef"] == {"name": "gateway-ids", "key": "previous"}
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert (volumes["tls"]["secret"]["secretName"], volumes["jwt"]["secret"]["secretName"]) == (
+        "gateway-tls", "idp-signing-key")
+    kserve = one(objects({**cc.VARIANTS["auth-secrets"], "mode": "kserve"}), "InferenceService")
+    transformer = kserve["spec"]["transformer"]
+    assert {"tls", "jwt"} <= set(_mounts(transformer["containers"][0]))
+    assert {"tls", "jwt"} <= {v["name"] for v in transformer["volumes"]}
+    assert env(transformer["containers"][0])["GATEWAY_AUTH"] == "mtls+jwt"
+
+
+def test_auth_none_mounts_nothing_and_says_so() -> None:
+    dep = one(objects(cc.VARIANTS["auth-none"]), "Deployment", "gateway")
+    e = env(container(dep))
+    assert e["GATEWAY_AUTH"] == "none"
+    assert not [k for k in e if k.startswith(("GATEWAY_TLS_", "GATEWAY_JWT_"))]
+    assert not {"tls", "jwt"} & set(_mounts(container(dep)))
+    assert "GATEWAY_ID_HASH_KEY" in e  # pseudonyms do not depend on the auth mode
+
+
+def test_graceful_stop_prestop_drain_and_grace(default: list[dict[str, Any]]) -> None:
+    dep = one(default, "Deployment", "gateway")
+    c = container(dep)
+    assert c["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
+    e = env(c)
+    assert (e["GATEWAY_DRAIN_S"], e["GATEWAY_GRACE_S"]) == ("5", "5")
+    assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > 2 * 5 + 5
+    longer = container(one(objects({"gateway": {"config": {"drainS": 10}}}), "Deployment", "gateway"))
+    assert longer["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "10"]
+
+
+def test_chart_redis_fsyncs_every_write() -> None:
+    args = container(one(objects(), "StatefulSet"))["args"]
+    assert args[args.index("--appendonly") + 1] == "yes"
+    assert args[args.index("--appendfsync") + 1] == "always"

@@ -164,6 +164,14 @@ metadata (reports/tracing.json). Empty otherwise. */}}
 {{- if and .Values.metrics.enabled (eq (int .Values.metrics.port) (int .Values.gateway.port)) -}}
 {{- fail "metrics.port and gateway.port must differ" -}}
 {{- end -}}
+{{- if has (int .Values.gateway.healthPort) (list (int .Values.gateway.port) (int .Values.metrics.port)) -}}
+{{- fail "gateway.healthPort must differ from gateway.port and metrics.port" -}}
+{{- end -}}
+{{- $drain := float64 .Values.gateway.config.drainS -}}
+{{- $needed := addf (mulf 2 $drain) (float64 .Values.gateway.config.graceS) -}}
+{{- if le (float64 .Values.gateway.terminationGracePeriodSeconds) $needed -}}
+{{- fail (printf "gateway.terminationGracePeriodSeconds must exceed the preStop sleep + the drain + the grace (2 x gateway.config.drainS + gateway.config.graceS = %v s), or the kubelet kills calls in flight" $needed) -}}
+{{- end -}}
 {{- if eq .Values.mode "kserve" -}}
 {{- $t := .Values.kserve.transformer -}}
 {{- if has (int .Values.gateway.port) (list (int $t.httpPort) (int $t.grpcPort)) -}}
@@ -230,6 +238,11 @@ metadata (reports/tracing.json). Empty otherwise. */}}
   value: {{ $c.graceS | quote }}
 - name: GATEWAY_LOG_LEVEL
   value: {{ $c.logLevel | quote }}
+- name: GATEWAY_DRAIN_S
+  value: {{ $c.drainS | quote }}
+- name: GATEWAY_HEALTH_LISTEN
+  value: {{ printf "0.0.0.0:%d" (int .Values.gateway.healthPort) | quote }}
+{{- include "intent-platform.authEnv" . }}
 {{- if .Values.otel.enabled }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ .Values.otel.endpoint | quote }}
@@ -263,6 +276,76 @@ metadata (reports/tracing.json). Empty otherwise. */}}
 {{- end }}
 {{- with .Values.gateway.extraEnv }}
 {{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* intent-platform.secretName: an auth/privacy Secret's name, given (`name`) or `<fullname>-<component>`. */}}
+{{- define "intent-platform.secretName" -}}
+{{- default (include "intent-platform.componentName" (dict "root" .root "component" .component)) .name -}}
+{{- end -}}
+
+{{/* intent-platform.authEnv: GATEWAY_AUTH, the TLS and token settings (files of the mounted Secrets) and the id
+hash key (env from its Secret); the local PKI directory is never used with every path set, but is writable. */}}
+{{- define "intent-platform.authEnv" -}}
+{{- $a := .Values.auth }}
+- name: GATEWAY_AUTH
+  value: {{ $a.mode | quote }}
+- name: GATEWAY_PKI_DIR
+  value: /tmp/pki
+{{- if ne $a.mode "none" }}
+- name: GATEWAY_TLS_CERT
+  value: {{ printf "%s/tls.crt" $a.tls.mountPath | quote }}
+- name: GATEWAY_TLS_KEY
+  value: {{ printf "%s/tls.key" $a.tls.mountPath | quote }}
+- name: GATEWAY_TLS_CLIENT_CA
+  value: {{ printf "%s/ca.crt" $a.tls.mountPath | quote }}
+- name: {{ ternary "GATEWAY_JWT_JWKS" "GATEWAY_JWT_PUBLIC_KEY" (hasSuffix ".json" $a.jwt.key) }}
+  value: {{ printf "%s/%s" $a.jwt.mountPath $a.jwt.key | quote }}
+- name: GATEWAY_JWT_ISSUER
+  value: {{ $a.jwt.issuer | quote }}
+- name: GATEWAY_JWT_AUDIENCE
+  value: {{ $a.jwt.audience | quote }}
+- name: GATEWAY_JWT_LEEWAY_S
+  value: {{ $a.jwt.leewayS | quote }}
+{{- end }}
+{{- $h := .Values.privacy.idHashKey }}
+{{- $hashSecret := include "intent-platform.secretName" (dict "root" . "component" "id-hash-key" "name" $h.existingSecret) }}
+- name: GATEWAY_ID_HASH_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $hashSecret }}
+      key: {{ $h.key }}
+{{- with $h.previousKeysKey }}
+- name: GATEWAY_ID_HASH_PREVIOUS_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ $hashSecret }}
+      key: {{ . }}
+{{- end }}
+{{- end -}}
+
+{{/* intent-platform.authVolumes / authVolumeMounts: the TLS and token key Secrets, read-only (none with auth none). */}}
+{{- define "intent-platform.authVolumes" -}}
+{{- if ne .Values.auth.mode "none" }}
+- name: tls
+  secret:
+    secretName: {{ include "intent-platform.secretName" (dict "root" . "component" "tls" "name" .Values.auth.tls.existingSecret) }}
+    defaultMode: 0440
+- name: jwt
+  secret:
+    secretName: {{ include "intent-platform.secretName" (dict "root" . "component" "jwt" "name" .Values.auth.jwt.existingSecret) }}
+    defaultMode: 0440
+{{- end }}
+{{- end -}}
+
+{{- define "intent-platform.authVolumeMounts" -}}
+{{- if ne .Values.auth.mode "none" }}
+- name: tls
+  mountPath: {{ .Values.auth.tls.mountPath }}
+  readOnly: true
+- name: jwt
+  mountPath: {{ .Values.auth.jwt.mountPath }}
+  readOnly: true
 {{- end }}
 {{- end -}}
 
