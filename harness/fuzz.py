@@ -46,6 +46,8 @@ TARGET_FAILURES = ("UNKNOWN", "INTERNAL")
 """Statuses that are never a right answer to any request (the documented error model has no place for them)."""
 MANY = (51, 1_001, 5_001, 20_000)
 """Lengths of the rare huge repeated fields (past max_tiles, max_batch_events, max_events_per_visitor...)."""
+MANY_BAD = 200
+"""Copies of one (maybe hostile) entry: 200 violations must still fit a capped BadRequest in the trailers."""
 HUGE = (129, 2_049, 70_000)
 """Lengths of the long strings (past the id limit, the URL limit, and far past both)."""
 CHUNK = 50
@@ -222,8 +224,10 @@ def field_strategy(f: FieldDescriptor, ctx: FuzzContext, hostile: bool = True, d
         return st.lists(one, min_size=1, max_size=size, unique=f.type == FieldDescriptor.TYPE_STRING)
     short = st.lists(one, max_size=size)
     many = st.tuples(value_strategy(f, ctx, False, depth), st.sampled_from(MANY)).map(lambda t: [t[0]] * t[1])
+    many_bad = st.tuples(one, st.just(MANY_BAD)).map(lambda t: [t[0]] * t[1])  # a violation per entry
     duplicated = one.map(lambda v: [v, v])
-    return st.integers(0, 99).flatmap(lambda r: many if r < 2 else duplicated if r < 7 else short)
+    return st.integers(0, 99).flatmap(
+        lambda r: many if r < 2 else many_bad if r < 4 else duplicated if r < 8 else short)
 
 
 def message_class(descriptor: Descriptor) -> type:
@@ -387,8 +391,11 @@ class FuzzResult:
     raw_cases: int = 0
     by_method_status: dict[str, Counter] = field(default_factory=dict)
     failures: list[dict] = field(default_factory=list)
+    accepted_invalid: int = 0
+    oversized_details: int = 0
     crashed: bool = False
     healthy_after: bool = False
+    degraded_after: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def count(self, kind: str, method: str, status: str) -> None:
@@ -408,8 +415,44 @@ class FuzzResult:
     def to_json(self) -> dict:
         return {"cases": self.cases, "raw_cases": self.raw_cases,
                 "by_method_status": {k: dict(sorted(v.items())) for k, v in sorted(self.by_method_status.items())},
-                "unknown": self.unknown, "internal": self.internal, "crashed": self.crashed,
-                "healthy_after": self.healthy_after, "seconds": round(self.seconds, 1), "failures": self.failures}
+                "unknown": self.unknown, "internal": self.internal, "accepted_invalid": self.accepted_invalid,
+                "oversized_details": self.oversized_details, "crashed": self.crashed,
+                "healthy_after": self.healthy_after, "degraded_after": self.degraded_after,
+                "seconds": round(self.seconds, 1), "failures": self.failures}
+
+
+MUST_REJECT_URLS = frozenset(("http://[", "http://[::1", "https://[zz]/", "\x00/x", "http://\u0000/"))
+"""Hostile URLs no featurizer can parse (the others may be accepted: a query string is dropped at ingest)."""
+
+
+def _bad_id(value: str) -> bool:
+    return len(value) > 128 or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+
+
+def must_reject(request) -> str:
+    """Why a request must not be answered OK (ids with control characters or over 128 characters, a `ts` of the
+    hostile list, a URL no parser reads), or "" when it may be."""
+    for path, value in _strings(request):
+        name = path.rsplit(".", 1)[-1].split("[", 1)[0]
+        if name in ("anonymous_id", "customer_id") and _bad_id(value):
+            return f"{path}: control characters or over 128 characters"
+        if name == "ts" and value in HOSTILE_TS:
+            return f"{path}: out of range or unparseable {value[:40]!r}"
+        if name == "url" and value in MUST_REJECT_URLS:
+            return f"{path}: unparseable URL {value[:40]!r}"
+    return ""
+
+
+def _strings(message, prefix: str = "") -> Iterator[tuple[str, str]]:
+    for f, value in message.ListFields():
+        path = f"{prefix}{f.name}"
+        items = list(enumerate(value)) if _is_repeated(f) else [(None, value)]
+        for i, item in items:
+            where = path if i is None else f"{path}[{i}]"
+            if f.type == FieldDescriptor.TYPE_MESSAGE:
+                yield from _strings(item, f"{where}.")
+            elif f.type == FieldDescriptor.TYPE_STRING:
+                yield where, item
 
 
 class GatewayDied(Exception):
@@ -447,11 +490,18 @@ class _Prober:
             self.result.cases += 1
         else:
             self.result.raw_cases += 1
-        if status in TARGET_FAILURES or status == "DEADLINE_EXCEEDED":
-            key = (kind, method, status, details[:60])
+        failure = status if status in TARGET_FAILURES or status == "DEADLINE_EXCEEDED" else ""
+        if status == "OK" and kind == "typed" and (why := must_reject(request)):
+            self.result.accepted_invalid += 1
+            failure, details = "OK (accepted invalid)", why
+        if status == "RESOURCE_EXHAUSTED" and "metadata" in details.lower():  # the client's 16 KB limit
+            self.result.oversized_details += 1
+            failure = status
+        if failure:
+            key = (kind, method, failure, details[:60])
             if self.kept[key] < self.examples:
                 self.kept[key] += 1
-                self.result.failures.append({"kind": kind, "method": method, "status": status,
+                self.result.failures.append({"kind": kind, "method": method, "status": failure,
                                              "message": details[:300], "input": _describe(request)})
         if self.gateway.process.poll() is not None:
             self.result.crashed = True
@@ -494,6 +544,8 @@ def run_fuzz(gateway: GatewayProcess, ctx: FuzzContext, cases: int, raw_cases: i
         pass
     result.crashed = result.crashed or gateway.process.poll() is not None
     result.healthy_after = not result.crashed and healthy(gateway, ctx)
+    if result.healthy_after:
+        result.degraded_after = degraded_customers(gateway, ctx)
     result.seconds = time.monotonic() - started
     return result
 
@@ -512,6 +564,22 @@ def healthy(gateway: GatewayProcess, ctx: FuzzContext) -> bool:
         return sorted(t.tile_id for t in reply.tiles) == sorted(tiles)
     except grpc.RpcError:
         return False
+
+
+def degraded_customers(gateway: GatewayProcess, ctx: FuzzContext) -> list[str]:
+    """The degraded reasons of the pool's customers' rankings after the run (with a Triton up, one bad event must
+    not leave a customer degraded for good; without one every answer is degraded)."""
+    reasons = []
+    for customer in ctx.ids:
+        try:
+            reply = gateway.stub.RankTiles(pb.RankTilesRequest(customer_id=customer, tile_ids=list(ctx.tiles[:3])),
+                                           timeout=10)
+        except grpc.RpcError as exc:
+            reasons.append(f"{exc.code().name}: {(exc.details() or '')[:100]}")
+            continue
+        if reply.degraded:
+            reasons.append(reply.degraded_reason[:100])
+    return reasons
 
 
 def ranker_tiles(artifacts: Path) -> tuple[str, ...]:

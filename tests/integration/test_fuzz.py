@@ -46,5 +46,19 @@ def test_no_request_is_answered_internal(fuzzed):
     assert fuzzed.internal == 0, _failures(fuzzed, "INTERNAL")
 
 
+def test_no_invalid_value_is_accepted(fuzzed):
+    """Ids with control characters or over 128 characters, times out of range, unparseable URLs."""
+    assert fuzzed.accepted_invalid == 0, _failures(fuzzed, "OK (accepted invalid)")
+
+
+def test_error_details_fit_the_clients_metadata_limit(fuzzed):
+    assert fuzzed.oversized_details == 0, _failures(fuzzed, "RESOURCE_EXHAUSTED")
+
+
 def test_the_gateway_survives_and_is_healthy_afterwards(fuzzed):
     assert not fuzzed.crashed and fuzzed.healthy_after
+
+
+def test_no_customer_is_left_degraded_with_triton_up(fuzzed):
+    """One bad event must not spoil a customer's ranking for good (as `http://[` once did)."""
+    assert fuzzed.degraded_after == []

@@ -18,6 +18,7 @@ from harness.fuzz import (
     FuzzContext,
     crafted_bodies,
     field_paths,
+    must_reject,
     raw_strategy,
     request_strategy,
     set_paths,
@@ -138,3 +139,16 @@ def test_crafted_bodies_are_refused_by_the_decoder_or_decode_to_odd_values():
 def test_split_spreads_the_total(total, parts):
     shares = split(total, parts)
     assert sum(shares) == total and max(shares) - min(shares) <= 1 and len(shares) == parts
+
+
+def test_must_reject_names_the_invalid_field_and_passes_plausible_requests():
+    good = pb.WebEvent(anonymous_id="fz-a1", ts=str(CTX.now_ms), event_type="page_view", url="/loans/auto")
+    assert must_reject(pb.RecordEventsRequest(events=[good])) == ""
+    nul = pb.WebEvent(anonymous_id="fz\x00a1", ts=str(CTX.now_ms), event_type="page_view", url="/")
+    assert must_reject(pb.RecordEventsRequest(events=[good, nul])).startswith("events[1].anonymous_id")
+    late = pb.WebEvent(anonymous_id="fz-a1", ts="253402300800000", event_type="page_view", url="/")
+    assert must_reject(pb.RecordEventsRequest(events=[late])).startswith("events[0].ts")
+    broken = pb.WebEvent(anonymous_id="fz-a1", ts=str(CTX.now_ms), event_type="page_view", url="http://[")
+    assert must_reject(pb.RecordEventsRequest(events=[broken])).startswith("events[0].url")
+    assert must_reject(pb.LinkIdentityRequest(anonymous_id="x" * 129, customer_id="c")).startswith("anonymous_id")
+    assert must_reject(pb.RankTilesRequest(customer_id="fz-c1", tile_ids=["tile_heloc"])) == ""
