@@ -4,7 +4,8 @@ answers degraded without it). Every case of harness.client.AUTH_CASES is one tes
 For every RPC: no credentials -> UNAUTHENTICATED; a valid token without the method's scope -> PERMISSION_DENIED
 naming it; an expired token and one signed by another key -> UNAUTHENTICATED; with the scope -> not an auth error.
 A client without a certificate cannot connect under mtls+jwt; health and reflection answer without a token;
-`auth: none` serves plaintext; a login event in RecordEvents needs identity:link too.
+`auth: none` serves plaintext, `auth: jwt` TLS without client certificates; a login event in RecordEvents needs
+identity:link too.
 """
 
 from __future__ import annotations
@@ -155,6 +156,24 @@ def _auth_none_plaintext(gw: GatewayProcess, tmp_path: Path) -> None:
     assert "AUTH IS OFF" in plain.log_path.read_text()
 
 
+def _auth_jwt_without_client_certificate(gw: GatewayProcess, tmp_path: Path) -> None:
+    """auth jwt (a mesh terminates mTLS in front): TLS without a client certificate, tokens still checked."""
+    tls = GatewayProcess(gw.flags[gw.flags.index("--artifacts") + 1], f"sqlite://{tmp_path / 'jwt.db'}",
+                         f"127.0.0.1:{free_port()}", as_of(gw), manifest=gw.flags[gw.flags.index("--manifest") + 1],
+                         triton_timeout_s=0.3, auth="jwt").start()
+    request = pb.RankTilesRequest(customer_id="C-jwt", tile_ids=["tile_auto_loan"])
+    try:
+        with tls_only(tls, client_certificate=False) as channel:
+            assert error_of(channel, "RankTiles", request).code() == grpc.StatusCode.UNAUTHENTICATED
+            token = LocalPKI(tls.pki_dir).mint_token(["rank:read"])
+            assert [t.tile_id for t in call(channel, "RankTiles", request, bearer(token)).tiles] == ["tile_auto_loan"]
+        with grpc.insecure_channel(tls.address) as plaintext, pytest.raises(grpc.RpcError) as info:
+            health_pb2_grpc.HealthStub(plaintext).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # still TLS
+    finally:
+        tls.stop()
+
+
 def as_of(gw: GatewayProcess) -> int:
     return int(gw.flags[gw.flags.index("--as-of") + 1])
 
@@ -177,6 +196,7 @@ def _login_event_without_identity_link(gw: GatewayProcess, tmp_path: Path) -> No
 
 CONNECTION_TESTS = {"no_client_certificate": _no_client_certificate, "health_without_token": _health_without_token,
                     "reflection_without_token": _reflection_without_token, "auth_none_plaintext": _auth_none_plaintext,
+                    "auth_jwt_without_client_certificate": _auth_jwt_without_client_certificate,
                     "login_event_without_identity_link": _login_event_without_identity_link}
 
 

@@ -275,3 +275,19 @@ def test_processes_starting_at_once_share_one_pki(tmp_path):
 def test_unknown_pki_file_names_are_refused(tmp_path):
     with pytest.raises(ValueError):
         LocalPKI(tmp_path).path("../etc/passwd")
+
+
+# -- the KServe transformer's REST check ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("path", "kind"), [
+    ("/", "open"), ("/metrics", "open"), ("/v2", "open"), ("/v2/health/live", "open"), ("/v2/health/ready", "open"),
+    ("/v2/models/reranker", "open"), ("/v2/models/reranker/ready", "open"), ("/v2/models/reranker/versions/1", "open"),
+    ("/v1/models/reranker", "open"), ("/v2/models/reranker/infer", "infer"), ("/v2/models/reranker/versions/1/infer",
+                                                                              "infer"),
+    ("/v1/models/reranker:predict", "infer"), ("/v2/repository/models/reranker/unload", "refused"),
+    ("/v1/models/reranker:explain", "refused"), ("/v2/models/reranker/infer/../ready", "refused")])
+def test_transformer_rest_paths(path, kind):
+    from gateway import kserve_transformer as kt
+
+    got = "open" if kt._REST_OPEN.fullmatch(path) else "infer" if kt._REST_INFER.fullmatch(path) else "refused"
+    assert got == kind
