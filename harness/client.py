@@ -27,7 +27,8 @@ _RENEW_BEFORE_S = 300.0
 METHOD_CASES = ("no_credentials", "missing_scope", "expired_token", "wrong_signing_key", "granted")
 """What is tried on every RPC of the typed service."""
 CONNECTION_CASES = ("no_client_certificate", "health_without_token", "reflection_without_token", "auth_none_plaintext",
-                    "auth_jwt_without_client_certificate", "login_event_without_identity_link")
+                    "auth_jwt_without_client_certificate", "undecodable_body_without_token",
+                    "login_event_without_identity_link")
 AUTH_CASES: tuple[tuple[str, str], ...] = (
     *((method, case) for method in SCOPES for case in METHOD_CASES),
     *(("*", case) for case in CONNECTION_CASES))

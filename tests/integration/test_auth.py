@@ -174,6 +174,18 @@ def _auth_jwt_without_client_certificate(gw: GatewayProcess, tmp_path: Path) -> 
         tls.stop()
 
 
+def _undecodable_body_without_token(gw: GatewayProcess, tmp_path: Path) -> None:
+    """An unauthenticated caller's body is not even parsed: UNAUTHENTICATED, not a decoding error."""
+    with tls_only(gw) as channel:
+        raw = channel.unary_unary(f"/{SERVICE_NAME}/RecordEvents")
+        with pytest.raises(grpc.RpcError) as info:
+            raw(b"\x6e", timeout=5)
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with gw.new_channel() as channel, pytest.raises(grpc.RpcError) as info:
+        channel.unary_unary(f"/{SERVICE_NAME}/RecordEvents")(b"\x6e", timeout=5)
+    assert info.value.code() not in AUTH_ERRORS  # authorized: the error model's answer (INVALID_ARGUMENT)
+
+
 def as_of(gw: GatewayProcess) -> int:
     return int(gw.flags[gw.flags.index("--as-of") + 1])
 
@@ -196,6 +208,7 @@ def _login_event_without_identity_link(gw: GatewayProcess, tmp_path: Path) -> No
 
 CONNECTION_TESTS = {"no_client_certificate": _no_client_certificate, "health_without_token": _health_without_token,
                     "reflection_without_token": _reflection_without_token, "auth_none_plaintext": _auth_none_plaintext,
+                    "undecodable_body_without_token": _undecodable_body_without_token,
                     "auth_jwt_without_client_certificate": _auth_jwt_without_client_certificate,
                     "login_event_without_identity_link": _login_event_without_identity_link}
 
