@@ -169,6 +169,8 @@ class KeySet:
         if not self.jwks:
             return self._keys[None]
         found = self._keys.get(kid) if isinstance(kid, str) else None
+        if found is None and kid is None and len(self._keys) == 1:  # issuers with one key often send no kid
+            found = next(iter(self._keys.values()))
         if found is None:
             raise _unauthenticated("token signed by an unknown key (kid)")
         return found

@@ -123,6 +123,17 @@ def test_jwks_picks_the_key_by_kid_and_rotation_keeps_both(pki, other, tmp_path)
     assert verify.verify(pki.mint_token(["rank:read"])).scopes == {"rank:read"}
 
 
+def test_a_token_without_kid_verifies_against_a_one_key_jwks_only(pki, other, tmp_path):
+    key = serialization.load_pem_private_key(pki.read("jwt.key"), None)
+    token = jwt.encode({"iss": ISS, "aud": AUD, "exp": time.time() + 60, "scope": "rank:read"}, key, algorithm="ES256")
+    one_key = tmp_path / "one.json"
+    one_key.write_text(json.dumps(pki.jwks()))
+    assert verifier(one_key, jwks=True).verify(token).scopes == {"rank:read"}
+    two_keys = tmp_path / "two.json"
+    two_keys.write_text(json.dumps({"keys": pki.jwks()["keys"] + other.jwks()["keys"]}))
+    assert "kid" in refused(verifier(two_keys, jwks=True), token).message
+
+
 def test_a_key_removed_from_the_jwks_stops_verifying_even_cached_tokens(pki, other, tmp_path):
     jwks = tmp_path / "jwks.json"
     jwks.write_text(json.dumps({"keys": pki.jwks()["keys"] + other.jwks()["keys"]}))
