@@ -8,6 +8,12 @@ burst becomes one batch, keeps those linked to a customer (the only ones RankTil
 their changed sessions in one batched Triton call, into the same per-session-version cache the read path
 uses. A session that changes after that is embedded again on its next write; if the model server is down the
 read path still embeds (or degrades) as before, so this is an optimization that can never lose an answer.
+
+Bounded: at most `max_pending` visitors wait; beyond that new ones are dropped and counted
+(`gateway_embed_dropped_total`), the read path embeds them later. One bad session never spoils the others: a
+batch that fails is retried session by session, so every session that can be embedded is cached. ForgetCustomer
+calls `forget(visitors)`: their pending work is dropped, and whatever an in-flight batch computes for them is
+refused by the store (it refuses cache entries of tombstoned visitors).
 """
 
 from __future__ import annotations
@@ -25,11 +31,11 @@ log = logging.getLogger("gateway")
 
 class WriteBehindEmbedder:
     def __init__(self, store: SessionStore, embed: Callable[[Sequence[Session]], Awaitable[str]],
-                 since_ms: Callable[[], int], max_sessions: int, delay_s: float) -> None:
+                 since_ms: Callable[[], int], max_sessions: int, delay_s: float, max_pending: int = 10_000) -> None:
         """`embed(sessions)` caches their embeddings and returns "" or why it could not; `since_ms()` is the
-        start of the lookback window."""
+        start of the lookback window. Visitors are pseudonyms, as the store holds them."""
         self.store, self.embed, self.since_ms = store, embed, since_ms
-        self.max_sessions, self.delay_s = max_sessions, delay_s
+        self.max_sessions, self.delay_s, self.max_pending = max_sessions, delay_s, max_pending
         self.pending: set[str] = set()
         self.busy = 0
         self.wake = asyncio.Event()
@@ -46,9 +52,24 @@ class WriteBehindEmbedder:
             self.task = None
 
     def submit(self, anonymous_ids: Iterable[str]) -> None:
-        self.pending.update(anonymous_ids)
+        dropped = 0
+        for anon in anonymous_ids:
+            if anon in self.pending:
+                continue
+            if len(self.pending) >= self.max_pending:
+                dropped += 1
+            else:
+                self.pending.add(anon)
+        if dropped:
+            METRICS.embed_dropped.inc(dropped)
         self._report()
         self.wake.set()
+
+    def forget(self, anonymous_ids: Iterable[str]) -> None:
+        """Drop the pending work of forgotten visitors (an in-flight batch's results for them are refused by
+        the store's tombstone check)."""
+        self.pending.difference_update(anonymous_ids)
+        self._report()
 
     def _report(self) -> None:
         METRICS.embed_pending.set(len(self.pending) + self.busy)
@@ -77,8 +98,27 @@ class WriteBehindEmbedder:
         sessions: list[Session] = []
         for anon in sorted(linked):
             sessions += sessionize(await self.store.events(anon, since))[-self.max_sessions:]
-        if sessions:
-            reason = await self.embed(sessions)
-            if reason:
-                log.warning("write-behind embedding skipped %d sessions: %s", len(sessions), reason)
+        if sessions and await self._embed(sessions) and len(sessions) > 1:
+            await self._embed_singly(sessions)
         return len(sessions)
+
+    async def _embed(self, sessions: Sequence[Session]) -> str:
+        """"" when embedded and cached, else why not (a raising `embed` counts as a failure)."""
+        try:
+            reason = await self.embed(sessions)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            reason = f"embedding failed: {type(exc).__name__}"
+        if reason:
+            log.warning("write-behind embedding skipped %d sessions: %s", len(sessions), reason)
+        return reason
+
+    async def _embed_singly(self, sessions: Sequence[Session], give_up_after: int = 3) -> None:
+        """A failed batch, one session at a time: a bad session fails alone. Stops after `give_up_after`
+        failures in a row (then the model server itself is down, and the read path will degrade or embed)."""
+        failures = 0
+        for session in sessions:
+            failures = failures + 1 if await self._embed([session]) else 0
+            if failures >= give_up_after:
+                return

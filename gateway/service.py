@@ -12,13 +12,23 @@ that cache before the app asks.
 
 Every answer comes from one model snapshot (gateway/snapshot.py: featurizer, ranker, labels, manifest, Triton
 version), read once at the request's start, and reports its `model_version`. Cache keys are
-`<manifest hash>:<session id>:<event count>` and entries carry a header (gateway/store/base.py): an entry of
-another model set is a miss, never a wrong answer.
+`<manifest hash>:<session id>:<event count>`, filed under the session's visitor, and entries carry a header
+(gateway/store/base.py): an entry of another model set is a miss, never a wrong answer.
+
+Privacy by construction (gateway/privacy.py): every customer and visitor id is replaced by its keyed pseudonym
+here, before the store sees it, so the store, its session ids and its cache keys hold pseudonyms only; reads
+and ForgetCustomer look under the pseudonyms of every configured key. ForgetCustomer deletes, tombstones and
+drops the write-behind work of the customer's visitors. No log line, span attribute or error message carries
+an id: they say counts and reasons.
+
+A store that fails (StoreUnavailable) degrades RankTiles to the baseline order ("session store unavailable");
+a failing cache read is a miss and a failing cache write is ignored; writes raise it (UNAVAILABLE, retried).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -28,16 +38,22 @@ from typing import TypeVar
 
 import grpc
 import numpy as np
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
+from gateway import auth, rpc
 from gateway.api import pb, pb_grpc
 from gateway.config import GatewayConfig
 from gateway.embedder import WriteBehindEmbedder
 from gateway.errors import GatewayError, invalid_argument, not_found
+from gateway.privacy import Pseudonymizer
+from gateway.retention import RetentionTask
 from gateway.snapshot import ModelSnapshot
-from gateway.store import SessionStore, pack_cache_entry, unpack_cache_entry
+from gateway.store import Forgotten, SessionStore, StoreUnavailable, pack_cache_entry, unpack_cache_entry
 from gateway.telemetry import METRICS, child_span
 from gateway.triton_client import SessionIntents, TritonIntentClient, VersionGone
-from gateway.validation import check_id, require_ids, to_events
+from gateway.validation import EventLimits, check_rank_request, require_ids, to_events
 from training.core.contract import Event, parse_ts
 from training.core.ranker import RECENCY_FEATURES, Ranker
 from training.core.sessionize import Session, sessionize
@@ -49,6 +65,10 @@ SESSION_READ_PAD_MS = DAY_MS
 """Events are read this much before the lookback so that a session which started before the window but
 ended inside it is whole, as the evaluation sees it (a session cut by 30-minute gaps spanning more than a
 day, or an explicit session_id reused over days, would be cut short)."""
+STORE_DOWN = "session store unavailable"
+"""degraded_reason of a RankTiles answered without the store."""
+DEADLINE_MARGIN_S = 0.02
+"""Left of the caller's deadline after the model call: time to rank and answer."""
 
 
 def select_sessions(events: Iterable[Event], now_ms: int, lookback_ms: int, max_sessions: int) -> list[Session]:
@@ -62,6 +82,24 @@ def select_sessions(events: Iterable[Event], now_ms: int, lookback_ms: int, max_
 
 def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """RecordEvents' outcome: stored, links made, evicted by the per-visitor cap, refused as forgotten."""
+    accepted: int
+    links: int
+    evicted: int = 0
+    refused: int = 0
+
+
+def failed_precondition(subject: str, what: str) -> GatewayError:
+    """FAILED_PRECONDITION naming the kind of subject, never its id."""
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.PreconditionFailure(violations=[
+        error_details_pb2.PreconditionFailure.Violation(type="FORGOTTEN", subject=subject, description=what)]))
+    return GatewayError(rpc_status.to_status(status_pb2.Status(
+        code=code_pb2.FAILED_PRECONDITION, message=f"{subject}: {what}", details=[detail])))
 
 
 @dataclass(frozen=True)
@@ -86,8 +124,13 @@ class Gateway:
 
     def __init__(self, cfg: GatewayConfig, store: SessionStore, intents: TritonIntentClient,
                  ranker: Ranker | None = None, snapshot: ModelSnapshot | None = None,
-                 refresh: Callable[[ModelSnapshot], Awaitable[ModelSnapshot | None]] | None = None) -> None:
+                 refresh: Callable[[ModelSnapshot], Awaitable[ModelSnapshot | None]] | None = None,
+                 pseudonyms: Pseudonymizer | None = None) -> None:
+        """`pseudonyms` (default: from cfg's id_hash_key, else the generated local key) maps every id before
+        the store sees it."""
         self.cfg, self.store, self.intents = cfg, store, intents
+        self.ids = pseudonyms or Pseudonymizer.from_config(cfg)
+        self.event_limits = EventLimits.from_config(cfg)
         if snapshot is None:
             if ranker is None:
                 raise ValueError("Gateway needs a ranker or a snapshot")
@@ -99,14 +142,17 @@ class Gateway:
         self.embedder: WriteBehindEmbedder | None = None
         if cfg.embed_on_write and cfg.cache_embeddings:
             self.embedder = WriteBehindEmbedder(store, self._embed_on_write, lambda: self.read_since_ms(),
-                                                cfg.max_sessions, cfg.embed_delay_ms / 1000)
+                                                cfg.max_sessions, cfg.embed_delay_ms / 1000, cfg.max_pending_writes)
+        self.retention = RetentionTask(store, cfg.retention_interval_s, self.now_ms)
 
     async def start(self) -> None:
-        """Start the background work: write-behind embedding."""
+        """Start the background work: write-behind embedding and retention (every retention_interval_s)."""
         if self.embedder is not None:
             self.embedder.start()
+        self.retention.start()
 
     async def stop(self) -> None:
+        await self.retention.stop()
         if self.embedder is not None:
             await self.embedder.stop()
 
@@ -133,16 +179,63 @@ class Gateway:
 
     # -- writes
 
-    async def record(self, messages: Sequence[pb.WebEvent]) -> tuple[int, int]:
-        events = to_events(messages, self.cfg.max_batch_events)
-        accepted = await self.store.append(events)
+    def _pseudonymous(self, event: Event) -> Event:
+        """The event as the store keeps it: its visitor and customer ids replaced by their pseudonyms."""
+        customer = self.ids.customer(event.customer_id) if event.customer_id else None
+        return event.model_copy(update={"anonymous_id": self.ids.visitor(event.anonymous_id),
+                                        "customer_id": customer})
+
+    async def record(self, messages: Sequence[pb.WebEvent]) -> Recorded:
+        """Store a batch (all or nothing); its login events link their visitor (needs the identity:link scope).
+        Events of forgotten visitors or customers are refused and counted."""
+        events = to_events(messages, self.cfg.max_batch_events, now_ms=self.now_ms(), limits=self.event_limits)
+        logins = [i for i, e in enumerate(events) if e.customer_id and e.event_type == "login"]
+        if logins:
+            auth.require_scope("identity:link", f"events[{logins[0]}].customer_id")
+        stored = [self._pseudonymous(e) for e in events]
+        result = await self.store.append(stored, self.now_ms())
         links = 0
-        for e in events:
-            if e.customer_id and e.event_type == "login":
+        for i in logins:
+            e = stored[i]
+            with contextlib.suppress(Forgotten):  # its event was refused (and counted) by the append
                 links += (await self.store.link(e.anonymous_id, e.customer_id, "login", e.ts))[1]
-        if accepted or links:
-            self.touched(e.anonymous_id for e in events)
-        return accepted, links
+        if result.accepted or links:
+            self.touched(e.anonymous_id for e in stored)
+        return Recorded(result.accepted, links, result.evicted, result.refused)
+
+    async def link(self, anonymous_id: str, customer_id: str) -> tuple[pb.IdentityLink, bool]:
+        """LinkIdentity: the link under the current key's pseudonyms; FAILED_PRECONDITION (without the ids)
+        for a customer or visitor forgotten within forget_tombstone_days."""
+        anon = self.ids.visitor(anonymous_id)
+        try:
+            link, created = await self.store.link(anon, self.ids.customer(customer_id), "api", self.now_ms())
+        except Forgotten:
+            raise failed_precondition("customer", "forgotten recently (ForgetCustomer): links are refused for "
+                                      f"{self.cfg.forget_tombstone_days:g} days") from None
+        if created:
+            self.touched([anon])
+        return pb.IdentityLink(anonymous_id=anonymous_id, customer_id=customer_id, linked_at=iso(link.linked_at_ms),
+                               source=pb.LINK_SOURCE_LOGIN if link.source == "login" else pb.LINK_SOURCE_API), created
+
+    async def unlink(self, anonymous_id: str, customer_id: str) -> bool:
+        """UnlinkIdentity under every key's pseudonyms."""
+        removed = False
+        for anon in self.ids.visitor_all(anonymous_id):
+            for customer in self.ids.customer_all(customer_id):
+                removed = await self.store.unlink(anon, customer) or removed
+        return removed
+
+    async def forget(self, customer_id: str) -> tuple[int, int]:
+        """ForgetCustomer: everything about the customer under every key (links, their visitors' events and
+        cached embeddings, events carrying the customer), their pending write-behind work, and a tombstone;
+        (links deleted, events deleted)."""
+        forgot = await self.store.forget_customer(self.ids.customer_all(customer_id), self.now_ms())
+        if self.embedder is not None:
+            self.embedder.forget(forgot.visitors)
+        METRICS.forgotten.inc()
+        log.info("forgot a customer: %d links, %d events, %d visitors tombstoned", forgot.links, forgot.events,
+                 len(forgot.visitors))  # never an id in the log
+        return forgot.links, forgot.events
 
     def touched(self, anonymous_ids: Iterable[str]) -> None:
         """Visitors whose events or links changed: their sessions may need embedding."""
@@ -156,11 +249,22 @@ class Gateway:
     # -- reads
 
     async def sessions_of(self, anonymous_ids: Sequence[str], since_ms: int) -> list[Session]:
+        """The recent sessions of visitors given by their pseudonyms."""
         events: list[Event] = []
         for anon in anonymous_ids:
             events += await self.store.events(anon, since_ms)
         sessions = sorted(sessionize(events), key=lambda s: s.start_ms)
         return sessions[-self.cfg.max_sessions:]
+
+    async def visitor_sessions(self, anonymous_id: str) -> list[Session]:
+        """A visitor's sessions (by its id) under every key's pseudonym."""
+        return await self.sessions_of(self.ids.visitor_all(anonymous_id), 0)
+
+    async def is_linked(self, customer_id: str) -> bool:
+        for customer in self.ids.customer_all(customer_id):
+            if await self.store.links(customer):
+                return True
+        return False
 
     async def intents_for(self, sessions: Sequence[Session], timeout_s: float | None = None, path: str = "read",
                           snapshot: ModelSnapshot | None = None
@@ -209,7 +313,8 @@ class Gateway:
         emb, probs = np.zeros((len(sessions), dim), np.float32), np.zeros((len(sessions), k), np.float32)
         missing = []
         for i, key in enumerate(keys):
-            entry = unpack_cache_entry(await self.store.cache_get(key), snap.cache_tag, dim, k) if use_cache else None
+            entry = unpack_cache_entry(await self._cache_get(sessions[i].anonymous_id, key), snap.cache_tag, dim,
+                                       k) if use_cache else None
             if entry is None:
                 missing.append(i)  # absent, or written by another model set or layout: a miss
             else:
@@ -218,6 +323,7 @@ class Gateway:
             if snap.unserved:
                 return None, snap.unserved
             METRICS.embedded.labels(path).inc(len(missing))
+            timeout_s = self._budget(timeout_s) if path == "read" else timeout_s
             try:
                 fresh = await asyncio.wait_for(
                     self.intents.infer([sessions[i].events for i in missing], timeout_s, snap), timeout_s)
@@ -226,7 +332,7 @@ class Gateway:
             except TimeoutError:
                 return None, f"model server slower than {timeout_s * 1000:.0f} ms"
             except Exception as exc:  # any model-server failure degrades, never fails the caller
-                log.warning("triton call failed: %s", exc)
+                log.warning("triton call failed: %s", type(exc).__name__)  # its message may quote a request
                 return None, f"model server unavailable: {type(exc).__name__}"
             if fresh.embeddings.shape[1] != dim or fresh.probabilities.shape[1] != k:
                 log.warning("Triton answered %s embeddings and %s probabilities, the manifest says %d and %d",
@@ -235,8 +341,29 @@ class Gateway:
             for j, i in enumerate(missing):
                 emb[i], probs[i] = fresh.embeddings[j], fresh.probabilities[j]
                 if use_cache:
-                    await self.store.cache_put(keys[i], pack_cache_entry(snap.cache_tag, emb[i], probs[i]))
+                    await self._cache_put(sessions[i].anonymous_id, keys[i],
+                                          pack_cache_entry(snap.cache_tag, emb[i], probs[i]))
         return SessionIntents(emb, probs), ""
+
+    def _budget(self, timeout_s: float) -> float:
+        """The model call's budget: timeout_s, or less when the caller's deadline is nearer."""
+        left = rpc.remaining_s()
+        return timeout_s if left is None else max(0.001, min(timeout_s, left - DEADLINE_MARGIN_S))
+
+    async def _cache_get(self, visitor: str, key: str) -> bytes | None:
+        """A cache entry, or None: a store that cannot answer is a miss."""
+        try:
+            return await self.store.cache_get(visitor, key)
+        except StoreUnavailable:
+            METRICS.store_unavailable.labels("cache_get").inc()
+            return None
+
+    async def _cache_put(self, visitor: str, key: str, value: bytes) -> None:
+        """Cache an entry; a store that cannot take it is ignored (the entry is only an optimization)."""
+        try:
+            await self.store.cache_put(visitor, key, value)
+        except StoreUnavailable:
+            METRICS.store_unavailable.labels("cache_put").inc()
 
     def top_intents(self, probs: np.ndarray, n: int = 3, labels: Sequence[str] | None = None
                     ) -> list[tuple[str, float]]:
@@ -245,10 +372,13 @@ class Gateway:
 
     async def customer_sessions(self, customer_id: str, now_ms: int | None = None,
                                 snapshot: ModelSnapshot | None = None) -> list[Session]:
-        """The customer's linked sessions the ranker pools at `now_ms` (default: now), see `select_sessions`."""
+        """The customer's linked sessions the ranker pools at `now_ms` (default: now), see `select_sessions`,
+        under every key's pseudonym of the customer id."""
         snapshot = snapshot or self.snapshot
         now = self.now_ms() if now_ms is None else now_ms
-        events = await self.store.customer_events(customer_id, self.read_since_ms(now, snapshot))
+        events: list[Event] = []
+        for customer in self.ids.customer_all(customer_id):
+            events += await self.store.customer_events(customer, self.read_since_ms(now, snapshot))
         return select_sessions(events, now, snapshot.lookback_ms, self.cfg.max_sessions)
 
     async def rank(self, request: pb.RankTilesRequest) -> Ranking:
@@ -264,7 +394,11 @@ class Gateway:
         self._check_rank_request(request, snap)
         now = self.now_ms()
         with child_span("store.lookup") as span:
-            sessions = await self.customer_sessions(request.customer_id, now, snap)
+            try:
+                sessions = await self.customer_sessions(request.customer_id, now, snap)
+            except StoreUnavailable:
+                METRICS.store_unavailable.labels("lookup").inc()
+                sessions, degraded = [], STORE_DOWN
             span.set_attribute("sessions", len(sessions))
         if degraded:
             intents, reason = None, degraded
@@ -321,26 +455,13 @@ class Gateway:
                            len(sessions) if has_session else 0, intents is None, reason, snap.model_version)
 
     def _check_rank_request(self, request: pb.RankTilesRequest, snapshot: ModelSnapshot | None = None) -> None:
-        violations: list[tuple[str, str]] = []
-        check_id(request.customer_id, "customer_id", violations)
-        if not request.tile_ids:
-            violations.append(("tile_ids", "at least one candidate tile is required"))
-        if len(request.tile_ids) > self.cfg.max_tiles:
-            violations.append(("tile_ids", f"at most {self.cfg.max_tiles} tiles, got {len(request.tile_ids)}"))
-        known, seen = set((snapshot or self.snapshot).ranker.spec.tiles), set()
-        for i, tile in enumerate(request.tile_ids):
-            if tile not in known:
-                violations.append((f"tile_ids[{i}]", f"unknown tile {tile!r}"))
-            elif tile in seen:
-                violations.append((f"tile_ids[{i}]", f"duplicate tile {tile!r}"))
-            seen.add(tile)
-        if request.context.tenure_months < 0:
-            violations.append(("context.tenure_months", "must be >= 0"))
-        if violations:
-            raise invalid_argument(violations)
+        check_rank_request(request, (snapshot or self.snapshot).ranker.spec.tiles, self.cfg)
 
 
 class GatewayServicer(pb_grpc.IntentGatewayServiceServicer):
+    """The typed gRPC face: validates, calls `Gateway`, converts back. GatewayError becomes its status here;
+    anything else (StoreUnavailable included) is gateway/rpc.py's to map."""
+
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
 
@@ -351,38 +472,36 @@ class GatewayServicer(pb_grpc.IntentGatewayServiceServicer):
             await context.abort_with_status(exc.status)
 
     async def RecordEvents(self, request, context):
-        accepted, links = await self._guard(context, self.gw.record(request.events))
-        return pb.RecordEventsResponse(accepted=accepted, links_created=links)
+        r = await self._guard(context, self.gw.record(request.events))
+        return pb.RecordEventsResponse(accepted=r.accepted, links_created=r.links, evicted=r.evicted,
+                                       refused_forgotten=r.refused)
 
     async def LinkIdentity(self, request, context):
         async def do():
             require_ids(anonymous_id=request.anonymous_id, customer_id=request.customer_id)
-            return await self.gw.store.link(request.anonymous_id, request.customer_id, "api", self.gw.now_ms())
+            return await self.gw.link(request.anonymous_id, request.customer_id)
         link, created = await self._guard(context, do())
-        if created:
-            self.gw.touched([request.anonymous_id])
-        return pb.LinkIdentityResponse(created=created, link=pb.IdentityLink(
-            anonymous_id=link.anonymous_id, customer_id=link.customer_id, linked_at=iso(link.linked_at_ms),
-            source=pb.LINK_SOURCE_LOGIN if link.source == "login" else pb.LINK_SOURCE_API))
+        return pb.LinkIdentityResponse(created=created, link=link)
 
     async def UnlinkIdentity(self, request, context):
         async def do():
             require_ids(anonymous_id=request.anonymous_id, customer_id=request.customer_id)
-            return await self.gw.store.unlink(request.anonymous_id, request.customer_id)
+            return await self.gw.unlink(request.anonymous_id, request.customer_id)
         return pb.UnlinkIdentityResponse(removed=await self._guard(context, do()))
 
     async def ForgetCustomer(self, request, context):
         async def do():
             require_ids(customer_id=request.customer_id)
-            return await self.gw.store.forget_customer(request.customer_id)
+            return await self.gw.forget(request.customer_id)
         links, events = await self._guard(context, do())
-        log.info("forgot a customer: %d links, %d events", links, events)  # never an id in the log
         return pb.ForgetCustomerResponse(links_deleted=links, events_deleted=events)
 
     async def GetSessions(self, request, context):
         return await self._guard(context, self._get_sessions(request))
 
     async def _get_sessions(self, request: pb.GetSessionsRequest) -> pb.GetSessionsResponse:
+        """By customer: the linked visitors' sessions, each visitor named by its pseudonym (the store knows no
+        other name); by visitor: its sessions under the caller's own id."""
         subject = request.WhichOneof("subject")
         if subject is None:
             raise invalid_argument([("subject", "set anonymous_id or customer_id")])
@@ -392,11 +511,11 @@ class GatewayServicer(pb_grpc.IntentGatewayServiceServicer):
         require_ids(**{subject: value})
         snap = self.gw.snapshot  # one model set for the whole answer
         if subject == "customer_id":
-            if not await self.gw.store.links(value):
+            if not await self.gw.is_linked(value):
                 raise not_found("customer", "no linked web visitor")
             sessions = await self.gw.customer_sessions(value, snapshot=snap)
         else:
-            sessions = await self.gw.sessions_of([value], 0)
+            sessions = await self.gw.visitor_sessions(value)
             if not sessions:
                 raise not_found("visitor", "no recorded events")
         sessions = sessions[-(request.max_sessions or self.gw.cfg.max_sessions):]
@@ -405,7 +524,10 @@ class GatewayServicer(pb_grpc.IntentGatewayServiceServicer):
             METRICS.degraded.labels("GetSessions").inc()
         out = pb.GetSessionsResponse(degraded=intents is None, model_version=snap.model_version)
         for i, s in enumerate(sessions):
-            msg = out.sessions.add(session_id=s.session_id, anonymous_id=s.anonymous_id, start=iso(s.start_ms),
+            anon, session_id = s.anonymous_id, s.session_id
+            if subject == "anonymous_id":  # echo the caller's id, not its pseudonym
+                anon, session_id = value, session_id.replace(s.anonymous_id, value, 1)
+            msg = out.sessions.add(session_id=session_id, anonymous_id=anon, start=iso(s.start_ms),
                                    end=iso(s.events[-1].ts), n_events=len(s.events))
             if intents is not None:
                 msg.intents.extend(pb.IntentScore(label=lb, probability=p)

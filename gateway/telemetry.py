@@ -19,8 +19,12 @@ give the gateway `--triton-trace-url http://HOST:8000`: sampled requests go ther
 Metrics (`OTEL_METRICS_EXPORTER=prometheus`; host and port from `OTEL_EXPORTER_PROMETHEUS_HOST`/`_PORT`,
 default 0.0.0.0:9464): `gateway_requests_total{method,code}`, `gateway_request_duration_seconds{method}`,
 `gateway_degraded_answers_total{method}`, `gateway_sessions_embedded_total{path}` (read: a cache miss on the
-request path; write: embedded in the background) and `gateway_embed_pending`, served with `prometheus_client`
-on their own registry.
+request path; write: embedded in the background), `gateway_embed_pending`, `gateway_embed_dropped_total`,
+`gateway_store_unavailable_total{operation}`, `gateway_pruned_total{kind}` and `gateway_forgotten_total`, served
+with `prometheus_client` on their own registry.
+
+No span attribute or log line here carries a request's ids or payload: spans hold the method, counts, the
+status code and the peer's address; the gateway's own exceptions carry no ids (gateway/privacy.py).
 """
 
 from __future__ import annotations
@@ -61,6 +65,14 @@ class Metrics:
                                 ["path"], registry=self.registry)
         self.embed_pending = Gauge("gateway_embed_pending", "visitors waiting for write-behind embedding",
                                    registry=self.registry)
+        self.embed_dropped = Counter("gateway_embed_dropped", "visitors not queued for write-behind embedding "
+                                     "because max_pending_writes were already waiting", registry=self.registry)
+        self.store_unavailable = Counter("gateway_store_unavailable", "store calls that failed (unreachable, "
+                                         "timeout, locked), by operation", ["operation"], registry=self.registry)
+        self.pruned = Counter("gateway_pruned", "records deleted by retention, by kind (events, links, cache, "
+                              "tombstones)", ["kind"], registry=self.registry)
+        self.forgotten = Counter("gateway_forgotten", "ForgetCustomer calls that deleted or tombstoned a "
+                                 "customer", registry=self.registry)
 
     def serve(self, host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=self.registry)

@@ -4,11 +4,18 @@
   survives a crash or restart of the gateway; its embedding cache is in memory.
 - `RedisStore`: for deployments with several gateway replicas sharing one store.
 
+Every id a store holds is a pseudonym (gateway/privacy.py); ForgetCustomer leaves a tombstone that refuses
+late events and links; `prune` is retention (gateway/retention.py).
+
 Both pass tests/integration/test_store_conformance.py.
 """
 
 from gateway.store.base import (
+    Appended,
+    Forgot,
+    Forgotten,
     Link,
+    Pruned,
     SessionStore,
     StoreLimits,
     StoreUnavailable,
@@ -17,5 +24,5 @@ from gateway.store.base import (
     unpack_cache_entry,
 )
 
-__all__ = ["Link", "SessionStore", "StoreLimits", "StoreUnavailable", "open_store", "pack_cache_entry",
-           "unpack_cache_entry"]
+__all__ = ["Appended", "Forgot", "Forgotten", "Link", "Pruned", "SessionStore", "StoreLimits", "StoreUnavailable",
+           "open_store", "pack_cache_entry", "unpack_cache_entry"]
