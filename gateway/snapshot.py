@@ -212,8 +212,11 @@ class ModelReloader:
     async def _run(self) -> None:
         poll = self.cfg.reload_poll_s
         while True:
+            # asyncio.timeout, not wait_for: 3.11's wait_for swallows a cancel that lands as the event is set
+            # (a stop right after a request), and this loop would then never end
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), poll if poll > 0 else None)
+                async with asyncio.timeout(poll if poll > 0 else None):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.refresh()

@@ -35,6 +35,10 @@ class ModelMismatch(ValueError):
     """Triton serves a model the gateway must not use with its artifacts (the message says what to do)."""
 
 
+class ModelNotReady(RuntimeError):
+    """Triton answers, but the ensemble is not loaded and ready."""
+
+
 class VersionGone(RuntimeError):
     """Triton no longer serves the ensemble version a call was pinned to: a newer version replaced it."""
 
@@ -88,18 +92,37 @@ def is_version_gone(exc: BaseException) -> bool:
     return "unknown model" in text or "is not at ready state" in text
 
 
+MAX_RECONNECT_BACKOFF_MS = 1000
+"""The gRPC channel to Triton retries connecting at most this far apart (gRPC's default grows to 120 s, so
+after a long outage the channel only tried again up to two minutes after Triton was back)."""
+CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", 2**31 - 1), ("grpc.max_receive_message_length", 2**31 - 1),
+    ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS)]
+"""tritonclient's own channel settings (unbounded messages, its keepalive defaults: none) plus the reconnect
+backoff cap."""
+
+
 class _Transport:
-    """One tritonclient (gRPC or HTTP, by the url's scheme) and its module, for building requests."""
+    """One tritonclient (gRPC or HTTP, by the url's scheme) and its module, for building requests. Nothing is
+    connected here: the gRPC channel connects on the first call and reconnects on its own (CHANNEL_ARGS)."""
 
     def __init__(self, url: str) -> None:
         self.http = url.startswith("http://")
         # imported here: tritonclient.grpc's protos clash with kserve's (both declare package `inference`)
         if self.http:
             import tritonclient.http.aio as api
+            self.client = api.InferenceServerClient(url.removeprefix("http://"))
         else:
             import tritonclient.grpc.aio as api
+            self.client = api.InferenceServerClient(url, channel_args=CHANNEL_ARGS)
         self.api = api
-        self.client = api.InferenceServerClient(url.removeprefix("http://"))
+
+    async def ready(self, model: str, timeout_s: float) -> bool:
+        """Whether Triton says `model` is ready to infer."""
+        if self.http:
+            return await asyncio.wait_for(self.client.is_model_ready(model), timeout_s)
+        return await self.client.is_model_ready(model, client_timeout=timeout_s)
 
     async def config(self, model: str, timeout_s: float) -> dict:
         if self.http:
@@ -154,6 +177,15 @@ class TritonIntentClient:
         self.labels: tuple[str, ...] = ()
         self.version = ""
         self.max_batch = 64
+
+    async def ready(self, timeout_s: float = 1.0) -> None:
+        """Raise unless Triton answers that the ensemble is ready (the health probe's check). A transport
+        without `ready` is asked for the ensemble's config instead."""
+        probe = getattr(self.transport, "ready", None)
+        if probe is None:
+            await self.transport.config(self.model, timeout_s)
+        elif not await probe(self.model, timeout_s):
+            raise ModelNotReady(f"Triton does not have {self.model} ready")
 
     async def served(self, timeout_s: float = 5.0) -> ServedModel:
         """What Triton serves now under the ensemble's name (its config)."""

@@ -19,6 +19,7 @@ import pytest
 from gateway.api import pb
 from gateway.app import ServingApp
 from gateway.config import GatewayConfig
+from gateway.health import DependencyProbe
 from gateway.snapshot import RELOADS
 from gateway.triton_client import ModelMismatch
 from training.core.contract import Event
@@ -37,11 +38,14 @@ class StandInTriton:
     def __init__(self) -> None:
         self.manifest: Manifest | None = None
         self.calls: list[str] = []
+        self.down = False
 
     def serve(self, manifest: Manifest) -> None:
         self.manifest = manifest
 
     async def config(self, model, timeout_s):
+        if self.down:
+            raise ConnectionRefusedError("triton is down")
         m = self.manifest
         return {"max_batch_size": 8, "parameters": {k: {"string_value": v} for k, v in {
             "labels": ",".join(m.labels), "featurizer_version": "x", "manifest_hash": m.manifest_hash,
@@ -49,6 +53,8 @@ class StandInTriton:
 
     async def infer(self, model, categorical, continuous, timeout_s, headers, version=""):
         self.calls.append(version)
+        if self.down:
+            raise ConnectionRefusedError("triton is down")
         if version != str(self.manifest.repository_version):
             raise RuntimeError(f"[StatusCode.UNAVAILABLE] Request for unknown model: '{model}' version {version} "
                                "is not at ready state")
@@ -91,15 +97,19 @@ def world(tmp_path):
     v1 = write_set(tmp_path, 1, bias=-1.0)
     triton.serve(v1)
     cfg = GatewayConfig(artifacts=str(tmp_path), manifest=str(tmp_path / "manifest.json"), store="sqlite://:memory:",
-                        embed_on_write=False, reload_poll_s=0, as_of=str(T0 + 3_600_000))
+                        embed_on_write=False, reload_poll_s=0, as_of=str(T0 + 3_600_000),
+                        pki_dir=str(tmp_path / "pki"))
     return SimpleNamespace(root=tmp_path, triton=triton, v1=v1, cfg=cfg)
 
 
 async def linked(app: ServingApp) -> pb.RankTilesRequest:
-    events = [Event(anonymous_id="A1", ts=T0 + i * 60_000, event_type="page_view", url="/checking")
+    """Visitor A1's events and its link to C1, stored as the gateway stores them (under pseudonyms)."""
+    ids = app.gateway.ids
+    visitor, customer = ids.visitor("A1"), ids.customer("C1")
+    events = [Event(anonymous_id=visitor, ts=T0 + i * 60_000, event_type="page_view", url="/checking")
               for i in range(4)]
-    await app.store.append(events)
-    await app.store.link("A1", "C1", "api", T0)
+    await app.store.append(events, now_ms=T0 + 3_600_000)
+    await app.store.link(visitor, customer, "api", T0)
     return pb.RankTilesRequest(customer_id="C1", tile_ids=["t1", "t2"], context=pb.CustomerContext(segment="mass"))
 
 
@@ -198,9 +208,9 @@ def test_cache_entries_of_another_set_or_a_bad_header_are_misses(world):
         await app.gateway.rank(request)
         await app.gateway.rank(request)
         assert world.triton.calls == ["1"]  # the second answer came from the cache
-        key = next(iter(app.store._cache))
+        visitor, key = next(iter(app.store._cache))
         assert key.startswith(world.v1.manifest_hash + ":")
-        await app.store.cache_put(key, b"\x00" * 41)  # same key, a header that is not ours
+        await app.store.cache_put(visitor, key, b"\x00" * 41)  # same key, a header that is not ours
         again = await app.gateway.rank(request)
         assert world.triton.calls == ["1", "1"] and not again.degraded
         v2 = write_set(world.root, 2, bias=1.0)
@@ -232,3 +242,53 @@ def test_the_poll_and_a_reload_request_find_a_new_set_on_their_own(world):
 
     asyncio.run(scenario(0.05, nudge=False))
     asyncio.run(scenario(0, nudge=True))  # no poll: only the request
+
+
+def test_a_gateway_started_before_triton_uses_it_once_it_answers_without_any_poll(world):
+    """The reloader does not poll (reload_poll_s 0): only the Triton probe noticing it can make answers whole."""
+
+    async def scenario():
+        world.triton.down = True
+        app = ServingApp(world.cfg, transport=lambda url: world.triton)
+        await app.start()
+        request = await linked(app)
+        before = await app.gateway.rank(request)
+        assert before.degraded and before.model_version == world.v1.model_version
+        assert app.triton_probe.up is False
+        world.triton.down = False
+        deadline = asyncio.get_running_loop().time() + 5
+        while app.snapshot.unserved and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        after = await app.gateway.rank(request)
+        assert not after.degraded and after.intents and after.model_version == world.v1.model_version
+        assert app.triton_probe.up is True
+        await app.stop()
+
+    asyncio.run(scenario())
+
+
+def test_the_probe_backs_off_to_its_cap_and_resets_when_the_dependency_answers():
+    answers: list[bool] = []
+
+    async def check():
+        if not answers.pop(0):
+            raise ConnectionError
+
+    async def scenario() -> list[tuple[bool | None, float]]:
+        probe = DependencyProbe("thing", check, interval_s=1.0, base_s=0.1, cap_s=1.0)
+        seen: list[bool] = []
+
+        async def listener(up: bool) -> None:
+            seen.append(up)
+
+        probe.listeners.append(listener)
+        answers.extend([False] * 6 + [True, False])
+        steps = []
+        for _ in range(8):
+            await probe.probe()
+            steps.append((probe.up, round(probe.delay_s, 3)))
+        assert seen == [False, True, False]  # told of changes only
+        return steps
+
+    assert asyncio.run(scenario()) == [(False, 0.1), (False, 0.2), (False, 0.4), (False, 0.8), (False, 1.0),
+                                       (False, 1.0), (True, 1.0), (False, 0.1)]
