@@ -342,17 +342,65 @@ def tls_files(cfg: GatewayConfig) -> tuple[Path, Path, Path]:
             Path(cfg.tls_client_ca or pki.path("ca.crt")))
 
 
+class TlsFiles:
+    """The server certificate chain, its key and the client CA, read from files and read again at a new handshake
+    once they changed on disk (a renewed cert-manager Secret), so a rotation needs no restart. A half-updated set
+    (a key that does not match the certificate) keeps the previous one until it is whole."""
+
+    def __init__(self, cert: Path, key: Path, client_ca: Path | None) -> None:
+        self.paths = tuple(p for p in (cert, key, client_ca) if p is not None)
+        self.cert, self.key, self.client_ca = cert, key, client_ca
+        self._checked = time.monotonic()
+        self._stamps = self._mtimes()
+        self.initial = self._load()
+
+    def _mtimes(self) -> tuple[int, ...]:
+        return tuple(os.stat(p).st_mtime_ns for p in self.paths)
+
+    def _load(self) -> grpc.ServerCertificateConfiguration:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        chain, key = self.cert.read_bytes(), self.key.read_bytes()
+        public = serialization.PublicFormat.SubjectPublicKeyInfo
+        leaf = x509.load_pem_x509_certificate(chain).public_key().public_bytes(serialization.Encoding.PEM, public)
+        own = serialization.load_pem_private_key(key, password=None).public_key().public_bytes(
+            serialization.Encoding.PEM, public)
+        if leaf != own:
+            raise ValueError(f"{self.key} is not the key of {self.cert}")
+        return grpc.ssl_server_certificate_configuration(
+            [(key, chain)], root_certificates=self.client_ca.read_bytes() if self.client_ca else None)
+
+    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        """gRPC's callback at each new handshake: a new configuration when the files changed, else None (keep)."""
+        now = time.monotonic()
+        if now - self._checked < _RELOAD_CHECK_S:
+            return None
+        self._checked = now
+        try:
+            stamps = self._mtimes()
+            if stamps == self._stamps:
+                return None
+            config = self._load()
+        except (OSError, ValueError) as exc:
+            log.warning("TLS files not reloaded (keeping the current ones): %s", exc)
+            return None
+        self._stamps = stamps
+        log.info("TLS certificate reloaded from %s", self.cert)
+        return config
+
+
 def server_credentials(cfg: GatewayConfig) -> grpc.ServerCredentials | None:
-    """The listening port's credentials; None: plaintext (auth `none`)."""
+    """The listening port's credentials; None: plaintext (auth `none`). The certificate files are re-read when
+    they change (TlsFiles)."""
     if check_mode(cfg) == "none":
         log.warning("AUTH IS OFF (auth: none): plaintext gRPC, no client certificates, no tokens, every caller may "
                     "read, write and forget any customer. For local experiments only; never deploy this.")
         return None
     cert, key, client_ca = tls_files(cfg)
     mtls = cfg.auth == "mtls+jwt"
-    return grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())],
-                                       root_certificates=client_ca.read_bytes() if mtls else None,
-                                       require_client_auth=mtls)
+    files = TlsFiles(cert, key, client_ca if mtls else None)
+    return grpc.dynamic_ssl_server_credentials(files.initial, files.fetch, require_client_authentication=mtls)
 
 
 def verifier(cfg: GatewayConfig) -> TokenVerifier | None:

@@ -302,3 +302,56 @@ def test_transformer_rest_paths(path, kind):
 
     got = "open" if kt._REST_OPEN.fullmatch(path) else "infer" if kt._REST_INFER.fullmatch(path) else "refused"
     assert got == kind
+
+
+# -- certificate rotation ------------------------------------------------------------------------------------------
+
+def test_a_renewed_certificate_is_served_without_a_restart(tmp_path, monkeypatch):
+    """The Secret's files are replaced by a renewal from another CA: new handshakes get the new certificate; a
+    half-written set (new certificate, old key) keeps the old one meanwhile. Real TLS over loopback."""
+    import asyncio
+    import shutil
+
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    from harness.client import transport_credentials
+
+    monkeypatch.setattr(auth, "_RELOAD_CHECK_S", 0.0)
+    old, new = LocalPKI(tmp_path / "old").ensure(), LocalPKI(tmp_path / "new").ensure()
+    live = tmp_path / "secret"
+    live.mkdir()
+    for name, target in (("server.crt", "tls.crt"), ("server.key", "tls.key"), ("ca.crt", "ca.crt")):
+        shutil.copy(old.path(name), live / target)
+    cfg = GatewayConfig(tls_cert=str(live / "tls.crt"), tls_key=str(live / "tls.key"),
+                        tls_client_ca=str(live / "ca.crt"), pki_dir=str(tmp_path / "unused"))
+
+    def replace(name: str, source: Path) -> None:
+        (live / f".{name}").write_bytes(source.read_bytes())
+        os.replace(live / f".{name}", live / name)
+        os.utime(live / name, (time.time() + 10, time.time() + 10))
+
+    async def serves(pki: LocalPKI, port: int) -> bool:
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", transport_credentials(pki.directory)) as channel:
+            try:
+                await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3)
+                return True
+            except grpc.aio.AioRpcError:
+                return False
+
+    async def run() -> list[bool]:
+        server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+        port = server.add_secure_port("127.0.0.1:0", auth.server_credentials(cfg))
+        await server.start()
+        try:
+            seen = [await serves(old, port)]
+            replace("tls.crt", new.path("server.crt"))  # the key is still the old one: not a whole set yet
+            seen.append(await serves(old, port))
+            replace("tls.key", new.path("server.key"))
+            replace("ca.crt", new.path("ca.crt"))
+            seen += [await serves(new, port), await serves(old, port)]
+            return seen
+        finally:
+            await server.stop(None)
+
+    assert asyncio.run(run()) == [True, True, True, False]
