@@ -77,11 +77,13 @@ class ModelSnapshot:
     def unpinned(cls, cfg: GatewayConfig, ranker: Ranker, labels, version: str, featurizer: Featurizer | None = None
                  ) -> ModelSnapshot:
         """A set without a manifest (the stand-alone `Gateway(cfg, store, intents, ranker)` of tests and the
-        KServe transformer before it has a manifest): Triton calls are not pinned, the version is Triton's."""
+        KServe transformer before it has a manifest): Triton calls are not pinned, the version is Triton's.
+        Without labels (a client that never reached Triton) Triton is not called: its answers could not be
+        shaped into 0 intent columns, so they degrade instead."""
         spec = ranker.spec
         model_version = f"{version or 'unknown'}+ranker-{spec.signal}-{spec.signal_block}"
         return cls(featurizer, ranker, tuple(labels), model_version, version or "unknown", spec.signal_dim,
-                   lookback_ms(cfg, ranker))
+                   lookback_ms(cfg, ranker), unserved="" if labels else NOT_VERIFIED)
 
     def served_by(self, served: ServedModel) -> ModelSnapshot:
         """This set, verified to be what Triton serves (batch limit from its config)."""

@@ -1,0 +1,166 @@
+"""A real gateway whose Triton comes and goes, and its bounds, over real gRPC on loopback (gateway/health.py,
+gateway/rpc.py, gateway/server.py).
+
+One gateway process for the module, in front of a Triton of the module's own (the shared one must not be
+killed) on the exported CPU repository: started before that Triton exists, it must answer whole, with the
+manifest's model_version, within 5 s of Triton being ready; Triton SIGKILLed and kept down past the reconnect
+backoff's cap, then restarted: again within 5 s (the figure is printed); the per-dependency health statuses
+follow both; reflection v1 answers; a request over max_message_bytes is RESOURCE_EXHAUSTED; and the last test
+stops the gateway: NOT_SERVING during its drain while calls are still answered, then a clean exit.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
+
+from gateway.api import SERVICE_NAME, pb
+from gateway.health import STORE_HEALTH, TRITON_HEALTH
+from harness.faults import (
+    fault_gateway,
+    gateway_before_triton,
+    kill_triton,
+    rank_call,
+    respawn_triton,
+    seed_customer,
+    triton_kill,
+)
+from harness.fuzz import ranker_tiles
+from harness.processes import manifest_of
+from training.core.manifest import Manifest
+from training.export.triton_server import TritonServer
+
+RECOVERY_S = 5.0
+"""Issue 16: answers stop being degraded within 5 s of Triton being ready, whatever the outage's length."""
+DOWN_S = 12.0
+"""Long enough for gRPC's default reconnect backoff (1 s x 1.6 per attempt, jittered, up to 120 s) to be
+attempting only every ~7-10 s by the time Triton is back; the gateway's channel caps it at 1 s."""
+DRAIN_S = 2.0
+MAX_MESSAGE_BYTES = 64 * 1024
+SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@pytest.fixture(scope="module")
+def own_triton(gw_repository, tmp_path_factory):
+    """A Triton on the module's repository, not started yet (the first test starts it late)."""
+    server = TritonServer(gw_repository, workdir=tmp_path_factory.mktemp("resilience_triton"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@pytest.fixture(scope="module")
+def tiles(gw_artifacts) -> list[str]:
+    return list(ranker_tiles(gw_artifacts)[:6])
+
+
+@pytest.fixture(scope="module")
+def gateway(gw_artifacts, own_triton, now_ms, tmp_path_factory):
+    """The gateway in front of `own_triton`'s port, started before Triton, with a seeded customer. The model
+    reloader polls only once a minute: finding Triton is the dependency probe's job."""
+    work = tmp_path_factory.mktemp("resilience_gw")
+    gw = fault_gateway(gw_artifacts, manifest_of(own_triton), f"sqlite://{work / 'gw.db'}", own_triton.grpc_url,
+                       now_ms, work / "gw.log", reload_poll_s=60, drain_s=DRAIN_S, grace_s=5,
+                       max_message_bytes=MAX_MESSAGE_BYTES).start()
+    seed_customer(gw, "C-resilience", now_ms)
+    yield gw
+    gw.stop()
+
+
+def health_of(gateway, service: str = "") -> int:
+    stub = health_pb2_grpc.HealthStub(gateway.channel)
+    return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+
+
+def wait_health(gateway, service: str, status: int, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if health_of(gateway, service) == status:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_started_before_triton_it_answers_whole_within_5_s_of_triton_ready(gateway, own_triton, tiles) -> None:
+    assert health_of(gateway) == SERVING  # answers (degraded) even with no Triton at all
+    assert health_of(gateway, SERVICE_NAME) == SERVING
+    assert health_of(gateway, TRITON_HEALTH) == NOT_SERVING
+    assert health_of(gateway, STORE_HEALTH) == SERVING
+    figures = gateway_before_triton(gateway, own_triton, "C-resilience", tiles)
+    print(f"\ngateway started before Triton: recovery {figures['recovery_s']} s after Triton was ready, {figures}")
+    assert figures["statuses"].keys() == {"OK"}, figures  # no UNKNOWN, no INTERNAL, meanwhile or after
+    assert figures["recovery_s"] is not None and figures["recovery_s"] <= RECOVERY_S, figures
+    reply = gateway.stub.RankTiles(pb.RankTilesRequest(customer_id="C-resilience", tile_ids=tiles), timeout=10)
+    assert not reply.degraded and reply.sessions_used > 0 and reply.intents
+    assert reply.model_version == Manifest.load(manifest_of(own_triton)).model_version
+    sessions = gateway.stub.GetSessions(pb.GetSessionsRequest(customer_id="C-resilience"), timeout=10)
+    assert not sessions.degraded and sessions.sessions and sessions.sessions[0].intents
+    assert wait_health(gateway, TRITON_HEALTH, SERVING, 5)
+
+
+def test_triton_killed_past_the_backoff_cap_recovers_within_5_s_of_ready(gateway, own_triton, tiles) -> None:
+    figures = triton_kill(gateway, own_triton, "C-resilience", tiles, down_s=DOWN_S)
+    print(f"\nTriton SIGKILLed for {DOWN_S:.0f} s + its restart: recovery {figures['recovery_s']} s after it was "
+          f"ready, {figures}")
+    assert figures["answered_pct"] == 100.0, figures
+    assert figures["down_answers"] > 0 and figures["down_not_degraded"] == 0, figures
+    assert figures["recovery_s"] is not None and figures["recovery_s"] <= RECOVERY_S, figures
+    assert wait_health(gateway, TRITON_HEALTH, SERVING, 5) and health_of(gateway) == SERVING
+
+
+def test_triton_health_goes_not_serving_while_it_is_down_and_the_service_stays_serving(gateway, own_triton,
+                                                                                       tiles) -> None:
+    kill_triton(own_triton)
+    try:
+        assert wait_health(gateway, TRITON_HEALTH, NOT_SERVING, 5)
+        assert health_of(gateway) == SERVING and health_of(gateway, STORE_HEALTH) == SERVING
+        answer = rank_call(gateway, "C-resilience", tiles)(0)
+        assert answer.status == "OK" and answer.degraded
+    finally:
+        respawn_triton(own_triton)
+    assert wait_health(gateway, TRITON_HEALTH, SERVING, 5)
+
+
+def test_reflection_v1_and_v1alpha_both_answer(gateway) -> None:
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    symbol = reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE_NAME)
+    for version in ("v1", "v1alpha"):
+        call = gateway.channel.stream_stream(
+            f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+        listed, described = list(call(iter([request, symbol]), timeout=10))
+        names = {s.name for s in listed.list_services_response.service}
+        assert {SERVICE_NAME, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+                "grpc.reflection.v1alpha.ServerReflection"} <= names
+        assert described.file_descriptor_response.file_descriptor_proto  # the gateway's .proto, serialized
+
+
+def test_a_request_over_max_message_bytes_is_resource_exhausted(gateway, now_ms) -> None:
+    events = [pb.WebEvent(anonymous_id="big", ts=str(now_ms - 1000 - i), event_type="page_view", url="/" + "x" * 1000)
+              for i in range(MAX_MESSAGE_BYTES // 1000 + 10)]
+    with pytest.raises(grpc.RpcError) as raised:
+        gateway.stub.RecordEvents(pb.RecordEventsRequest(events=events), timeout=10)
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    small = gateway.stub.RecordEvents(pb.RecordEventsRequest(events=events[:10]), timeout=10)
+    assert small.accepted == 10  # the same events in a request under the limit
+
+
+def test_stopping_drains_not_serving_first_while_calls_are_still_answered(gateway, tiles) -> None:
+    """The last test: it stops the module's gateway (SIGTERM)."""
+    call = rank_call(gateway, "C-resilience", tiles)
+    gateway.process.send_signal(signal.SIGTERM)
+    assert wait_health(gateway, "", NOT_SERVING, DRAIN_S)
+    assert health_of(gateway, SERVICE_NAME) == NOT_SERVING and health_of(gateway, TRITON_HEALTH) == NOT_SERVING
+    during = call(0)  # the load balancer may still send a few: they are answered
+    assert during.status == "OK", during
+    assert gateway.process.wait(timeout=DRAIN_S + 10) == 0
