@@ -253,7 +253,7 @@ class RedisStore:
             links += await self._prune_links(keys=[key], args=[self.prefix, customer, cutoff])
         async for key in self._redis.scan_iter(match=self._k("tomb", "*")):
             tombstones += await self._prune_tombstone(keys=[key], args=[now_ms])
-        if events or links:
+        if events or links or tombstones:
             self._rewrite_soon()
         return Pruned(events, links, 0, tombstones)  # cache entries expire by their TTL
 
@@ -312,9 +312,10 @@ class RedisStore:
     async def _rewrite_loop(self) -> None:
         while self._rewrite_due:
             await asyncio.sleep(max(0.0, self._last_rewrite + self.limits.aof_rewrite_interval_s - time.monotonic()))
-            await self._rewrite_now()
+            await self.rewrite_now()
 
-    async def _rewrite_now(self) -> None:
+    async def rewrite_now(self) -> None:
+        """Ask Redis for BGREWRITEAOF now, whatever the rate limit (close does when one is due)."""
         self._rewrite_due = False
         self._last_rewrite = time.monotonic()
         try:
@@ -352,7 +353,7 @@ class RedisStore:
             await asyncio.gather(self._rewriter, return_exceptions=True)
         if self._rewrite_due:
             try:
-                await self._rewrite_now()
+                await self.rewrite_now()
             except Exception:  # closing anyway: the next start's rewrite or Redis' own will do it
                 log.warning("BGREWRITEAOF at close failed")
         await self._redis.aclose()
