@@ -11,6 +11,7 @@ stops the gateway: NOT_SERVING during its drain while calls are still answered, 
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 
@@ -20,7 +21,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 
 from gateway.api import SERVICE_NAME, pb
-from gateway.health import STORE_HEALTH, TRITON_HEALTH
+from gateway.health import STORE_HEALTH, TRITON_HEALTH, DependencyProbe
+from gateway.triton_client import TritonIntentClient
 from harness.faults import (
     fault_gateway,
     gateway_before_triton,
@@ -33,13 +35,15 @@ from harness.faults import (
 from harness.fuzz import ranker_tiles
 from harness.processes import manifest_of
 from training.core.manifest import Manifest
-from training.export.triton_server import TritonServer
+from training.export.triton_server import TritonServer, free_port
 
 RECOVERY_S = 5.0
 """Issue 16: answers stop being degraded within 5 s of Triton being ready, whatever the outage's length."""
 DOWN_S = 12.0
 """Long enough for gRPC's default reconnect backoff (1 s x 1.6 per attempt, jittered, up to 120 s) to be
 attempting only every ~7-10 s by the time Triton is back; the gateway's channel caps it at 1 s."""
+CHANNEL_OUTAGE_S = 30.0
+"""Nothing listening on Triton's port this long: gRPC's default backoff would by then try only every ~17 s."""
 DRAIN_S = 2.0
 MAX_MESSAGE_BYTES = 64 * 1024
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
@@ -115,6 +119,42 @@ def test_triton_killed_past_the_backoff_cap_recovers_within_5_s_of_ready(gateway
     assert figures["down_answers"] > 0 and figures["down_not_degraded"] == 0, figures
     assert figures["recovery_s"] is not None and figures["recovery_s"] <= RECOVERY_S, figures
     assert wait_health(gateway, TRITON_HEALTH, SERVING, 5) and health_of(gateway) == SERVING
+
+
+def test_after_a_long_outage_the_triton_channel_and_probe_find_triton_within_a_second_or_two() -> None:
+    """The gateway's own Triton client and probe against a port where nothing listens for CHANNEL_OUTAGE_S (an
+    outage longer than a real Triton's restart, at no CPU cost), then a server answering Triton's ModelReady
+    there. With gRPC's default reconnect backoff this took 10-17 s; the gateway caps it at 1 s."""
+    from tritonclient.grpc import service_pb2
+
+    async def model_ready(request: bytes, context) -> bytes:
+        return service_pb2.ModelReadyResponse(ready=True).SerializeToString()
+
+    async def run() -> float:
+        port = free_port()
+        client = TritonIntentClient(f"127.0.0.1:{port}", featurizer=None)
+        probe = DependencyProbe("triton-channel", client.ready)
+        probe.start()
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "inference.GRPCInferenceService", {"ModelReady": grpc.unary_unary_rpc_method_handler(model_ready)}),))
+        try:
+            await asyncio.sleep(CHANNEL_OUTAGE_S)
+            assert probe.up is False
+            server.add_insecure_port(f"127.0.0.1:{port}")
+            await server.start()
+            ready_at = time.monotonic()
+            while not probe.up and time.monotonic() - ready_at < 60:
+                await asyncio.sleep(0.02)
+            return time.monotonic() - ready_at
+        finally:
+            await probe.stop()
+            await client.close()
+            await server.stop(None)
+
+    recovery_s = asyncio.run(run())
+    print(f"\nTriton's port dead for {CHANNEL_OUTAGE_S:.0f} s: the probe saw it ready {recovery_s:.2f} s after it was")
+    assert recovery_s <= RECOVERY_S
 
 
 def test_triton_health_goes_not_serving_while_it_is_down_and_the_service_stays_serving(gateway, own_triton,
