@@ -85,8 +85,9 @@ class WriteBehindEmbedder:
                 await self.embed_visitors(visitors)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the read path embeds whatever this misses
-                log.exception("write-behind embedding of %d visitors failed", len(visitors))
+            except Exception as exc:  # the read path embeds whatever this misses; the class only (a message or a
+                # traceback's locals may quote a request)
+                log.warning("write-behind embedding of %d visitors failed: %s", len(visitors), type(exc).__name__)
             finally:
                 self.busy = 0
                 self._report()

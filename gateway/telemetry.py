@@ -36,7 +36,7 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import grpc
 from opentelemetry import context as otel_context
@@ -133,11 +133,20 @@ def setup(settings: TelemetrySettings):
         provider = TracerProvider(resource=resource)
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         trace.set_tracer_provider(provider)
-        log.info("tracing on: OTLP/%s to %s", settings.protocol, os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        log.info("tracing on: OTLP/%s to %s", settings.protocol,
+                 _location(os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                           or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or ""))
     if settings.metrics == "prometheus":
         METRICS.serve(settings.prometheus_host, settings.prometheus_port)
         log.info("metrics on http://%s:%d/metrics", settings.prometheus_host, settings.prometheus_port)
     return provider
+
+
+def _location(url: str) -> str:
+    """scheme://host:port of a URL, without credentials, path or query (what a log line may show)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}" if parts.scheme \
+        else "(unset)"
 
 
 INSTRUMENTATIONS = ("gateway", "opentelemetry")
@@ -252,7 +261,8 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
                 except BaseException as exc:
                     code = _final_code(context, exc)
                     if span.is_recording() and not isinstance(exc, grpc.aio.AbortError | asyncio.CancelledError):
-                        span.record_exception(exc)
+                        # the class only: an exception's message may quote a request's ids or payload
+                        span.add_event("exception", {"exception.type": type(exc).__name__})
                     raise
                 finally:
                     record(code, started)
