@@ -112,11 +112,6 @@ def not_found(resource_type: str, what: str) -> GatewayError:
     return GatewayError(_status(code_pb2.NOT_FOUND, f"{resource_type}: {what}", detail))
 
 
-def with_metadata(status: grpc.Status, *pairs: tuple[str, str]) -> grpc.Status:
-    """`status` with more trailing metadata (the request id beside the details)."""
-    return rpc_status._Status(status.code, status.details, (*(status.trailing_metadata or ()), *pairs))
-
-
 def field_violations(error: grpc.aio.AioRpcError | grpc.RpcError) -> list[tuple[str, str]]:
     """The (field, description) pairs of a BadRequest detail in an error received by a client."""
     status = rpc_status.from_call(error)

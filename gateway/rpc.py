@@ -40,7 +40,6 @@ from gateway.errors import (
     internal,
     invalid_body,
     unavailable,
-    with_metadata,
 )
 from gateway.store import StoreUnavailable
 
@@ -111,7 +110,8 @@ class ErrorModelInterceptor(grpc.aio.ServerInterceptor):
             deadline_token = _deadline.set(None if remaining is None else time.monotonic() + remaining)
             context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
             try:
-                return await self._run(method, name, decode, behavior, raw, context, rid, remaining)
+                return await self._run(method, name, decode, behavior, raw, CallContext(context, rid), rid,
+                                       remaining)
             finally:
                 _deadline.reset(deadline_token)
                 _request_id.reset(rid_token)
@@ -119,7 +119,7 @@ class ErrorModelInterceptor(grpc.aio.ServerInterceptor):
         return grpc.unary_unary_rpc_method_handler(call, request_deserializer=None,
                                                    response_serializer=handler.response_serializer)
 
-    async def _run(self, method: str, name: str, decode, behavior: Behavior, raw, context: grpc.aio.ServicerContext,
+    async def _run(self, method: str, name: str, decode, behavior: Behavior, raw, context: CallContext,
                    rid: str, remaining: float | None):
         scope = asyncio.timeout(remaining) if remaining is not None else None
         try:
@@ -131,8 +131,7 @@ class ErrorModelInterceptor(grpc.aio.ServerInterceptor):
                 return await behavior(request, context)
             async with scope:
                 return await behavior(request, context)
-        except grpc.aio.AbortError:  # aborted inside (auth, the servicer's guard): keep its status, add the id
-            context.set_trailing_metadata((*_metadata_without_id(context), (REQUEST_ID_KEY, rid)))
+        except grpc.aio.AbortError:  # aborted inside (auth, the servicer's guard): its status, with the id
             raise
         except GatewayError as exc:
             status = exc.status
@@ -147,7 +146,7 @@ class ErrorModelInterceptor(grpc.aio.ServerInterceptor):
             raise  # the client went away, or the server is stopping: there is nobody to answer
         except Exception as exc:
             status = self._internal(method, rid, exc)
-        await context.abort_with_status(with_metadata(status, (REQUEST_ID_KEY, rid)))
+        await context.abort_with_status(status)
 
     @staticmethod
     def _internal(method: str, rid: str, exc: BaseException) -> grpc.Status:
@@ -155,9 +154,25 @@ class ErrorModelInterceptor(grpc.aio.ServerInterceptor):
         return internal(rid).status
 
 
-def _metadata_without_id(context: grpc.aio.ServicerContext) -> tuple:
-    try:
-        current = context.trailing_metadata() or ()
-    except Exception:  # contexts without the getter
-        current = ()
-    return tuple((k, v) for k, v in current if k != REQUEST_ID_KEY)
+class CallContext:
+    """The servicer context the handlers under the interceptor get: the call's own, except that whatever trailing
+    metadata they set or abort with also carries the request id (an abort's metadata replaces what was set)."""
+
+    def __init__(self, context: grpc.aio.ServicerContext, request_id: str) -> None:
+        self._context, self._pair = context, (REQUEST_ID_KEY, request_id)
+
+    def __getattr__(self, name: str):
+        return getattr(self._context, name)
+
+    def _with_id(self, metadata) -> tuple:
+        return (*(pair for pair in metadata or () if pair[0] != REQUEST_ID_KEY), self._pair)
+
+    def set_trailing_metadata(self, metadata) -> None:
+        self._context.set_trailing_metadata(self._with_id(metadata))
+
+    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata=()) -> None:
+        current = trailing_metadata or self._context.trailing_metadata()
+        await self._context.abort(code, details, self._with_id(current))
+
+    async def abort_with_status(self, status: grpc.Status) -> None:
+        await self._context.abort(status.code, status.details, self._with_id(status.trailing_metadata))

@@ -40,6 +40,8 @@ class Tiny(pb_grpc.IntentGatewayServiceServicer):
             raise TimeoutError("a socket timeout of its own")
         if kind == "abort":
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "no scope")
+        if kind == "guarded":  # what the servicer's guard does with a GatewayError: abort with its rich status
+            await context.abort_with_status(invalid_argument([("customer_id", "required")]).status)
         if kind == "slow":
             try:
                 await asyncio.sleep(10)
@@ -108,7 +110,8 @@ def rank(kind: str, timeout: float | None = 5.0) -> tuple:
                                         ("store", grpc.StatusCode.UNAVAILABLE),
                                         ("crash", grpc.StatusCode.INTERNAL),
                                         ("timeout-inside", grpc.StatusCode.INTERNAL),
-                                        ("abort", grpc.StatusCode.PERMISSION_DENIED)])
+                                        ("abort", grpc.StatusCode.PERMISSION_DENIED),
+                                        ("guarded", grpc.StatusCode.INVALID_ARGUMENT)])
 def test_each_failure_has_its_documented_status_and_a_request_id(kind, code, caplog) -> None:
     caplog.set_level(logging.ERROR, logger="gateway")
     [(error, trailers)] = serve_and_call([rank(kind)])
@@ -117,6 +120,8 @@ def test_each_failure_has_its_documented_status_and_a_request_id(kind, code, cap
     assert len(rid) == 32 and SECRET not in error.details()
     if kind == "invalid":
         assert field_violations(error) == [("tile_ids[0]", "unknown tile")]
+    if kind == "guarded":  # an abort inside keeps its details beside the request id
+        assert field_violations(error) == [("customer_id", "required")]
     if kind == "store":
         assert retry_delay_s(error) == 1.0
     if code == grpc.StatusCode.INTERNAL:
