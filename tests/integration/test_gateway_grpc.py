@@ -138,6 +138,34 @@ def test_unknown_customer_gets_the_no_session_ranking_and_forget_deletes(gateway
     assert (forgot.links_deleted, forgot.events_deleted) == (1, 5)
     gone = code_and_fields(stub.GetSessions, pb.GetSessionsRequest(anonymous_id="A-forget"))
     assert gone[0] == grpc.StatusCode.NOT_FOUND
+    # late events of the forgotten visitor, and a login as the forgotten customer, are refused and counted
+    late = stub.RecordEvents(pb.RecordEventsRequest(events=[
+        to_pb(events[0], anonymous_id="A-forget"),
+        to_pb(events[1], anonymous_id="A-other", event_type="login", customer_id="C-forget"),
+        to_pb(events[2], anonymous_id="A-other")]), timeout=10)
+    assert (late.accepted, late.links_created, late.refused_forgotten) == (1, 0, 2)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.LinkIdentity(pb.LinkIdentityRequest(anonymous_id="A-other", customer_id="C-forget"), timeout=10)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "C-forget" not in info.value.details()
+    assert code_and_fields(stub.GetSessions, pb.GetSessionsRequest(customer_id="C-forget"))[0] == \
+        grpc.StatusCode.NOT_FOUND
+
+
+def test_the_per_visitor_cap_reports_what_it_evicts(gw_artifacts, triton, visitor, tmp_path):
+    _, events = visitor
+    gw = gateway_process(gw_artifacts, manifest_of(triton), f"sqlite://{tmp_path / 'cap.db'}", triton.grpc_url,
+                         events[-1].ts + DAY_MS, max_events_per_visitor="5").start()
+    try:
+        first = gw.stub.RecordEvents(pb.RecordEventsRequest(events=[to_pb(e, anonymous_id="A-cap")
+                                                                    for e in events[:4]]), timeout=10)
+        assert (first.accepted, first.evicted) == (4, 0)
+        more = gw.stub.RecordEvents(pb.RecordEventsRequest(events=[to_pb(e, anonymous_id="A-cap")
+                                                                   for e in events[4:8]]), timeout=10)
+        assert (more.accepted, more.evicted) == (4, 3)
+        got = gw.stub.GetSessions(pb.GetSessionsRequest(anonymous_id="A-cap"), timeout=10)
+        assert sum(s.n_events for s in got.sessions) == 5 and all(s.anonymous_id == "A-cap" for s in got.sessions)
+    finally:
+        gw.stop()
 
 
 def test_nothing_accepted_is_lost_across_a_restart(gw_artifacts, triton, visitor, tmp_path):
