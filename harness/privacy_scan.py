@@ -111,10 +111,14 @@ class ForgetResult:
     `after_tombstones` the residue once the tombstones' period is over and retention ran."""
 
     before: list[str] = field(default_factory=list)
+    raw_before: list[str] = field(default_factory=list)
+    """Where a raw id (not a pseudonym) was found before the forget: never anywhere, the store holds none."""
     after: list[str] = field(default_factory=list)
     after_tombstones: list[str] = field(default_factory=list)
     control_kept: bool = False
     forget: tuple[int, int] = (0, 0)
+    named_visitors: bool = False
+    """GetSessions by customer named the linked visitors by their pseudonyms (the store knows no other name)."""
 
     @property
     def residue_items(self) -> int:
@@ -167,6 +171,9 @@ async def forget_residue(server, store_url: str, events_ts: Sequence[int], tiles
     store = server.app.store
     result = ForgetResult()
     result.before = _scan(store, store_url, needles, redis_dir)
+    raw = [x.encode() for x in (customer, *linked, unlinked, other, control)]
+    result.raw_before = _scan(store, store_url, raw, redis_dir)
+    result.named_visitors = {s.anonymous_id for s in sessions.sessions} == {ids.visitor(v) for v in linked}
     reply = await stub.ForgetCustomer(pb.ForgetCustomerRequest(customer_id=customer), timeout=30)
     result.forget = (reply.links_deleted, reply.events_deleted)
     await _settle(store)

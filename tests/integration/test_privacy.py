@@ -58,6 +58,7 @@ async def test_a_forgotten_customer_leaves_no_residue_in_any_table_key_file_or_c
     finally:
         await server.stop()
     assert result.before, "the scan must see the customer's data before the forget"
+    assert result.raw_before == [] and result.named_visitors  # stored, cached and answered under pseudonyms only
     assert result.forget[0] == 2 and result.forget[1] > 0
     assert result.after == [] and result.after_tombstones == [] and result.residue_items == 0
     assert result.control_kept

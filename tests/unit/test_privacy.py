@@ -1,8 +1,10 @@
 """Keyed pseudonyms: stable per key, separate per domain, unguessable without the key, rotatable; the local key
-is made once, private, and the same for two processes that start together."""
+is made once, private, and the same for two processes that start together. Retention runs at start and every
+interval, and an unreachable store skips a pass without stopping it."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import multiprocessing
 import stat
@@ -11,6 +13,9 @@ import pytest
 
 from gateway.config import GatewayConfig
 from gateway.privacy import PSEUDONYM_HEX, Pseudonymizer, local_key, parse_key
+from gateway.retention import RetentionTask, prune_once
+from gateway.store import Pruned, StoreUnavailable
+from gateway.telemetry import METRICS
 
 KEY_A, KEY_B = b"a" * 32, b"b" * 32
 
@@ -82,3 +87,37 @@ def test_two_processes_starting_at_once_agree_on_the_key(tmp_path) -> None:
         for w in workers:
             w.join(timeout=60)
         assert len(keys) == 1 and parse_key(next(iter(keys)))
+
+
+class CountingStore:
+    """A stand-in store whose prune counts calls and fails when told to."""
+
+    def __init__(self, fail_first: bool = False) -> None:
+        self.calls: list[int] = []
+        self.fail_first = fail_first
+
+    async def prune(self, now_ms: int) -> Pruned:
+        self.calls.append(now_ms)
+        if self.fail_first and len(self.calls) == 1:
+            raise StoreUnavailable("redis: ConnectionError")
+        return Pruned(events=2, tombstones=1)
+
+
+def test_the_retention_task_prunes_at_start_and_every_interval_and_survives_an_unavailable_store() -> None:
+    async def run(interval_s: float, fail_first: bool) -> list[int]:
+        store = CountingStore(fail_first)
+        task = RetentionTask(store, interval_s, lambda: 1234)
+        task.start()
+        await asyncio.sleep(0.25)
+        await task.stop()
+        return store.calls
+
+    assert len(asyncio.run(run(0.1, fail_first=True))) >= 2  # the failed first pass did not stop it
+    assert asyncio.run(run(3600, fail_first=False)) == [1234]  # the first pass at start, at the gateway's now
+    assert asyncio.run(run(0, fail_first=False)) == []  # 0: off
+
+
+def test_prune_once_counts_what_it_deleted_by_kind() -> None:
+    before = METRICS.pruned.labels("events")._value.get()
+    assert asyncio.run(prune_once(CountingStore(), 0)) == Pruned(events=2, tombstones=1)
+    assert METRICS.pruned.labels("events")._value.get() - before == 2
