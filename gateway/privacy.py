@@ -17,6 +17,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from gateway.config import GatewayConfig
 
+log = logging.getLogger("gateway")
 MIN_KEY_BYTES = 32
 PSEUDONYM_HEX = 32
 KEY_FILE = "id_hash.key"
@@ -85,7 +87,14 @@ class Pseudonymizer:
     def from_config(cls, cfg: GatewayConfig) -> Pseudonymizer:
         """cfg.id_hash_key (a Secret as env GATEWAY_ID_HASH_KEY), else the generated <pki_dir>/id_hash.key, with
         cfg.id_hash_previous_keys (comma-separated) still read and forgotten."""
-        key = parse_key(cfg.id_hash_key) if cfg.id_hash_key.strip() else local_key(cfg.pki_dir)
+        if cfg.id_hash_key.strip():
+            key = parse_key(cfg.id_hash_key)
+        else:
+            key = local_key(cfg.pki_dir)
+            if not cfg.store.startswith("sqlite://"):
+                log.warning("id_hash_key is not set: ids are pseudonymized under the local key in %s; every replica "
+                            "sharing this store needs the same key (set GATEWAY_ID_HASH_KEY from a Secret)",
+                            cfg.pki_dir)
         previous = [parse_key(k) for k in cfg.id_hash_previous_keys.split(",") if k.strip()]
         return cls(key, previous)
 
