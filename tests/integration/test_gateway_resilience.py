@@ -21,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 
 from gateway.api import SERVICE_NAME, pb
+from gateway.errors import field_violations
 from gateway.health import STORE_HEALTH, TRITON_HEALTH, DependencyProbe
 from gateway.triton_client import TritonIntentClient
 from harness.faults import (
@@ -193,6 +194,30 @@ def test_a_request_over_max_message_bytes_is_resource_exhausted(gateway, now_ms)
     assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     small = gateway.stub.RecordEvents(pb.RecordEventsRequest(events=events[:10]), timeout=10)
     assert small.accepted == 10  # the same events in a request under the limit
+
+
+def test_bad_input_over_real_grpc_is_named_capped_and_carries_a_request_id(gateway, now_ms) -> None:
+    """200 events with a zone-less ts: a BadRequest the client can still read (over 16 KB before the cap, the
+    client reported RESOURCE_EXHAUSTED without details); an undecodable body; NUL in an id; url `http://[`."""
+    zoneless = [pb.WebEvent(anonymous_id=f"v{i}", ts="2026-09-21T00:00:00", event_type="page_view", url="/a")
+                for i in range(200)]
+    bad = [pb.WebEvent(anonymous_id="v\x00", ts=str(now_ms), event_type="page_view", url="http://[")]
+    for request, first in ((pb.RecordEventsRequest(events=zoneless), "events[0].ts"),
+                           (pb.RecordEventsRequest(events=bad), "events[0].anonymous_id")):
+        with pytest.raises(grpc.RpcError) as raised:
+            gateway.stub.RecordEvents(request, timeout=10)
+        error = raised.value
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        violations = field_violations(error)
+        assert violations[0][0] == first and dict(error.trailing_metadata())["x-request-id"]
+        if first == "events[0].ts":
+            assert len(violations) == 51 and violations[-1] == ("...", "(and 150 more)")
+    assert [f for f, _ in violations] == ["events[0].anonymous_id", "events[0].url"]
+    raw = gateway.channel.unary_unary(f"/{SERVICE_NAME}/RankTiles")
+    with pytest.raises(grpc.RpcError) as raised:
+        raw(b"\x6e", timeout=10)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.details() == "request body is not a valid RankTilesRequest"
 
 
 def test_stopping_drains_not_serving_first_while_calls_are_still_answered(gateway, tiles) -> None:
