@@ -17,6 +17,7 @@ from gateway import rpc
 from gateway.api import SERVICE_NAME, pb, pb_grpc
 from gateway.errors import REQUEST_ID_KEY, field_violations, invalid_argument, retry_delay_s
 from gateway.rpc import ErrorModelInterceptor
+from gateway.server import store_location
 from gateway.store import StoreUnavailable
 
 SECRET = "C0000042-secret"
@@ -170,3 +171,11 @@ def test_other_services_pass_through_untouched() -> None:
     interceptor = ErrorModelInterceptor()
     assert "/grpc.health.v1.Health/Check" not in interceptor.inputs
     assert f"/{SERVICE_NAME}/RankTiles" in interceptor.inputs
+
+
+@pytest.mark.parametrize("url, shown", [("redis://:s3cret@redis.serving.svc:6379/0", "redis://redis.serving.svc:6379"),
+                                        ("redis://user:s3cret@10.0.0.5/1", "redis://10.0.0.5"),
+                                        ("sqlite:///var/lib/gateway/s3cret.db", "sqlite"),
+                                        ("sqlite://.run/gateway.db", "sqlite")])
+def test_the_start_up_log_names_the_store_by_scheme_and_host_only(url, shown) -> None:
+    assert store_location(url) == shown and "s3cret" not in store_location(url)
