@@ -210,8 +210,9 @@ class Gateway:
         try:
             link, created = await self.store.link(anon, self.ids.customer(customer_id), "api", self.now_ms())
         except Forgotten:
-            raise failed_precondition("customer", "forgotten recently (ForgetCustomer): links are refused for "
-                                      f"{self.cfg.forget_tombstone_days:g} days") from None
+            raise failed_precondition("identity", "the customer or the visitor was forgotten recently "
+                                      f"(ForgetCustomer): links are refused for {self.cfg.forget_tombstone_days:g} "
+                                      "days") from None
         if created:
             self.touched([anon])
         return pb.IdentityLink(anonymous_id=anonymous_id, customer_id=customer_id, linked_at=iso(link.linked_at_ms),
