@@ -292,3 +292,40 @@ def test_the_probe_backs_off_to_its_cap_and_resets_when_the_dependency_answers()
 
     assert asyncio.run(scenario()) == [(False, 0.1), (False, 0.2), (False, 0.4), (False, 0.8), (False, 1.0),
                                        (False, 1.0), (True, 1.0), (False, 0.1)]
+
+
+def test_health_statuses_follow_the_probes_until_shutdown():
+    from grpc_health.v1 import health_pb2
+
+    from gateway.api import SERVICE_NAME
+    from gateway.health import GatewayHealth
+
+    up = {"answers": False}
+
+    async def check():
+        if not up["answers"]:
+            raise ConnectionError
+
+    async def status(health: GatewayHealth, name: str) -> int:
+        reply = await health.servicer.Check(health_pb2.HealthCheckRequest(service=name), None)
+        return reply.status
+
+    async def scenario() -> list[tuple[int, int]]:
+        probe = DependencyProbe("thing", check)
+        health = GatewayHealth({"svc/thing": probe})
+        await health.start()
+        seen = [(await status(health, SERVICE_NAME), await status(health, "svc/thing"))]
+        await probe.probe()
+        up["answers"] = True
+        await probe.probe()
+        seen.append((await status(health, ""), await status(health, "svc/thing")))
+        await health.shutdown()
+        up["answers"] = False
+        await probe.probe()
+        up["answers"] = True
+        await probe.probe()  # a probe's change after shutdown does not bring anything back
+        seen.append((await status(health, ""), await status(health, "svc/thing")))
+        return seen
+
+    serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+    assert asyncio.run(scenario()) == [(serving, not_serving), (serving, serving), (not_serving, not_serving)]
