@@ -95,7 +95,7 @@ class ErrorModelInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or handler.unary_unary is None or method not in self.inputs:
             return handler
         cached = self._wrapped.get(method)
-        if cached is None or cached[0] is not handler:  # built once per method, not per call
+        if cached is None or cached[0] is not handler:  # rebuilt only when the handler below is another one
             cached = (handler, self._wrap(method, handler))
             self._wrapped[method] = cached
         return cached[1]
