@@ -188,7 +188,9 @@ class Gateway:
     async def record(self, messages: Sequence[pb.WebEvent]) -> Recorded:
         """Store a batch (all or nothing); its login events link their visitor (needs the identity:link scope).
         Events of forgotten visitors or customers are refused and counted."""
-        events = to_events(messages, self.cfg.max_batch_events, now_ms=self.now_ms(), limits=self.event_limits)
+        # a replay (as_of) records history around its own now: only the wall clock bounds it (validation.py)
+        now = None if self.fixed_now is not None else self.now_ms()
+        events = to_events(messages, self.cfg.max_batch_events, now_ms=now, limits=self.event_limits)
         logins = [i for i, e in enumerate(events) if e.customer_id and e.event_type == "login"]
         if logins:
             auth.require_scope("identity:link", f"events[{logins[0]}].customer_id")
