@@ -9,6 +9,7 @@ or event payload: violations name the field and the rule, never the value.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import grpc
@@ -133,3 +134,13 @@ def retry_delay_s(error: grpc.aio.AioRpcError | grpc.RpcError) -> float | None:
             detail.Unpack(info)
             return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
     return None
+
+
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]*@", re.IGNORECASE)
+
+
+def startup_error(exc: BaseException) -> str:
+    """A start-up failure as the log says it: its class and message, with any URL's credentials masked (a
+    message may quote a setting, such as a store URL with its password)."""
+    masked = _URL_CREDENTIALS.sub(r"\g<scheme>***@", str(exc))
+    return f"{type(exc).__name__}: {masked}"

@@ -79,7 +79,7 @@ from opentelemetry.trace import SpanKind
 from gateway import auth
 from gateway.api import pb
 from gateway.config import GatewayConfig
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, startup_error
 from gateway.service import Ranking
 from gateway.telemetry import METRICS, TelemetrySettings, setup, tracer
 
@@ -483,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         verifier = auth.verifier(cfg)
     except (FileNotFoundError, ValueError, OSError) as exc:
-        log.error("%s", exc)
+        log.error("%s", startup_error(exc))
         return 2
     if verifier is None:
         log.warning("AUTH IS OFF (auth: none): the v2 endpoints take no token. For local experiments only.")
@@ -498,7 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         server.start([model])
     except (FileNotFoundError, ValueError, OSError) as exc:
-        log.error("%s", exc)
+        log.error("%s", startup_error(exc))
         return 2
     finally:
         if provider is not None:

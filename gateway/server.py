@@ -28,6 +28,7 @@ from gateway import auth
 from gateway.api import SERVICE_NAME, pb_grpc
 from gateway.app import ServingApp
 from gateway.config import GatewayConfig
+from gateway.errors import startup_error
 from gateway.health import GatewayHealth
 from gateway.rpc import ErrorModelInterceptor
 from gateway.service import GatewayServicer
@@ -71,6 +72,8 @@ class GatewayServer:
             options=[("grpc.max_receive_message_length", cfg.max_message_bytes)],
             maximum_concurrent_rpcs=cfg.max_concurrent_rpcs)
         self.port = 0
+        self.health_server: grpc.aio.Server | None = None
+        self.health_port = 0
 
     async def start(self) -> int:
         if self.owns_app:
@@ -84,10 +87,22 @@ class GatewayServer:
         if self.port == 0:
             raise OSError(f"cannot listen on {self.cfg.listen}")
         await self.server.start()
+        if self.cfg.health_listen:
+            await self._start_health_listener()
         await self.health.start()
         log.info("gateway serving on port %d (store %s, triton %s, model %s)", self.port,
                  store_location(self.cfg.store), self.cfg.triton_url, self.gateway.model_version)
         return self.port
+
+    async def _start_health_listener(self) -> None:
+        """grpc.health.v1 alone on a plaintext port (health_listen): the kubelet's gRPC probes cannot present a
+        client certificate, and health says nothing about any customer."""
+        self.health_server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.health_server)
+        self.health_port = self.health_server.add_insecure_port(self.cfg.health_listen)
+        if self.health_port == 0:
+            raise OSError(f"cannot listen on {self.cfg.health_listen}")
+        await self.health_server.start()
 
     async def stop(self) -> None:
         """Report NOT_SERVING everywhere, keep answering for drain_s (load balancers take the instance out of
@@ -98,6 +113,8 @@ class GatewayServer:
             log.info("draining for %.1f s", self.cfg.drain_s)
             await asyncio.sleep(self.cfg.drain_s)
         await self.server.stop(self.cfg.grace_s)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
         if self.owns_app:
             await self.app.stop()
         log.info("gateway stopped")
@@ -188,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         telemetry = TelemetrySettings.from_env()
         asyncio.run(serve(cfg, telemetry))
     except (FileNotFoundError, ValueError, OSError) as exc:
-        log.error("%s", exc)
+        log.error("%s", startup_error(exc))
         return 2
     return 0
 

@@ -418,8 +418,9 @@ class Gateway:
         degrades the answer (the caller retries; a reload is the reloader's business)."""
         snap = self.snapshot
         self._check_rank_request(request, snap)
-        events = to_events(messages, self.cfg.max_batch_events) if messages else []
         now = self.now_ms()
+        events = (to_events(messages, self.cfg.max_batch_events, now_ms=now, limits=self.event_limits)
+                  if messages else [])
         sessions = select_sessions(events, now, snap.lookback_ms, self.cfg.max_sessions)
         try:
             intents, reason = await self._intents_on(snap, sessions, None, "read", use_cache=False)

@@ -66,6 +66,8 @@ class GatewayProcess:
         self.log_path = log
         self.auth = str(flags.get("auth") or self.env.get("GATEWAY_AUTH") or "mtls+jwt")
         self.pki_dir = Path(str(flags.get("pki_dir") or self.env.get("GATEWAY_PKI_DIR") or log.parent / "pki"))
+        if "drain_s" not in flags:  # nothing balances load onto a test's gateway: stop at once
+            self.flags += ["--drain-s", "0"]
         if "pki_dir" not in flags:
             self.flags += ["--pki-dir", str(self.pki_dir)]
         self.python = python

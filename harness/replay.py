@@ -57,7 +57,7 @@ async def main_async(args: argparse.Namespace) -> int:
         cfg = GatewayConfig.load(overrides={
             "listen": "127.0.0.1:0", "store": f"sqlite://{workdir / 'gateway.db'}", "artifacts": str(args.artifacts),
             "manifest": str(manifest_of(triton)), "triton_url": triton.grpc_url, "as_of": str(events[-1].ts + 1),
-            "triton_timeout_s": 2.0, "pki_dir": str(workdir / "pki")})
+            "triton_timeout_s": 2.0, "pki_dir": str(workdir / "pki"), "drain_s": 0})
         server = GatewayServer(cfg)
         port = await server.start()
         try:

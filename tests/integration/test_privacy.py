@@ -48,7 +48,7 @@ async def test_a_forgotten_customer_leaves_no_residue_in_any_table_key_file_or_c
     as_of = events[-1].ts + DAY_MS
     cfg = GatewayConfig(listen="127.0.0.1:0", store=store_url, artifacts=str(gw_artifacts),
                         manifest=str(manifest_of(triton)), triton_url=triton.grpc_url, triton_timeout_s=5.0,
-                        as_of=str(as_of), auth="none", pki_dir=str(tmp_path / "pki"), log_level="WARNING")
+                        as_of=str(as_of), auth="none", pki_dir=str(tmp_path / "pki"), log_level="WARNING", drain_s=0)
     server = GatewayServer(cfg)
     port = await server.start()
     try:

@@ -179,3 +179,11 @@ def test_other_services_pass_through_untouched() -> None:
                                         ("sqlite://.run/gateway.db", "sqlite")])
 def test_the_start_up_log_names_the_store_by_scheme_and_host_only(url, shown) -> None:
     assert store_location(url) == shown and "s3cret" not in store_location(url)
+
+
+def test_startup_errors_mask_url_credentials_and_keep_the_rest():
+    from gateway.errors import startup_error
+
+    text = startup_error(ValueError("cannot reach redis://:s3cret@10.0.0.1:6379/0 (see http://docs/x)"))
+    assert text == "ValueError: cannot reach redis://***@10.0.0.1:6379/0 (see http://docs/x)"
+    assert "s3cret" not in text
