@@ -51,7 +51,8 @@ def gateway(gw_artifacts, gw_repository, visitor, tmp_path_factory):
     """The embedded default (mtls+jwt, local PKI) with no Triton behind it."""
     work = tmp_path_factory.mktemp("auth")
     gw = GatewayProcess(gw_artifacts, f"sqlite://{work / 'gw.db'}", f"127.0.0.1:{free_port()}",
-                        visitor[1][-1].ts + DAY_MS, manifest=gw_repository / "manifest.json", triton_timeout_s=0.3)
+                        visitor[1][-1].ts + DAY_MS, manifest=gw_repository / "manifest.json", triton_timeout_s=0.3,
+                        health_listen=f"127.0.0.1:{free_port()}")
     yield gw.start()
     gw.stop()
     log = gw.log_path.read_text()
@@ -221,3 +222,14 @@ def test_every_case_has_a_test():
 @pytest.mark.parametrize("case", CONNECTION_CASES)
 def test_connection(gateway, case, tmp_path):
     CONNECTION_TESTS[case](gateway, tmp_path)
+
+
+def test_the_health_only_port_is_plaintext_and_serves_nothing_else(gateway, calls):
+    """health_listen: what the kubelet's gRPC probes reach without a client certificate, and nothing more."""
+    address = gateway.flags[gateway.flags.index("--health-listen") + 1]
+    with grpc.insecure_channel(address) as channel:
+        answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME),
+                                                             timeout=10)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        error = error_of(channel, "RankTiles", calls["RankTiles"])
+    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
