@@ -113,6 +113,13 @@ def not_found(resource_type: str, what: str) -> GatewayError:
     return GatewayError(_status(code_pb2.NOT_FOUND, f"{resource_type}: {what}", detail))
 
 
+def failed_precondition(subject: str, what: str) -> GatewayError:
+    """FAILED_PRECONDITION (a forgotten customer or visitor) naming the kind of subject, never its id."""
+    detail = error_details_pb2.PreconditionFailure(violations=[
+        error_details_pb2.PreconditionFailure.Violation(type="FORGOTTEN", subject=subject, description=what)])
+    return GatewayError(_status(code_pb2.FAILED_PRECONDITION, f"{subject}: {what}", detail))
+
+
 def field_violations(error: grpc.aio.AioRpcError | grpc.RpcError) -> list[tuple[str, str]]:
     """The (field, description) pairs of a BadRequest detail in an error received by a client."""
     status = rpc_status.from_call(error)

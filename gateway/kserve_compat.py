@@ -23,7 +23,7 @@ and what of kserve (or of tritonclient) each piece touches:
   and decoded by protobuf itself, with no hand-written wire codec.
 - `KServeTritonTransport`: the `gateway.triton_client.Transport` on kserve's `InferenceGRPCClient` (public) plus a
   plain grpc.aio channel for Triton's ModelConfig (above), forwarding what kserve forwards to a predictor
-  (`kserve.model.append_forwardable_headers`: x-request-id, x-b3-traceid, authorization) of the request being
+  (`kserve.model.append_forwardable_headers`: x-request-id, x-b3-traceid; never authorization) of the request being
   served (`forwarding`).
 - `KSERVE_VERSION`: the version all this was checked against. tests/unit/test_kserve_compat.py asserts it is the
   installed one and exercises every piece above over loopback, so an upgrade fails there first.
@@ -187,8 +187,11 @@ _forwarded: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.Co
 @contextlib.contextmanager
 def forwarding(headers: Mapping[str, str] | None) -> Iterator[None]:
     """Within this block, Triton calls carry the headers kserve forwards from a transformer's request to its
-    predictor (x-request-id, x-b3-traceid, authorization), taken from `headers` (the incoming request's)."""
-    token = _forwarded.set(tuple(append_forwardable_headers(dict(headers) if headers else None).items()))
+    predictor (x-request-id, x-b3-traceid), taken from `headers` (the incoming request's). Not `authorization`,
+    which kserve would forward too: the caller's token is for the transformer, and a credential sent on to
+    Triton is one more place it can leak from."""
+    forwarded = append_forwardable_headers(dict(headers) if headers else None)
+    token = _forwarded.set(tuple((k, v) for k, v in forwarded.items() if k.lower() != "authorization"))
     try:
         yield
     finally:

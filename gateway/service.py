@@ -38,15 +38,12 @@ from typing import TypeVar
 
 import grpc
 import numpy as np
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 from gateway import auth, rpc
 from gateway.api import pb, pb_grpc
 from gateway.config import GatewayConfig
 from gateway.embedder import WriteBehindEmbedder
-from gateway.errors import GatewayError, invalid_argument, not_found
+from gateway.errors import GatewayError, failed_precondition, invalid_argument, not_found
 from gateway.privacy import Pseudonymizer
 from gateway.retention import RetentionTask
 from gateway.snapshot import ModelSnapshot
@@ -91,15 +88,6 @@ class Recorded:
     links: int
     evicted: int = 0
     refused: int = 0
-
-
-def failed_precondition(subject: str, what: str) -> GatewayError:
-    """FAILED_PRECONDITION naming the kind of subject, never its id."""
-    detail = any_pb2.Any()
-    detail.Pack(error_details_pb2.PreconditionFailure(violations=[
-        error_details_pb2.PreconditionFailure.Violation(type="FORGOTTEN", subject=subject, description=what)]))
-    return GatewayError(rpc_status.to_status(status_pb2.Status(
-        code=code_pb2.FAILED_PRECONDITION, message=f"{subject}: {what}", details=[detail])))
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,7 @@ async def main():
         np.testing.assert_allclose(out.as_numpy("EMBEDDING")[:, 0], categorical.sum(axis=(1, 2)))
         assert out.as_numpy("INTENT_PROBS").shape == (2, 3)
         seen = fake.seen[-1]
-        assert seen["authorization"] == "Bearer t" and seen["x-request-id"] == "r-1", seen
+        assert seen["x-request-id"] == "r-1" and "authorization" not in seen, seen  # the caller's token stays here
         assert seen["traceparent"].startswith("00-111") and "cookie" not in seen, seen
         assert seen["model_version"] == ""  # unpinned
         await transport.infer("intent_pipeline", categorical, np.zeros((2, 3, 5), np.float32), 5, None, version="3")
