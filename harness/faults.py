@@ -80,7 +80,7 @@ class RedisProcess:
                 return self
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not listen on {self.port}")
+        raise RuntimeError(f"redis-server did not listen on {self.port}: {(self.directory / 'redis.log').read_text()}")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

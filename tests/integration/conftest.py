@@ -12,19 +12,18 @@ tracing, a gateway on a fresh store) stay in their modules.
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from harness.faults import RedisProcess
+from harness.fuzz import ranker_tiles
 from harness.processes import start_transformer, stop
 from harness.workload import busiest_visitor
-from training.export.triton_server import TritonServer, free_port
+from training.export.triton_server import TritonServer
 
 HERE = Path(__file__).parent
 DAY_MS = 86_400_000
@@ -137,45 +136,31 @@ def transformer(triton: TritonServer, gw_artifacts: Path, visitor, tmp_path_fact
     stop(process)
 
 
-@dataclass
-class RedisServer:
-    """redis-server with an append-only file fsynced on every write, so a restart loses nothing acknowledged."""
+@pytest.fixture(scope="module")
+def own_triton(gw_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    """A Triton of the module's own on the shared repository, not started: fault and resilience tests start it
+    late, kill and restart it."""
+    server = TritonServer(gw_repository, workdir=tmp_path_factory.mktemp("own_triton"))
+    yield server
+    server.stop()
 
-    directory: Path
-    port: int = 0
-    process: subprocess.Popen | None = None
 
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+@pytest.fixture(scope="module")
+def now_ms() -> int:
+    """The wall clock once per module: what a gateway without `as_of` calls now."""
+    return int(time.time() * 1000)
 
-    def start(self) -> RedisServer:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed: run `make redis` (apt-get install redis-server)")
-        self.port = self.port or free_port()
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory), "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--logfile", str(self.directory / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not listen on {self.port}: {(self.directory / 'redis.log').read_text()}")
 
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
+@pytest.fixture(scope="module")
+def tiles(gw_artifacts: Path) -> list[str]:
+    """Six candidate tiles the exported ranker knows."""
+    return list(ranker_tiles(gw_artifacts)[:6])
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path).start()
+def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
+    """redis-server with `appendfsync always` (what the chart runs), on a free loopback port."""
+    server = RedisProcess(tmp_path).start()
     yield server
     server.stop()
 

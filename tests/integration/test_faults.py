@@ -7,8 +7,6 @@ test, killed and restarted by the second, then left running for the Redis test.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from harness.faults import (
@@ -20,30 +18,10 @@ from harness.faults import (
     seed_customer,
     triton_kill,
 )
-from harness.fuzz import ranker_tiles
 from harness.processes import manifest_of
-from training.export.triton_server import TritonServer
 
 RECOVERY_S = 5.0
 """Issue 16's requirement: answers stop being degraded within 5 s of Triton being ready, whatever the outage."""
-
-
-@pytest.fixture(scope="module")
-def own_triton(gw_repository, tmp_path_factory):
-    """A Triton on the module's repository, not started (the first test starts it late)."""
-    server = TritonServer(gw_repository, workdir=tmp_path_factory.mktemp("fault_triton"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-@pytest.fixture(scope="module")
-def tiles(gw_artifacts) -> list[str]:
-    return list(ranker_tiles(gw_artifacts)[:6])
 
 
 def _gateway(gw_artifacts, own_triton, store: str, now_ms: int, log, **flags):

@@ -33,10 +33,9 @@ from harness.faults import (
     seed_customer,
     triton_kill,
 )
-from harness.fuzz import ranker_tiles
 from harness.processes import manifest_of
 from training.core.manifest import Manifest
-from training.export.triton_server import TritonServer, free_port
+from training.export.triton_server import free_port
 
 RECOVERY_S = 5.0
 """Issue 16: answers stop being degraded within 5 s of Triton being ready, whatever the outage's length."""
@@ -48,24 +47,6 @@ CHANNEL_OUTAGE_S = 30.0
 DRAIN_S = 2.0
 MAX_MESSAGE_BYTES = 64 * 1024
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-@pytest.fixture(scope="module")
-def own_triton(gw_repository, tmp_path_factory):
-    """A Triton on the module's repository, not started yet (the first test starts it late)."""
-    server = TritonServer(gw_repository, workdir=tmp_path_factory.mktemp("resilience_triton"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-@pytest.fixture(scope="module")
-def tiles(gw_artifacts) -> list[str]:
-    return list(ranker_tiles(gw_artifacts)[:6])
 
 
 @pytest.fixture(scope="module")
