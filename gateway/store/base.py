@@ -203,10 +203,11 @@ def unpack_cache_entry(blob: bytes | None, manifest_hash: str, dim: int, labels:
 
 
 def open_store(url: str, limits: StoreLimits | None = None) -> SessionStore:
-    """`sqlite:///abs/path.db`, `sqlite://relative.db`, a bare path, or `redis://host:port/db` (a password in
-    the URL never reaches a log or an error)."""
+    """`sqlite:///abs/path.db`, `sqlite://relative.db`, a bare path, `redis://host:port/db` (one node), or
+    `redis+cluster://host:port[,host:port...]` (a Redis Cluster; docs/deploy.md). A password in the URL never
+    reaches a log or an error."""
     limits = limits or StoreLimits()
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if url.startswith(("redis://", "rediss://", "unix://", "redis+cluster://")):
         from gateway.store.redis_store import RedisStore
 
         return RedisStore(url, limits)
