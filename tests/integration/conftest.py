@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.faults import RedisProcess
+from harness.faults import RedisCluster, RedisProcess
 from harness.fuzz import ranker_tiles
 from harness.processes import start_transformer, stop
 from harness.workload import busiest_visitor
@@ -163,6 +163,15 @@ def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
     server = RedisProcess(tmp_path).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A real 3-node Redis Cluster on loopback (no replicas, AOF with `appendfsync always` on every node),
+    shared by a module's tests and stopped after it; tests tell theirs apart by the ids they use or flush it."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture

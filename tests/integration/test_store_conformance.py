@@ -1,4 +1,5 @@
-"""One conformance suite for every session store: the embedded SQLite and a real redis-server.
+"""One conformance suite for every session store: the embedded SQLite, a real redis-server and a real 3-node
+Redis Cluster (the same test functions; the cluster is shared by the module and emptied before each test).
 
 The stores hold pseudonyms only (the gateway maps ids before calling them), so the ids here are opaque strings.
 """
@@ -28,12 +29,16 @@ def login(anon: str, i: int, customer: str) -> Event:
     return Event(anonymous_id=anon, ts=T0 + i * 1000, event_type="login", url="/login", customer_id=customer)
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "redis-cluster"])
 def store_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite://{tmp_path / 'gateway.db'}"
-    else:
+    elif request.param == "redis":
         yield request.getfixturevalue("redis_server").url
+    else:
+        cluster = request.getfixturevalue("redis_cluster")
+        cluster.flush()
+        yield cluster.url
 
 
 async def test_events_round_trip_in_time_order_and_retries_are_not_stored_twice(store_url):
@@ -257,7 +262,7 @@ async def test_acknowledged_writes_survive_a_restart(store_url, request):
     await store.link("A1", "C1", "api", T0)
     await store.close()
     if store_url.startswith("redis"):
-        server = request.getfixturevalue("redis_server")
+        server = request.getfixturevalue("redis_cluster" if "cluster" in store_url else "redis_server")
         server.stop()
         server.start()
     reopened = open_store(store_url)
