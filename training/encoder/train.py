@@ -32,6 +32,8 @@ class TrainConfig:
     d_model: int = 64
     embedding_dim: int = 64
     n_layers: int = 2
+    dropout: float = 0.1
+    """The encoder's dropout (EncoderConfig's default); 0 makes a data-parallel run reproduce this one exactly."""
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     device: str = "auto"
     """'auto' picks CUDA when present, else CPU."""
@@ -47,7 +49,7 @@ def build_encoder(featurizer: Featurizer, cfg: TrainConfig) -> SessionEncoder:
     return SessionEncoder(EncoderConfig(
         cardinalities=tuple(featurizer.cardinalities), n_continuous=len(featurizer.to_dict()["continuous_columns"]),
         max_len=featurizer.config.max_len, d_model=cfg.d_model, embedding_dim=cfg.embedding_dim,
-        n_layers=cfg.n_layers,
+        n_layers=cfg.n_layers, dropout=cfg.dropout,
     ))
 
 
