@@ -216,3 +216,16 @@ bench-load: venv  ## 100,000 RankTiles at concurrency 32 on the shipped path (TL
 
 reliability: venv redis  ## fuzz + auth matrix + forget residue + fault runs + load -> reports/reliability.json (needs make export)
 	$(PY) -m harness.reliability --repository $(REPOSITORY) --artifacts $(ARTIFACTS) --out reports/reliability.json
+
+# -- Spark for data that outgrows one machine (issue 18) ---------------------------------------------------------
+.PHONY: java spark-featurize
+SPARK_OUT ?= data/shards-spark
+SPARK_ARGS ?=
+
+java:  ## install Debian's Java 17 runtime (openjdk-17-jre-headless) for the Spark job and its tests; skipped when java -version is 17+
+	@v=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); [ "$${v:-0}" -ge 17 ] || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get install -y -qq openjdk-17-jre-headless > /dev/null || { apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless > /dev/null; }; \
+		else sudo apt-get install -y -qq openjdk-17-jre-headless > /dev/null; fi; }
+
+spark-featurize: venv java  ## the PySpark job on DATA in local[2]: validate, sessionize, featurize -> shards in SPARK_OUT (SPARK_ARGS: --master, --featurizer, --partitions)
+	$(PY) -m training.spark.job --input $(DATA) --output $(SPARK_OUT) $(SPARK_ARGS)
