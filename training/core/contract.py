@@ -253,3 +253,22 @@ def load_dataset(data_dir: Path | str, strict: bool = False) -> Dataset:
 def _check_strict(report: LoadReport, strict: bool) -> None:
     if strict and report.problems:
         raise DataError(f"{len(report.problems)} invalid rows (--strict):\n{report.summary()}")
+
+
+def validate_raw(file: str, line: int, raw: Any, model: type[M], report: LoadReport) -> M | None:
+    """One parsed row (or its JSON error) -> the model, or None with its problems in `report`.
+
+    The same checks and messages as `read_rows`, for callers that parse rows themselves (the columnar path
+    sends here only the rows its vectorized checks could not accept, so both paths report alike).
+    """
+    if isinstance(raw, Exception):
+        report.problems.append(RowProblem(file, line, "<row>", f"invalid JSON: {raw}"))
+        return None
+    if not isinstance(raw, dict):
+        report.problems.append(RowProblem(file, line, "<row>", "expected a JSON object"))
+        return None
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        report.problems.extend(_problems_from(exc, file, line))
+        return None

@@ -1,0 +1,182 @@
+"""Vectorized Featurizer.fit / Featurizer.encode over sessionized columns, with identical results.
+
+The featurizer's own token functions (normalize_url, url_area, normalize_referrer, query_tokens) run once per
+distinct raw value and become lookup tables, so there is still one featurizer. math.log1p (not numpy's, whose
+last bits differ) fills a table of log1p(ms / 1000) for every millisecond up to an hour; rarer larger values
+are computed once per distinct value. Hour sin/cos come from a table of the 86,400 seconds of a day.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from functools import lru_cache
+
+import numpy as np
+
+from training.columnar.load import EventColumns
+from training.columnar.sessionize import SessionIndex
+from training.core.featurizer import (
+    _STANDARDIZED,
+    CONTINUOUS,
+    PAD,
+    Featurizer,
+    FeaturizerConfig,
+    Vocab,
+    normalize_referrer,
+    normalize_url,
+    query_tokens,
+    url_area,
+)
+
+_LOG1P_TABLE_MS = 1 << 22
+
+
+@lru_cache(maxsize=1)
+def _log1p_table() -> np.ndarray:
+    return np.fromiter((math.log1p(ms / 1000.0) for ms in range(_LOG1P_TABLE_MS)), np.float64, _LOG1P_TABLE_MS)
+
+
+@lru_cache(maxsize=1)
+def _hour_tables() -> tuple[np.ndarray, np.ndarray]:
+    hours = [(s / 3600.0) for s in range(86_400)]
+    return (np.array([math.sin(2 * math.pi * h / 24.0) for h in hours]),
+            np.array([math.cos(2 * math.pi * h / 24.0) for h in hours]))
+
+
+def log1p_seconds(ms: np.ndarray) -> np.ndarray:
+    """math.log1p(ms / 1000.0) element-wise, bit for bit."""
+    table = _log1p_table()
+    out = np.empty(len(ms), dtype=np.float64)
+    small = ms < _LOG1P_TABLE_MS
+    out[small] = table[ms[small]]
+    if not small.all():
+        values, inverse = np.unique(ms[~small], return_inverse=True)
+        out[~small] = np.array([math.log1p(int(v) / 1000.0) for v in values])[inverse]
+    return out
+
+
+class _Tokens:
+    """Per-code token tables of one data set (codes index the EventColumns dictionaries; the last row is None)."""
+
+    def __init__(self, events: EventColumns):
+        d = events.dicts
+        self.url = [normalize_url(u) for u in d["url"].values]
+        self.area = [url_area(u) for u in self.url]
+        self.event_type = [e.lower() for e in d["event_type"].values]
+        self.device = [(v or "unknown").lower() for v in d["device"].values] + ["unknown"]
+        self.referrer = [normalize_referrer(v) for v in d["referrer"].values] + [normalize_referrer(None)]
+        self.query = [query_tokens(v) for v in d["query"].values] + [[]]
+
+
+def _kept(sessions: SessionIndex, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Event rows of each session's most recent max_len events, and the kept offsets."""
+    counts = sessions.counts
+    kept = np.minimum(counts, max_len)
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(kept, out=offsets[1:])
+    skip = np.repeat(counts - kept, kept)
+    starts = np.repeat(sessions.offsets[:-1], kept)
+    within = np.arange(offsets[-1], dtype=np.int64) - np.repeat(offsets[:-1], kept)
+    return sessions.order[starts + skip + within], offsets
+
+
+def _raw_continuous(events: EventColumns, rows: np.ndarray, offsets: np.ndarray) -> dict[str, np.ndarray]:
+    ts = events.ts[rows]
+    lengths = np.diff(offsets)
+    first = np.repeat(ts[offsets[:-1]], lengths)
+    previous = np.empty_like(ts)
+    if len(ts):
+        previous[1:] = ts[:-1]
+        previous[offsets[:-1][lengths > 0]] = ts[offsets[:-1][lengths > 0]]
+    dwell = events.dwell_ms[rows]
+    has = dwell >= 0
+    log_dwell = np.full(len(rows), np.nan)
+    log_dwell[has] = log1p_seconds(dwell[has])
+    sin, cos = _hour_tables()
+    second = (ts // 1000) % 86_400
+    return {"log_dwell": log_dwell, "dwell_missing": (~has).astype(np.float64),
+            "log_gap": log1p_seconds(np.maximum(ts - previous, 0)),
+            "log_elapsed": log1p_seconds(np.maximum(ts - first, 0)), "hour_sin": sin[second], "hour_cos": cos[second]}
+
+
+def _counter(codes: np.ndarray, tokens: list[str]) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    hist = np.bincount(np.where(codes < 0, len(tokens) - 1, codes), minlength=len(tokens))
+    for code in np.flatnonzero(hist):
+        counts[tokens[code]] += int(hist[code])
+    return counts
+
+
+def fit_featurizer(events: EventColumns, sessions: SessionIndex, mask: np.ndarray | None = None,
+                   config: FeaturizerConfig | None = None) -> Featurizer:
+    """Featurizer.fit on the sessions where `mask` is true (all by default), in session order."""
+    config = config or FeaturizerConfig()
+    rows, offsets = _kept(sessions, config.max_len)
+    if mask is not None:
+        rows, offsets = _select(rows, offsets, mask)
+    tok = _Tokens(events)
+    c = {name: events.codes[name][rows] for name in ("url", "event_type", "device", "referrer", "query")}
+    counts = {"url": _counter(c["url"], tok.url), "area": _counter(c["url"], tok.area),
+              "event_type": _counter(c["event_type"], tok.event_type),
+              "device": _counter(c["device"], tok.device), "referrer": _counter(c["referrer"], tok.referrer)}
+    query: Counter[str] = Counter()
+    hist = np.bincount(np.where(c["query"] < 0, len(tok.query) - 1, c["query"]), minlength=len(tok.query))
+    for code in np.flatnonzero(hist):
+        for word in tok.query[code]:
+            query[word] += int(hist[code])
+    counts["query"] = query
+    vocabs = {k: Vocab.fit(v, config) for k, v in counts.items()}
+    raw = _raw_continuous(events, rows, offsets)
+    stats = {}
+    for k in _STANDARDIZED:
+        v = raw[k][~np.isnan(raw[k])]
+        stats[k] = (float(np.mean(v)) if len(v) else 0.0, float(np.std(v)) or 1.0 if len(v) else 1.0)
+    return Featurizer(config, vocabs, stats)
+
+
+def _select(rows: np.ndarray, offsets: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.diff(offsets)
+    keep = np.repeat(mask, lengths)
+    new = np.zeros(int(mask.sum()) + 1, dtype=np.int64)
+    np.cumsum(lengths[mask], out=new[1:])
+    return rows[keep], new
+
+
+def _ids(vocab: Vocab, tokens: list[str]) -> np.ndarray:
+    return np.array([vocab.id(t) for t in tokens], dtype=np.int32)
+
+
+def encode_sessions(featurizer: Featurizer, events: EventColumns,
+                    sessions: SessionIndex) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Featurizer.encode for every session: (lengths [S], categorical [sum, F] int32, continuous [sum, C])."""
+    config = featurizer.config
+    rows, offsets = _kept(sessions, config.max_len)
+    tok = _Tokens(events)
+    v = featurizer.vocabs
+    q = config.query_tokens
+    cat = np.full((len(rows), 5 + q), PAD, dtype=np.int32)
+
+    def lookup(name: str, table: np.ndarray) -> np.ndarray:
+        codes = events.codes[name][rows]
+        return table[np.where(codes < 0, len(table) - 1, codes)]
+
+    cat[:, 0] = lookup("url", _ids(v["url"], tok.url))
+    cat[:, 1] = lookup("url", _ids(v["area"], tok.area))
+    cat[:, 2] = lookup("event_type", _ids(v["event_type"], tok.event_type))
+    cat[:, 3] = lookup("device", _ids(v["device"], tok.device))
+    cat[:, 4] = lookup("referrer", _ids(v["referrer"], tok.referrer))
+    words = np.full((len(tok.query), q), PAD, dtype=np.int32)
+    for i, toks in enumerate(tok.query):
+        for j, word in enumerate(toks[:q]):
+            words[i, j] = v["query"].id(word)
+    cat[:, 5:] = lookup("query", words)
+    raw = _raw_continuous(events, rows, offsets)
+    cont = np.empty((len(rows), len(CONTINUOUS)), dtype=np.float32)
+    for j, name in enumerate(CONTINUOUS):
+        value = raw[name]
+        if name in featurizer.stats:
+            mean, std = featurizer.stats[name]
+            value = np.where(np.isnan(value), 0.0, (value - mean) / std)
+        cont[:, j] = value
+    return np.diff(offsets), cat, cont

@@ -1,0 +1,275 @@
+"""Events file -> compact columns (codes into per-field dictionaries), validated like the contract.
+
+JSONL is read in byte blocks by pyarrow's JSON reader (C++, multi-threaded, no Python object per row);
+Parquet by record batches. Each field is checked vectorized, and string fields once per DISTINCT value with
+the contract's own rules (strip, length, lower case). A row the fast checks cannot accept as-is (a bad
+value, an unusual timestamp form, a type the reader inferred differently) is re-parsed from its own line and
+validated by `contract.validate_raw`, so problems and accepted values are exactly the row-level path's. A
+block the reader cannot parse at all (invalid JSON, a lone CR, mixed types) goes row by row the same way.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from training.core.contract import MAX_TEXT_LEN, Event, LoadReport, events_path, validate_raw
+
+BLOCK_BYTES = 32 << 20
+STRING_FIELDS = ("anonymous_id", "event_type", "url", "device", "referrer", "query", "customer_id", "session_id")
+REQUIRED = ("anonymous_id", "event_type", "url")
+_ISO = (r"^(?P<base>\d{4}-\d{2}-\d{2}T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d)(?:\.(?P<frac>\d{3}|\d{6}))?"
+        r"(?P<tz>Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)$")
+_WS = np.zeros(256, dtype=bool)
+_WS[list(b" \t\n\r\x0b\x0c")] = True
+
+
+class Dictionary:
+    """Distinct accepted values of one field, in first-seen order; code -1 is None."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.values: list[str] = []
+
+    def code(self, value: str | None) -> int:
+        if value is None:
+            return -1
+        code = self.index.get(value)
+        if code is None:
+            code = self.index[value] = len(self.values)
+            self.values.append(value)
+        return code
+
+
+@dataclass
+class EventColumns:
+    """Accepted events as arrays (file order): string fields as int32 codes into `dicts`, -1 for None."""
+
+    codes: dict[str, np.ndarray]
+    ts: np.ndarray  # int64 epoch ms
+    dwell_ms: np.ndarray  # int64, -1 for None
+    line: np.ndarray  # int64 line (or Parquet row) number, the tie-break the row-level sort keeps
+    dicts: dict[str, Dictionary] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.dicts = {name: Dictionary() for name in STRING_FIELDS}
+        self.parts: list[dict[str, np.ndarray]] = []
+
+    def add_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        if len(arrays["ts"]):
+            self.parts.append(arrays)
+
+    def add_events(self, events: list[Event], lines: list[int]) -> None:
+        if not events:
+            return
+        arrays = {name: np.array([self.dicts[name].code(getattr(e, name)) for e in events], dtype=np.int32)
+                  for name in STRING_FIELDS}
+        arrays["ts"] = np.array([e.ts for e in events], dtype=np.int64)
+        arrays["dwell_ms"] = np.array([-1 if e.dwell_ms is None else e.dwell_ms for e in events], dtype=np.int64)
+        arrays["line"] = np.array(lines, dtype=np.int64)
+        self.parts.append(arrays)
+
+    def build(self) -> EventColumns:
+        def cat(name: str, dtype: type) -> np.ndarray:
+            return np.concatenate([p[name] for p in self.parts]) if self.parts else np.zeros(0, dtype=dtype)
+
+        return EventColumns({n: cat(n, np.int32) for n in STRING_FIELDS}, cat("ts", np.int64),
+                            cat("dwell_ms", np.int64), cat("line", np.int64), self.dicts)
+
+
+def load_event_columns(data_dir: Path | str, report: LoadReport | None = None) -> EventColumns:
+    """Validate the data directory's events file into columns; problems go to `report` in line order."""
+    report = report if report is not None else LoadReport()
+    path = events_path(Path(data_dir))
+    builder = _Builder()
+    if path.suffix == ".parquet":
+        _load_parquet(path, builder, report)
+    else:
+        _load_jsonl(path, builder, report)
+    events = builder.build()
+    report.accepted[path.name] = len(events)
+    return events
+
+
+# -- readers ----------------------------------------------------------------------------------------------
+
+def _load_jsonl(path: Path, builder: _Builder, report: LoadReport) -> None:
+    first_line = 0
+    with path.open("rb") as fh:
+        carry = b""
+        while True:
+            data = fh.read(BLOCK_BYTES)
+            block = carry + data
+            if not data:
+                if block:
+                    _jsonl_block(path.name, block, first_line, builder, report)
+                return
+            cut = block.rfind(b"\n") + 1
+            if cut == 0:
+                carry = block
+                continue
+            first_line = _jsonl_block(path.name, block[:cut], first_line, builder, report)
+            carry = block[cut:]
+
+
+def _jsonl_block(name: str, block: bytes, first_line: int, builder: _Builder, report: LoadReport) -> int:
+    """One block of whole lines; returns the number of the block's last line."""
+    if b"\r" not in block:
+        buf = np.frombuffer(block, dtype=np.uint8)
+        ends = np.flatnonzero(buf == 10)
+        if not block.endswith(b"\n"):
+            ends = np.append(ends, len(block))
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        filled = (ends > starts) & ~_WS[buf[np.minimum(starts, len(block) - 1)]]
+        for i in np.flatnonzero((ends > starts) & ~filled):
+            filled[i] = bool(block[starts[i]:ends[i]].strip())
+        try:
+            table = pj.read_json(io.BytesIO(block), read_options=pj.ReadOptions(block_size=len(block) + 1))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            table = None
+        rows = np.flatnonzero(filled)
+        if table is not None and table.num_rows == len(rows):
+            lines = rows + first_line + 1
+            suspect = _fast(table, lines, builder)
+            for i in np.flatnonzero(suspect):
+                text = block[starts[rows[i]]:ends[rows[i]]].decode("utf-8")
+                _slow_row(name, int(lines[i]), _parse(text), builder, report)
+            return first_line + len(ends)
+    count = 0
+    for count, text in enumerate(io.TextIOWrapper(io.BytesIO(block), encoding="utf-8"), start=1):
+        if text.strip():
+            _slow_row(name, first_line + count, _parse(text), builder, report)
+    return first_line + count
+
+
+def _parse(text: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        return exc
+
+
+def _slow_row(name: str, line: int, raw: object, builder: _Builder, report: LoadReport) -> None:
+    event = validate_raw(name, line, raw, Event, report)
+    if event is not None:
+        builder.add_events([event], [line])
+
+
+def _load_parquet(path: Path, builder: _Builder, report: LoadReport) -> None:
+    import pyarrow.parquet as pq
+
+    offset = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=1 << 20):
+        table = pa.Table.from_batches([batch])
+        lines = np.arange(offset + 1, offset + table.num_rows + 1, dtype=np.int64)
+        for i in np.flatnonzero(_fast(table, lines, builder)):
+            row = {k: v for k, v in table.slice(int(i), 1).to_pylist()[0].items() if v is not None}
+            _slow_row(path.name, int(lines[i]), row, builder, report)
+        offset += table.num_rows
+
+
+# -- vectorized checks ------------------------------------------------------------------------------------
+
+def _fast(table: pa.Table, lines: np.ndarray, builder: _Builder) -> np.ndarray:
+    """Accept what is certainly valid (adding it to `builder`); returns the mask of rows to re-check."""
+    n = table.num_rows
+    suspect = np.zeros(n, dtype=bool)
+    arrays: dict[str, np.ndarray] = {}
+    for name in STRING_FIELDS:
+        codes, bad = _string_field(table, name, builder.dicts[name], n)
+        arrays[name] = codes
+        suspect |= bad
+    ts, bad = _ts_field(table, n)
+    suspect |= bad
+    dwell, bad = _dwell_field(table, n)
+    suspect |= bad
+    keep = ~suspect
+    out = {name: codes[keep] for name, codes in arrays.items()}
+    out.update(ts=ts[keep], dwell_ms=dwell[keep], line=lines[keep])
+    builder.add_arrays(out)
+    return suspect
+
+
+def _column(table: pa.Table, name: str) -> pa.Array | None:
+    if name not in table.column_names:
+        return None
+    col = table.column(name)
+    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+
+
+def _string_field(table: pa.Table, name: str, dictionary: Dictionary, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Codes of stripped values, and rows the contract would reject (or whose type needs its judgement)."""
+    col = _column(table, name)
+    required = name in REQUIRED
+    if col is None or pa.types.is_null(col.type):
+        return np.full(n, -1, dtype=np.int32), np.full(n, required)
+    null = np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        return np.full(n, -1, dtype=np.int32), ~null | required
+    encoded = pc.dictionary_encode(col)
+    lookup = np.empty(len(encoded.dictionary) + 1, dtype=np.int32)
+    ok = np.empty(len(encoded.dictionary) + 1, dtype=bool)
+    lookup[-1], ok[-1] = -1, not required
+    for i, value in enumerate(encoded.dictionary.to_pylist()):
+        stripped = value.strip()
+        valid = (1 if required else 0) <= len(stripped) <= MAX_TEXT_LEN
+        ok[i] = valid
+        lookup[i] = dictionary.code(stripped.lower() if name == "event_type" else stripped) if valid else -1
+    idx = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return lookup[idx], ~ok[idx]
+
+
+def _ts_field(table: pa.Table, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Epoch ms exactly as parse_ts computes them (int(datetime.timestamp() * 1000) in float64)."""
+    col = _column(table, "ts")
+    if col is None or pa.types.is_null(col.type):
+        return np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool)
+    if pa.types.is_integer(col.type):
+        values = col.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        return values, values < 0
+    if not pa.types.is_string(col.type):
+        return np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool)
+    out = np.zeros(n, dtype=np.int64)
+    digits = pc.fill_null(pc.match_substring_regex(col, r"^[0-9]{1,18}$"), False).to_numpy(zero_copy_only=False)
+    if digits.any():
+        out[digits] = pc.cast(pc.filter(col, pa.array(digits)), pa.int64()).to_numpy()
+    parts = pc.extract_regex(col, _ISO)
+    iso = np.asarray(parts.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    if iso.any():
+        parts = pc.filter(parts, pa.array(iso))
+        base = pc.strptime(parts.field("base"), format="%Y-%m-%dT%H:%M:%S", unit="s", error_is_null=True)
+        parsed = np.asarray(base.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        seconds = pc.cast(base, pa.int64()).fill_null(0).to_numpy()
+        micros = pc.cast(pc.utf8_rpad(parts.field("frac"), 6, "0"), pa.int64()).to_numpy()
+        tz = parts.field("tz").to_pylist()
+        offset = np.array([0 if z == "Z" else (1 if z[0] == "+" else -1) * (int(z[1:3]) * 3600 + int(z[4:6]) * 60)
+                           for z in tz], dtype=np.int64) if any(z != "Z" for z in tz) else 0
+        total_us = (seconds - offset) * 1_000_000 + micros
+        ms = (total_us.astype(np.float64) / 1e6 * 1000.0).astype(np.int64)
+        where = np.flatnonzero(iso)
+        out[where] = ms
+        iso[where[~parsed]] = False
+    return out, ~(digits | iso)
+
+
+def _dwell_field(table: pa.Table, n: int) -> tuple[np.ndarray, np.ndarray]:
+    col = _column(table, "dwell_ms")
+    if col is None or pa.types.is_null(col.type):
+        return np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=bool)
+    null = np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    if not pa.types.is_integer(col.type):
+        return np.full(n, -1, dtype=np.int64), ~null
+    values = col.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return values, ~null & (values < 0)
