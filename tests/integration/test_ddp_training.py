@@ -18,7 +18,11 @@ compares the embeddings both encoders give the validation sessions, to the same 
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +118,29 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(shards: Path, tm
         gap = float((last(cat, cont) - single_last(cat, cont)).abs().max())
     assert gap <= ATOL, f"embeddings differ by {gap:.2e}"
     assert meta["metrics"]["epoch"] == load_checkpoint(tmp_path / "single" / "encoder.pt")[1]["metrics"]["epoch"]
+
+
+def test_torchrun_cli_with_uneven_slices_writes_the_single_process_checkpoint(shards: Path, tmp_path: Path) -> None:
+    """What a user starts: torchrun with 3 ranks and 1 session per rank, so the 2-session batches the
+    length buckets leave give one rank nothing to encode; it still joins every collective."""
+    out = tmp_path / "cli"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "3",
+           "-m", "training.encoder.distributed", "--shards", str(shards), "--out", str(out), "--epochs", "1",
+           "--batch-size", "1", "--d-model", "16", "--embedding-dim", "16", "--n-layers", "1", "--dropout", "0",
+           "--seed", "5", "--device", "cpu"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rank0" in done.stderr and "rank1" not in done.stderr and "rank2" not in done.stderr
+
+    featurizer, train, val, train_v, val_v = shard_splits(shards)
+    assert Featurizer.load(out / "featurizer.json").version == featurizer.version
+    ddp, meta = load_checkpoint(out / "encoder.pt")
+    assert meta["metrics"]["world_size"] == 3 and meta["train_config"]["batch_size"] == 3
+    cfg = replace(_cfg(), epochs=1, batch_size=3)
+    single, _ = train_encoder(featurizer, train, val, cfg, tmp_path / "single", train_v, val_v)
+    batch = pad_batch([val[i] for i in range(len(val))])
+    cat, cont = torch.from_numpy(batch.categorical), torch.from_numpy(batch.continuous)
+    with torch.no_grad():
+        gap = float((ddp(cat, cont) - single(cat, cont)).abs().max())
+    assert gap <= ATOL, f"embeddings differ by {gap:.2e}"
