@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -89,6 +90,21 @@ class RedisProcess:
 
 
 
+def cluster_port() -> int:
+    """A free loopback port whose cluster bus port (+10000, what redis-server opens beside it) is free too: an
+    ephemeral port above 55535 has no room for the bus, so one is drawn below."""
+    rng = random.Random()
+    while True:
+        port = rng.randrange(20_000, 55_000)
+        try:
+            for candidate in (port, port + 10_000):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", candidate))
+            return port
+        except OSError:
+            continue
+
+
 @dataclass
 class RedisCluster:
     """A Redis Cluster of `size` primaries on loopback, each redis-server with `--cluster-enabled yes` and an
@@ -112,7 +128,8 @@ class RedisCluster:
         server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
         if server is None or cli is None:
             raise RuntimeError("redis-server and redis-cli are not installed: run `make redis`")
-        self.ports = self.ports or [free_port() for _ in range(self.size)]
+        while not self.ports or len(set(self.ports)) < self.size:
+            self.ports = [cluster_port() for _ in range(self.size)]
         for port in self.ports:
             node = self.node_dir(port)
             node.mkdir(parents=True, exist_ok=True)

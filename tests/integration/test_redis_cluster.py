@@ -1,0 +1,121 @@
+"""What only a Redis Cluster can show: one visitor's or customer's keys share a slot, the data spreads over the
+three nodes, every node's append-only file is rewritten after forgets, an unreachable cluster is
+StoreUnavailable. (The store conformance suite runs against the same cluster, tests/integration/
+test_store_conformance.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import pytest
+import redis
+
+from gateway.store import StoreLimits, StoreUnavailable, open_store
+from gateway.store.base import tombstone_id
+from gateway.store.redis_store import parse_cluster_url
+from training.core.contract import Event
+
+pytestmark = pytest.mark.anyio
+T0 = 1_790_000_000_000
+
+
+def ev(anon: str, i: int, customer: str | None = None) -> Event:
+    if customer:
+        return Event(anonymous_id=anon, ts=T0 + i * 1000, event_type="login", url="/login", customer_id=customer)
+    return Event(anonymous_id=anon, ts=T0 + i * 1000, event_type="page_view", url="/mortgage")
+
+
+def node_keys(cluster) -> dict[int, dict[str, int]]:
+    """Every key on every node: port -> {key: its slot as the node computes it}."""
+    found = {}
+    for port in cluster.ports:
+        client = redis.Redis(host="127.0.0.1", port=port)
+        found[port] = {k.decode(): client.cluster("keyslot", k) for k in client.scan_iter("*")}
+        client.close()
+    return found
+
+
+async def test_one_visitors_or_customers_keys_share_a_slot_and_the_data_spreads_over_every_node(redis_cluster):
+    redis_cluster.flush()
+    store = open_store(redis_cluster.url, StoreLimits(cache_ttl_s=600))
+    visitors, customers = [f"V{i}" for i in range(30)], [f"C{i}" for i in range(6)]
+    for i, anon in enumerate(visitors):
+        customer = customers[i % len(customers)]
+        await store.append([ev(anon, 1), ev(anon, 2), ev(anon, 3, customer)], T0)
+        await store.link(anon, customer, "login", T0)
+        await store.cache_put(anon, "s:1", b"x")
+    await store.forget_customer(["C5"], T0)  # its visitors V5, V11, ... leave tombstones only
+    assert len(await store.customer_events("C0")) == 15  # five visitors, wherever their slots live
+    await store.close()
+
+    found = node_keys(redis_cluster)
+    where = {key: (port, slot) for port, keys in found.items() for key, slot in keys.items()}
+    for subject in visitors + customers:
+        named = {k for k in where if k.endswith(f":{subject}")}
+        tombs = {k for k in where if k.startswith("intent:tomb:") and tombstone_id(subject) in k}
+        forgotten = subject == "C5" or (subject in visitors and visitors.index(subject) % 6 == 5)
+        kinds = {k.split(":")[1] for k in named}
+        if forgotten:
+            assert named == set() and len(tombs) == 1, (subject, named, tombs)
+        else:
+            assert kinds == ({"ev", "evb", "linkedto", "cache"} if subject in visitors else {"link", "cev"}), kinds
+        assert len({where[k] for k in named | tombs}) == 1, (subject, {k: where[k] for k in named | tombs})
+    per_node = {port: {k.split(":")[-1] for k in keys if k.startswith("intent:ev:")} for port, keys in found.items()}
+    assert all(per_node.values()), per_node  # every node holds some visitor's events
+    linked_to_c0 = {where[f"intent:ev:{{v:{tombstone_id(v)}}}:{v}"][0] for v in visitors[::6]}
+    assert len(linked_to_c0) > 1, "C0's visitors live on one node only: the cross-node read went untested"
+    for port in redis_cluster.ports:  # every key carries a TTL, on every node
+        client = redis.Redis(host="127.0.0.1", port=port)
+        assert all(client.ttl(k) > 0 for k in found[port]), port
+        client.close()
+
+
+async def test_a_burst_of_forgets_rewrites_every_primarys_aof_and_leaves_no_trace(redis_cluster):
+    clients = [redis.Redis(host="127.0.0.1", port=p) for p in redis_cluster.ports]
+    before = [c.info("persistence")["aof_rewrites"] for c in clients]
+    store = open_store(redis_cluster.url, StoreLimits(aof_rewrite_interval_s=1.0))
+    for i in range(5):
+        await store.append([ev(f"BURST-A{i}", 1), ev(f"BURST-A{i}", 2, f"BURST-C{i}")], T0)
+        await store.link(f"BURST-A{i}", f"BURST-C{i}", "api", T0)
+        await store.forget_customer([f"BURST-C{i}"], T0)
+    deadline = time.monotonic() + 30
+    while await store.rewrite_pending() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not await store.rewrite_pending()
+    await store.close()
+    for client, was in zip(clients, before, strict=True):
+        info = client.info("persistence")
+        assert info["aof_last_bgrewrite_status"] == "ok" and 1 <= info["aof_rewrites"] - was <= 2, info
+        client.close()
+    files = [p for p in redis_cluster.directory.rglob("*.aof*") if p.is_file()]
+    assert {p.relative_to(redis_cluster.directory).parts[0] for p in files} == {
+        f"node-{p}" for p in redis_cluster.ports}
+    assert not any(b"BURST-" in p.read_bytes() for p in files)
+
+
+async def test_an_unreachable_cluster_is_store_unavailable_without_its_address():
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    port = dead.getsockname()[1]
+    dead.close()
+    store = open_store(f"redis+cluster://127.0.0.1:{port}", StoreLimits(timeout_s=0.2))
+    calls = [lambda: store.append([ev("A1", 1)], T0), lambda: store.events("A1"),
+             lambda: store.link("A1", "C1", "api", T0), lambda: store.forget_customer(["C1"], T0),
+             lambda: store.prune(T0), lambda: store.ping()]
+    for call in calls:
+        with pytest.raises(StoreUnavailable) as info:
+            await asyncio.wait_for(call(), 30)
+        assert "127.0.0.1" not in str(info.value) and str(port) not in str(info.value)
+    await store.close()
+
+
+def test_a_cluster_url_names_its_startup_nodes_and_credentials():
+    nodes, user, password = parse_cluster_url("redis+cluster://app:s%40cret@10.0.0.1:7000,10.0.0.2:7001/0")
+    assert [(n.host, n.port) for n in nodes] == [("10.0.0.1", 7000), ("10.0.0.2", 7001)]
+    assert (user, password) == ("app", "s@cret")
+    assert parse_cluster_url("redis+cluster://:pw@h:1")[1:] == (None, "pw")
+    for bad in ("redis+cluster://h:1/2", "redis+cluster://"):
+        with pytest.raises(ValueError):
+            parse_cluster_url(bad)
