@@ -229,3 +229,12 @@ java:  ## install Debian's Java 17 runtime (openjdk-17-jre-headless) for the Spa
 
 spark-featurize: venv java  ## the PySpark job on DATA in local[2]: validate, sessionize, featurize -> shards in SPARK_OUT (SPARK_ARGS: --master, --featurizer, --partitions)
 	$(PY) -m training.spark.job --input $(DATA) --output $(SPARK_OUT) $(SPARK_ARGS)
+
+# -- Distributed training over featurized shards (issue 18) -----------------------------------------------------
+.PHONY: train-ddp
+SHARDS ?= data/shards
+NPROC ?= 2
+DDP_ARGS ?=
+
+train-ddp: venv  ## torchrun data-parallel encoder training on NPROC local ranks (gloo on CPU, NCCL on GPU) over the shards in SHARDS -> $(ARTIFACTS) (DDP_ARGS: --batch-size per rank, --dropout, --device)
+	$(VENV)/bin/torchrun --standalone --nproc-per-node $(NPROC) -m training.encoder.distributed --shards $(SHARDS) --out $(ARTIFACTS) --epochs $(EPOCHS) --seed $(SEED) $(DDP_ARGS)
