@@ -70,6 +70,12 @@ async def test_one_visitors_or_customers_keys_share_a_slot_and_the_data_spreads_
         client = redis.Redis(host="127.0.0.1", port=port)
         assert all(client.ttl(k) > 0 for k in found[port]), port
         client.close()
+    store = open_store(redis_cluster.url, StoreLimits(retention_days=1, tombstone_days=1))
+    pruned = await store.prune(T0 + 400 * 86_400_000)  # retention reaches every node's keys
+    assert (pruned.events, pruned.links, pruned.tombstones) == (25 * 3, 25, 6), pruned
+    await store.close()
+    assert not any(k.startswith(("intent:ev", "intent:link:", "intent:tomb:")) for keys in node_keys(
+        redis_cluster).values() for k in keys)
 
 
 async def test_a_burst_of_forgets_rewrites_every_primarys_aof_and_leaves_no_trace(redis_cluster):
