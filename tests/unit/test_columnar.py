@@ -152,3 +152,22 @@ def test_log1p_is_bit_exact_beyond_the_table() -> None:
 
     ms = np.array([0, 1, 999, 4_194_303, 4_194_304, 10**10, 10**10], dtype=np.int64)
     assert log1p_seconds(ms).tolist() == [math.log1p(v / 1000.0) for v in ms.tolist()]
+
+
+def test_load_sessions_columnar_equals_row_level(tmp_path: Path) -> None:
+    from training.core.contract import DataError
+    from training.sessions import load_sessions
+
+    rows = [{"anonymous_id": f"v{i % 4}", "ts": 1_000 + i * 600_001, "event_type": "click", "url": f"/p/{i}",
+             "dwell_ms": i if i % 2 else None, "session_id": "s1" if i % 5 == 0 else None} for i in range(40)]
+    path = _events_file(tmp_path, rows)
+    with (path / "events.jsonl").open("a") as fh:
+        fh.write("\n".join(BAD_LINES) + "\n")
+    want = load_sessions(path, report_dir=tmp_path / "ref")
+    got = load_sessions(path, report_dir=tmp_path / "col", columnar=True)
+    assert got.sessions == want.sessions and got.holdout == want.holdout
+    assert got.report == want.report
+    written = [(tmp_path / side / "invalid_rows.jsonl").read_text() for side in ("col", "ref")]
+    assert written[0] == written[1] != ""
+    with pytest.raises(DataError, match="invalid rows"):
+        load_sessions(path, strict=True, columnar=True)
