@@ -301,6 +301,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-layers", type=int, default=d.n_layers)
     p.add_argument("--dropout", type=float, default=d.dropout)
     p.add_argument("--positives", choices=("visitor", "view"), default=d.objective.positives)
+    p.add_argument("--mem-weight", type=float, default=d.objective.mem_weight, help="masked event modelling weight")
     p.add_argument("--validation-pct", type=int, default=VALIDATION_PCT)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     return p.parse_args(argv)
@@ -314,7 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size * me.world, lr=args.lr, seed=args.seed,
                       d_model=args.d_model, embedding_dim=args.embedding_dim, n_layers=args.n_layers,
                       dropout=args.dropout, device=str(me.device))
-    cfg = replace(cfg, objective=replace(cfg.objective, positives=args.positives))
+    cfg = replace(cfg, objective=replace(cfg.objective, positives=args.positives,
+                                                  mem_weight=args.mem_weight))
     try:
         featurizer, train, val, train_v, val_v = shard_splits(args.shards, args.validation_pct)
         if me.rank == 0:
