@@ -128,8 +128,16 @@ class RedisCluster:
         server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
         if server is None or cli is None:
             raise RuntimeError("redis-server and redis-cli are not installed: run `make redis`")
-        while not self.ports or len(set(self.ports)) < self.size:
+        while len({*self.ports, *(p + 10_000 for p in self.ports)}) < 2 * self.size:  # no port another's bus
             self.ports = [cluster_port() for _ in range(self.size)]
+        try:
+            self._launch(server, cli, time.monotonic() + timeout_s)
+        except BaseException:
+            self.stop()  # no node outlives a start that failed
+            raise
+        return self
+
+    def _launch(self, server: str, cli: str, deadline: float) -> None:
         for port in self.ports:
             node = self.node_dir(port)
             node.mkdir(parents=True, exist_ok=True)
@@ -138,18 +146,16 @@ class RedisCluster:
                  "--cluster-enabled", "yes", "--cluster-config-file", str(node / "nodes.conf"),
                  "--appendonly", "yes", "--appendfsync", "always", "--logfile", str(node / "redis.log")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        deadline = time.monotonic() + timeout_s
         for port in self.ports:
             self._wait(lambda p=port: self._cli(cli, p, "ping") == "PONG", deadline, f"node {port} did not start")
         if not self.created:  # started again: the nodes rejoin from their nodes.conf
             subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
                             "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True,
-                           timeout=timeout_s)
+                           timeout=max(1.0, deadline - time.monotonic()))
             self.created = True
         for port in self.ports:
             self._wait(lambda p=port: "cluster_state:ok" in self._cli(cli, p, "cluster", "info"), deadline,
                        f"node {port} did not reach cluster_state:ok")
-        return self
 
     def flush(self) -> None:
         """Empty every node (tests that share one cluster start from nothing)."""
@@ -179,7 +185,7 @@ class RedisCluster:
                 process.terminate()
         for process in self.processes:
             process.wait(timeout=10)
-        self.processes = []
+        self.processes = []  # started again, new processes on the same ports and directories
 
 def sigkill(process: subprocess.Popen | None) -> None:
     """SIGKILL a process and reap it (no shutdown handler runs: the crash case)."""
