@@ -28,7 +28,7 @@ class SessionData:
 
 
 def load_sessions(data_dir: Path | str, strict: bool = False, report_dir: Path | None = None,
-                  columnar: bool = False) -> SessionData:
+                  columnar: bool = True) -> SessionData:
     """Validate events (problems logged and, with report_dir, written out), then sessionize.
 
     `columnar=True` validates and sessionizes with training.columnar (same report, same sessions) and builds
