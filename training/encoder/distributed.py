@@ -319,6 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                   mem_weight=args.mem_weight))
     try:
         featurizer, train, val, train_v, val_v = shard_splits(args.shards, args.validation_pct)
+        if min(len(train), len(val)) < 2:  # a contrastive batch needs two sessions
+            raise ValueError(f"{args.shards}: {len(train)} training / {len(val)} validation sessions; need 2+ each")
         if me.rank == 0:
             args.out.mkdir(parents=True, exist_ok=True)
             featurizer.save(args.out / "featurizer.json")
