@@ -238,3 +238,12 @@ DDP_ARGS ?=
 
 train-ddp: venv  ## torchrun data-parallel encoder training on NPROC local ranks (gloo on CPU, NCCL on GPU) over the shards in SHARDS -> $(ARTIFACTS) (DDP_ARGS: --batch-size per rank, --dropout, --device)
 	$(VENV)/bin/torchrun --standalone --nproc-per-node $(NPROC) -m training.encoder.distributed --shards $(SHARDS) --out $(ARTIFACTS) --epochs $(EPOCHS) --seed $(SEED) $(DDP_ARGS)
+
+# -- issue 18: the columnar single-machine path ---------------------------------------------------------------
+.PHONY: featurize bench-data
+
+featurize: venv $(DATA)/events.jsonl  ## validate, sessionize and featurize DATA on one machine (columnar) -> shards in SHARDS
+	$(PY) -m training.columnar --data $(DATA) --out $(SHARDS)
+
+bench-data: venv  ## events/s and peak RSS, columnar vs row-level, 1M and 10M synthetic events -> reports/bench_data.json
+	$(PY) -m harness.bench_data --work artifacts/bench_data --report reports/bench_data.json

@@ -171,3 +171,21 @@ def test_load_sessions_columnar_equals_row_level(tmp_path: Path) -> None:
     assert written[0] == written[1] != ""
     with pytest.raises(DataError, match="invalid rows"):
         load_sessions(path, strict=True, columnar=True)
+
+
+def test_cli_writes_shards_with_a_given_featurizer(tmp_path: Path) -> None:
+    from training.columnar.__main__ import main
+    from training.shards import ShardDataset, read_success
+
+    rows = [{"anonymous_id": f"v{i % 3}", "ts": i * 1000, "event_type": "click", "url": f"/p/{i % 4}"}
+            for i in range(30)]
+    (tmp_path / "data").mkdir()
+    path = _events_file(tmp_path / "data", rows)
+    featurizer = Featurizer.fit([load_events(path)], FeaturizerConfig(min_count=1))
+    featurizer.save(tmp_path / "featurizer.json")
+    assert main(["--data", str(path), "--out", str(tmp_path / "shards"), "--featurizer",
+                 str(tmp_path / "featurizer.json")]) == 0
+    assert read_success(tmp_path / "shards")["featurizer_version"] == featurizer.version
+    data = ShardDataset(tmp_path / "shards")
+    assert len(data) == 3
+    np.testing.assert_array_equal(data[0][0], featurizer.encode(sessionize(load_events(path))[0].events)[0])
