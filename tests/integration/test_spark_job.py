@@ -17,6 +17,7 @@ import pytest
 from training.core.contract import LoadReport
 from training.core.featurizer import Featurizer
 from training.sessions import load_sessions
+from training.shards import ShardDataset, read_shards
 from training.spark.rows import FIT_EXCLUDE_PCT
 from training.splits import is_holdout
 from training.synthetic import GeneratorConfig, generate
@@ -86,8 +87,7 @@ def _reference(data_dir: Path, featurizer: Featurizer | None = None):
 
 
 def _shards(out: Path) -> dict[str, dict]:
-    table = pa.concat_tables(pq.read_table(p) for p in sorted(out.glob("part-*.parquet")))
-    rows = table.to_pylist()
+    rows = [row for table in read_shards(out) for row in table.to_pylist()]
     by_id = {r["session_id"]: r for r in rows}
     assert len(by_id) == len(rows), "session ids repeat across shards"
     return by_id
@@ -138,6 +138,15 @@ def test_fitted_job_matches_the_row_level_path(spark, world: Path, tmp_path: Pat
     assert done["invalid_rows"] == len(data.report.problems)
     assert done["featurizer_version"] == expected.version
     assert done["parts"] == len(list(out.glob("part-*.parquet")))
+
+    train = ShardDataset(out, holdout=False)  # what training reads
+    by_id = {s.session_id: s for s in data.sessions}
+    assert sorted(train.session_ids) == sorted(s.session_id for s, h in zip(data.sessions, data.holdout, strict=True)
+                                               if not h)
+    cat, cont = train[len(train) - 1]
+    want_cat, want_cont = expected.encode(by_id[train.session_ids[-1]].events)
+    np.testing.assert_array_equal(cat, want_cat)
+    np.testing.assert_allclose(cont, want_cont, rtol=1e-5, atol=1e-5)
 
 
 def test_parquet_input_with_a_given_featurizer_is_exact(spark, world: Path, tmp_path: Path):

@@ -114,7 +114,7 @@ def validated(spark: Any, files: list[str]) -> Any:
             rdd = sc.textFile(uri).zipWithIndex().map(lambda t, i=idx: (i, t[1] + 1, t[0]))
         parts.append(rdd)
     rdd = parts[0] if len(parts) == 1 else sc.union(parts)
-    return spark.createDataFrame(rdd.mapPartitions(R.validate_partition), R.VALIDATED_DDL)
+    return spark.createDataFrame(rdd.mapPartitions(R.validate_partition), R.VALIDATED_DDL, verifySchema=False)
 
 
 def by_visitor(events: Any, partitions: int) -> Any:
