@@ -2,8 +2,8 @@
 
 The featurizer's own token functions (normalize_url, url_area, normalize_referrer, query_tokens) run once per
 distinct raw value and become lookup tables, so there is still one featurizer. math.log1p (not numpy's, whose
-last bits differ) fills a table of log1p(ms / 1000) for every millisecond up to an hour; rarer larger values
-are computed once per distinct value. Hour sin/cos come from a table of the 86,400 seconds of a day.
+last bits differ) runs once per distinct millisecond value. Hour sin/cos come from a table of the 86,400
+seconds of a day.
 """
 
 from __future__ import annotations
@@ -29,12 +29,44 @@ from training.core.featurizer import (
     url_area,
 )
 
-_LOG1P_TABLE_MS = 1 << 22
+_LOG1P_DENSE_MS = 1 << 22
+"""Millisecond values below this are cached in a dense table (filled only where values were seen)."""
 
 
-@lru_cache(maxsize=1)
-def _log1p_table() -> np.ndarray:
-    return np.fromiter((math.log1p(ms / 1000.0) for ms in range(_LOG1P_TABLE_MS)), np.float64, _LOG1P_TABLE_MS)
+class _Log1pSeconds:
+    """math.log1p(ms / 1000.0), bit for bit (numpy's log1p differs in the last bits), once per distinct value."""
+
+    def __init__(self) -> None:
+        self.values = np.zeros(0, dtype=np.float64)
+        self.known = np.zeros(0, dtype=bool)
+
+    def __call__(self, ms: np.ndarray) -> np.ndarray:
+        out = np.empty(len(ms), dtype=np.float64)
+        dense = ms < _LOG1P_DENSE_MS
+        small = ms[dense]
+        if len(small):
+            self._fill(int(small.max()) + 1, small)
+            out[dense] = self.values[small]
+        if not dense.all():
+            values, inverse = np.unique(ms[~dense], return_inverse=True)
+            out[~dense] = np.array([math.log1p(v / 1000.0) for v in values.tolist()])[inverse]
+        return out
+
+    def _fill(self, size: int, ms: np.ndarray) -> None:
+        if size > len(self.values):
+            grown = max(size, 2 * len(self.values))
+            self.values = np.concatenate([self.values, np.zeros(grown - len(self.values))])
+            self.known = np.concatenate([self.known, np.zeros(grown - len(self.known), dtype=bool)])
+        wanted = np.zeros(len(self.known), dtype=bool)
+        wanted[ms] = True
+        missing = np.flatnonzero(wanted & ~self.known)
+        if len(missing):
+            log1p = math.log1p
+            self.values[missing] = [log1p(v / 1000.0) for v in missing.tolist()]
+            self.known[missing] = True
+
+
+log1p_seconds = _Log1pSeconds()
 
 
 @lru_cache(maxsize=1)
@@ -42,18 +74,6 @@ def _hour_tables() -> tuple[np.ndarray, np.ndarray]:
     hours = [(s / 3600.0) for s in range(86_400)]
     return (np.array([math.sin(2 * math.pi * h / 24.0) for h in hours]),
             np.array([math.cos(2 * math.pi * h / 24.0) for h in hours]))
-
-
-def log1p_seconds(ms: np.ndarray) -> np.ndarray:
-    """math.log1p(ms / 1000.0) element-wise, bit for bit."""
-    table = _log1p_table()
-    out = np.empty(len(ms), dtype=np.float64)
-    small = ms < _LOG1P_TABLE_MS
-    out[small] = table[ms[small]]
-    if not small.all():
-        values, inverse = np.unique(ms[~small], return_inverse=True)
-        out[~small] = np.array([math.log1p(int(v) / 1000.0) for v in values])[inverse]
-    return out
 
 
 class _Tokens:

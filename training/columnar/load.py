@@ -253,15 +253,24 @@ def _ts_field(table: pa.Table, n: int) -> tuple[np.ndarray, np.ndarray]:
         parsed = np.asarray(base.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
         seconds = pc.cast(base, pa.int64()).fill_null(0).to_numpy()
         micros = pc.cast(pc.utf8_rpad(parts.field("frac"), 6, "0"), pa.int64()).to_numpy()
-        tz = parts.field("tz").to_pylist()
-        offset = np.array([0 if z == "Z" else (1 if z[0] == "+" else -1) * (int(z[1:3]) * 3600 + int(z[4:6]) * 60)
-                           for z in tz], dtype=np.int64) if any(z != "Z" for z in tz) else 0
+        offset = _tz_offset_seconds(parts.field("tz"))
         total_us = (seconds - offset) * 1_000_000 + micros
         ms = (total_us.astype(np.float64) / 1e6 * 1000.0).astype(np.int64)
         where = np.flatnonzero(iso)
         out[where] = ms
         iso[where[~parsed]] = False
     return out, ~(digits | iso)
+
+
+def _tz_offset_seconds(tz: pa.Array) -> np.ndarray | int:
+    """'Z' -> 0, '+HH:MM' / '-HH:MM' -> signed seconds east of UTC."""
+    if pc.all(pc.equal(tz, "Z")).as_py():
+        return 0
+    padded = pc.if_else(pc.equal(tz, "Z"), "+00:00", tz)
+    hours = pc.cast(pc.utf8_slice_codeunits(padded, 1, 3), pa.int64()).to_numpy()
+    minutes = pc.cast(pc.utf8_slice_codeunits(padded, 4, 6), pa.int64()).to_numpy()
+    sign = np.where(pc.equal(pc.utf8_slice_codeunits(padded, 0, 1), "-").to_numpy(zero_copy_only=False), -1, 1)
+    return sign * (hours * 3600 + minutes * 60)
 
 
 def _dwell_field(table: pa.Table, n: int) -> tuple[np.ndarray, np.ndarray]:
