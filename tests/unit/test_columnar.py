@@ -46,6 +46,12 @@ BAD_LINES = [
     json.dumps({**GOOD, "session_id": "", "customer_id": "  ", "extra": {"nested": [1]}}),
     json.dumps({**GOOD, "ts": "2026-01-01T00:00:00.123456-03:00", "query": "Home LOANS rates"}),
     json.dumps({**GOOD, "anonymous_id": None, "event_type": None}),
+    json.dumps({**GOOD, "ts": "2026-03-04T05:06:07.891Z"}),
+    json.dumps({**GOOD, "ts": "2026-02-30T05:06:07.891Z"}),
+    json.dumps({**GOOD, "ts": "2026-03-04T05:06:60.891Z"}),
+    json.dumps({**GOOD, "ts": "2026-03-04T05:06:07.-12Z"}),
+    json.dumps({**GOOD, "ts": "0001767225600123"}),
+    json.dumps({**GOOD, "ts": "١٢٣"}),
 ]
 
 
@@ -78,7 +84,16 @@ def _same(tmp_path: Path) -> None:
 def test_bad_rows_reported_exactly_as_the_contract(tmp_path: Path, line_end: str) -> None:
     (tmp_path / "events.jsonl").write_text(line_end.join(BAD_LINES) + line_end)
     _same(tmp_path)
-    assert len(_reference(tmp_path)[0].problems) >= 15
+    assert len(_reference(tmp_path)[0].problems) >= 18
+
+
+def test_common_timestamps_take_the_quick_path_exactly(tmp_path: Path) -> None:
+    stamps = [f"2026-{m:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}.{ms:03d}Z" for m, d, h, mi, s, ms in
+              zip(range(1, 13), range(1, 29, 2), range(0, 24, 2), range(0, 60, 5), range(0, 60, 5), range(0, 999, 83),
+                  strict=False)]
+    (tmp_path / "events.jsonl").write_text("".join(json.dumps({**GOOD, "ts": t}) + "\n" for t in stamps))
+    _same(tmp_path)
+    assert len(_reference(tmp_path)[1]) == len(stamps)
 
 
 def test_blocks_that_pyarrow_rejects_fall_back_row_by_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

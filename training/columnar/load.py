@@ -242,24 +242,56 @@ def _ts_field(table: pa.Table, n: int) -> tuple[np.ndarray, np.ndarray]:
     if not pa.types.is_string(col.type):
         return np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool)
     out = np.zeros(n, dtype=np.int64)
-    digits = pc.fill_null(pc.match_substring_regex(col, r"^[0-9]{1,18}$"), False).to_numpy(zero_copy_only=False)
+    digits = pc.and_(pc.and_(pc.string_is_ascii(col), pc.utf8_is_digit(col)), pc.less_equal(pc.binary_length(col), 18))
+    digits = np.asarray(pc.fill_null(digits, False).to_numpy(zero_copy_only=False), dtype=bool)
     if digits.any():
         out[digits] = pc.cast(pc.filter(col, pa.array(digits)), pa.int64()).to_numpy()
+    quick = _quick_iso(col, out)
+    rest = np.flatnonzero(~(digits | quick))
+    iso = np.zeros(n, dtype=bool)
+    if len(rest):
+        iso[rest] = _regex_iso(pc.take(col, pa.array(rest)), out, rest)
+    return out, ~(digits | quick | iso)
+
+
+def _epoch_ms(seconds: np.ndarray, micros: np.ndarray) -> np.ndarray:
+    """int(datetime.timestamp() * 1000): timestamp() is total microseconds / 10**6 in float64."""
+    return ((seconds * 1_000_000 + micros).astype(np.float64) / 1e6 * 1000.0).astype(np.int64)
+
+
+def _quick_iso(col: pa.Array, out: np.ndarray) -> np.ndarray:
+    """The common form, 'YYYY-MM-DDTHH:MM:SS.mmmZ', parsed by Arrow's strict ISO-8601 cast; fills `out`."""
+    shaped = pc.and_(pc.and_(pc.string_is_ascii(col), pc.equal(pc.binary_length(col), 24)),
+                     pc.and_(pc.equal(pc.utf8_slice_codeunits(col, 10, 11), "T"),
+                             pc.equal(pc.utf8_slice_codeunits(col, 19, 20), ".")))
+    shaped = pc.and_(shaped, pc.and_(pc.equal(pc.utf8_slice_codeunits(col, 23, 24), "Z"),
+                                     pc.utf8_is_digit(pc.utf8_slice_codeunits(col, 20, 23))))
+    mask = np.asarray(pc.fill_null(shaped, False).to_numpy(zero_copy_only=False), dtype=bool)
+    if not mask.any():
+        return mask
+    picked = pc.filter(col, pa.array(mask))
+    try:
+        seconds = pc.cast(pc.cast(pc.utf8_slice_codeunits(picked, 0, 19), pa.timestamp("s")), pa.int64())
+    except pa.ArrowInvalid:  # some value is not a real date or time: let the general path judge them all
+        return np.zeros(len(mask), dtype=bool)
+    millis = pc.cast(pc.utf8_slice_codeunits(picked, 20, 23), pa.int64()).to_numpy()
+    out[mask] = _epoch_ms(seconds.to_numpy(), millis * 1000)
+    return mask
+
+
+def _regex_iso(col: pa.Array, out: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """Other ISO-8601 forms the fast path accepts (fractions of 3 or 6 digits, Z or +HH:MM); fills out[where]."""
     parts = pc.extract_regex(col, _ISO)
     iso = np.asarray(parts.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
     if iso.any():
         parts = pc.filter(parts, pa.array(iso))
-        base = pc.strptime(parts.field("base"), format="%Y-%m-%dT%H:%M:%S", unit="s", error_is_null=True)
-        parsed = np.asarray(base.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-        seconds = pc.cast(base, pa.int64()).fill_null(0).to_numpy()
+        try:  # Arrow's strict ISO-8601 cast; one impossible date sends this block's rows to the contract
+            base = pc.cast(pc.cast(parts.field("base"), pa.timestamp("s")), pa.int64()).to_numpy()
+        except pa.ArrowInvalid:
+            return np.zeros(len(iso), dtype=bool)
         micros = pc.cast(pc.utf8_rpad(parts.field("frac"), 6, "0"), pa.int64()).to_numpy()
-        offset = _tz_offset_seconds(parts.field("tz"))
-        total_us = (seconds - offset) * 1_000_000 + micros
-        ms = (total_us.astype(np.float64) / 1e6 * 1000.0).astype(np.int64)
-        where = np.flatnonzero(iso)
-        out[where] = ms
-        iso[where[~parsed]] = False
-    return out, ~(digits | iso)
+        out[where[np.flatnonzero(iso)]] = _epoch_ms(base - _tz_offset_seconds(parts.field("tz")), micros)
+    return iso
 
 
 def _tz_offset_seconds(tz: pa.Array) -> np.ndarray | int:
