@@ -41,9 +41,7 @@ def visitor_mask(sessions: SessionIndex, events: EventColumns, pct: int | None =
     return flags[sessions.visitor]
 
 
-def featurize_events(data_dir: Path | str, featurizer: Featurizer | None = None,
-                     config: FeaturizerConfig | None = None, strict: bool = False) -> Featurized:
-    """Load, validate, sessionize and featurize; fit the featurizer on training visitors unless given one."""
+def _prepare(data_dir: Path | str, strict: bool) -> tuple[EventColumns, SessionIndex, np.ndarray, LoadReport]:
     report = LoadReport()
     events = load_event_columns(data_dir, report)
     if strict and report.problems:
@@ -51,21 +49,41 @@ def featurize_events(data_dir: Path | str, featurizer: Featurizer | None = None,
     if report.problems:
         log.warning("%s", report.summary())
     sessions = sessionize_columns(events)
-    holdout = visitor_mask(sessions, events)
-    if featurizer is None:
-        train = ~holdout & ~visitor_mask(sessions, events, FIT_VALIDATION_PCT)
-        featurizer = fit_featurizer(events, sessions, train, config)
-    lengths, cat, cont = encode_sessions(featurizer, events, sessions)
-    columns = SessionColumns(sessions.session_id, sessions.anonymous_id, sessions.start_ms, sessions.end_ms,
-                             holdout, lengths.astype(np.int32), cat, cont)
     log.info("%d events -> %d sessions (columnar)", len(events), len(sessions))
-    return Featurized(events, sessions, holdout, featurizer, columns, report)
+    return events, sessions, visitor_mask(sessions, events), report
+
+
+def _fit(events: EventColumns, sessions: SessionIndex, holdout: np.ndarray,
+         config: FeaturizerConfig | None) -> Featurizer:
+    train = ~holdout & ~visitor_mask(sessions, events, FIT_VALIDATION_PCT)
+    return fit_featurizer(events, sessions, train, config)
+
+
+def _encode(featurizer: Featurizer, events: EventColumns, sessions: SessionIndex,
+            holdout: np.ndarray) -> SessionColumns:
+    lengths, cat, cont = encode_sessions(featurizer, events, sessions)
+    return SessionColumns(sessions.session_id, sessions.anonymous_id, sessions.start_ms, sessions.end_ms,
+                          holdout, lengths.astype(np.int32), cat, cont)
+
+
+def featurize_events(data_dir: Path | str, featurizer: Featurizer | None = None,
+                     config: FeaturizerConfig | None = None, strict: bool = False) -> Featurized:
+    """Load, validate, sessionize and featurize in memory; fit the featurizer on training visitors unless given."""
+    events, sessions, holdout, report = _prepare(data_dir, strict)
+    featurizer = featurizer or _fit(events, sessions, holdout, config)
+    return Featurized(events, sessions, holdout, featurizer, _encode(featurizer, events, sessions, holdout), report)
 
 
 def featurize_dir(data_dir: Path | str, out_dir: Path | str, featurizer: Featurizer | None = None,
                   config: FeaturizerConfig | None = None, strict: bool = False,
                   part_sessions: int = PART_SESSIONS) -> dict:
-    """featurize_events written as shards (training.shards); returns the _SUCCESS.json content."""
-    done = featurize_events(data_dir, featurizer, config, strict)
-    return write_featurized(out_dir, [to_table(done.columns)], done.featurizer, done.report, len(done.events),
-                            part_sessions)
+    """featurize_events written as shards (training.shards), one part encoded at a time; returns _SUCCESS.json."""
+    events, sessions, holdout, report = _prepare(data_dir, strict)
+    featurizer = featurizer or _fit(events, sessions, holdout, config)
+
+    def parts():
+        for start in range(0, len(sessions), part_sessions):
+            stop = min(start + part_sessions, len(sessions))
+            yield to_table(_encode(featurizer, events, sessions.slice(start, stop), holdout[start:stop]))
+
+    return write_featurized(out_dir, parts(), featurizer, report, len(events), part_sessions)

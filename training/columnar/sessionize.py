@@ -37,6 +37,13 @@ class SessionIndex:
     def counts(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    def slice(self, start: int, stop: int) -> SessionIndex:
+        """Sessions [start, stop) as their own index (views, so a part can be encoded and dropped)."""
+        offsets = self.offsets[start:stop + 1]
+        return SessionIndex(self.session_id[start:stop], self.anonymous_id[start:stop], self.visitor[start:stop],
+                            self.start_ms[start:stop], self.end_ms[start:stop], offsets - offsets[0],
+                            self.order[offsets[0]:offsets[-1]])
+
 
 def sessionize_columns(events: EventColumns, gap_ms: int = SESSION_GAP_MS) -> SessionIndex:
     aid, ts = events.codes["anonymous_id"], events.ts
@@ -47,19 +54,19 @@ def sessionize_columns(events: EventColumns, gap_ms: int = SESSION_GAP_MS) -> Se
     s_sid = events.codes["session_id"][sorted_rows]
     explicit = truthy[s_sid]
     n = len(sorted_rows)
-    pos = np.arange(n, dtype=np.int64)
 
     # inactivity sessions: cut between consecutive non-explicit events of a visitor
-    gap_pos = pos[~explicit]
+    gap_pos = np.flatnonzero(~explicit)
     g_aid, g_ts = s_aid[gap_pos], s_ts[gap_pos]
     new = np.ones(len(gap_pos), dtype=bool)
     new[1:] = (g_aid[1:] != g_aid[:-1]) | (g_ts[1:] - g_ts[:-1] > gap_ms)
+    del g_aid, g_ts
     session_of = np.empty(n, dtype=np.int64)
     session_of[gap_pos] = np.cumsum(new) - 1
     n_gap = int(new.sum())
 
     # explicit sessions: one per (visitor, session_id), numbered by first event
-    ex_pos = pos[explicit]
+    ex_pos = np.flatnonzero(explicit)
     key = s_aid[ex_pos].astype(np.int64) * (len(sid_values) + 1) + s_sid[ex_pos]
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     rank = np.empty(len(first), dtype=np.int64)
@@ -98,7 +105,7 @@ def sessionize_columns(events: EventColumns, gap_ms: int = SESSION_GAP_MS) -> Se
     np.cumsum(counts[final], out=new_offsets[1:])
     rank_of = np.empty(n_sessions, dtype=np.int64)
     rank_of[final] = np.arange(n_sessions)
-    gather = np.lexsort((pos, rank_of[session_of]))
+    gather = np.argsort(rank_of[session_of], kind="stable")  # events of a session stay in time order
     return SessionIndex(session_ids.take(pa.array(final)), visitor_names.take(pa.array(final)),
                         visitor[final], start[final], end[final], new_offsets, sorted_rows[gather])
 
