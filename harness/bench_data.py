@@ -1,8 +1,9 @@
 """make bench-data: events file -> featurized sessions, columnar vs the row-level reference, at 1M and 10M events.
 
 Each measurement runs in its own subprocess so its peak RSS is its own (the child's ru_maxrss, cross-checked
-by polling it with psutil). The 1M file is the synthetic bank (50,000 visitors); the 10M file is that file
-ten times over with the visitor ids made distinct, so it has the same shape without generating 10M events.
+by polling it with psutil). The 1M file is the first million events of the synthetic bank (50,000 visitors,
+time-ordered, so a shorter window of the same bank); the 10M file is that file ten times over with the visitor
+ids made distinct, so it has the same shape without generating 10M events.
 """
 
 from __future__ import annotations
@@ -68,13 +69,22 @@ def run_measurement(path_name: str, data: Path, out: Path, threads: int) -> dict
     return result
 
 
+MILLION = 1_000_000
+
+
 def ensure_data(work: Path) -> tuple[Path, Path]:
-    """The 1M bank (generated once) and the 10M replica (written once)."""
-    one, ten = work / "events_1m", work / "events_10m"
-    if not (one / "events.jsonl").exists():
+    """The 1M bank (the first million events of a generated 50,000-visitor bank) and its 10M replica."""
+    bank, one, ten = work / "bank", work / "events_1m", work / "events_10m"
+    if not (bank / "events.jsonl").exists():
         from training.synthetic import GeneratorConfig, generate
 
-        generate(GeneratorConfig(visitors=50_000, seed=7), one)
+        generate(GeneratorConfig(visitors=50_000, seed=7), bank)
+    if not (one / "events.jsonl").exists():
+        one.mkdir(parents=True, exist_ok=True)
+        with (bank / "events.jsonl").open("rb") as src, (one / "events.partial").open("wb") as dst:
+            for _, line in zip(range(MILLION), src, strict=False):
+                dst.write(line)
+        (one / "events.partial").rename(one / "events.jsonl")
     if not (ten / "events.jsonl").exists():
         ten.mkdir(parents=True, exist_ok=True)
         source = (one / "events.jsonl").read_bytes()
