@@ -80,7 +80,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _reference(data_dir: Path, featurizer: Featurizer | None = None):
-    data = load_sessions(data_dir)
+    data = load_sessions(data_dir, columnar=False)  # the row-level reference
     if featurizer is None:
         featurizer = Featurizer.fit(s.events for s in data.sessions if not is_holdout(s.anonymous_id, FIT_EXCLUDE_PCT))
     return data, featurizer
