@@ -248,9 +248,10 @@ def _unavailable(fn: Callable[..., Any]) -> Callable[..., Any]:
     StoreUnavailable, named by class only (a redis error message can carry the server's address; never its
     credentials, but the class is all a caller needs)."""
     @functools.wraps(fn)
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+    async def wrapper(store: RedisStore, *args: Any, **kwargs: Any) -> Any:
         try:
-            return await fn(*args, **kwargs)
+            await store.ready()
+            return await fn(store, *args, **kwargs)
         except (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError, ClusterDownError,
                 RedisClusterException) as exc:
             raise StoreUnavailable(f"redis: {type(exc).__name__}") from None
@@ -278,9 +279,26 @@ class RedisStore:
         self._forget_visitor = script(FORGET_VISITOR)
         self._prune_events, self._prune_visitor_link = script(PRUNE_EVENTS), script(PRUNE_VISITOR_LINK)
         self._prune_tombstone, self._cache_put = script(PRUNE_TOMBSTONE), script(CACHE_PUT)
+        self._scripts = (STORE, NOTE, UNSTORE, LINK_CUSTOMER, LINK_VISITOR, FORGET_VISITOR, PRUNE_EVENTS,
+                         PRUNE_VISITOR_LINK, PRUNE_TOMBSTONE, CACHE_PUT)
+        self._ready = not self.cluster
+        self._ready_lock = asyncio.Lock()
         self._rewrite_due = False
         self._last_rewrite = float("-inf")
         self._rewriter: asyncio.Task | None = None
+
+    async def ready(self) -> None:
+        """A cluster: learn its nodes and load every script on every primary once, before concurrent calls
+        would each hit NOSCRIPT and reload them across the nodes at once (seen to break redis-py's connections
+        under load). One node needs nothing: a script missing there is loaded by the call that misses it."""
+        if self._ready:
+            return
+        async with self._ready_lock:
+            if not self._ready:
+                await self._redis.initialize()
+                for text in self._scripts:
+                    await self._redis.script_load(text)  # SCRIPT LOAD goes to every primary
+                self._ready = True
 
     @property
     def _ttl_s(self) -> int:
@@ -469,7 +487,7 @@ class RedisStore:
         """Where a server command goes: every primary of a cluster, or the one server (None)."""
         if not self.cluster:
             return [None]
-        await self._redis.initialize()  # learns the nodes on first use; a no-op after
+        await self.ready()
         return self._redis.get_primaries()
 
     async def _on(self, node: Any, command: str, *args: Any) -> Any:

@@ -6,13 +6,14 @@ test_store_conformance.py.)"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 
 import pytest
 import redis
 
-from gateway.store import StoreLimits, StoreUnavailable, open_store
+from gateway.store import Forgot, Forgotten, StoreLimits, StoreUnavailable, open_store
 from gateway.store.base import tombstone_id
 from gateway.store.redis_store import parse_cluster_url
 from training.core.contract import Event
@@ -125,3 +126,57 @@ def test_a_cluster_url_names_its_startup_nodes_and_credentials():
     for bad in ("redis+cluster://h:1/2", "redis+cluster://"):
         with pytest.raises(ValueError):
             parse_cluster_url(bad)
+
+
+@pytest.fixture(params=["redis", "redis-cluster"])
+def redis_url(request):
+    if request.param == "redis":
+        yield request.getfixturevalue("redis_server").url
+    else:
+        cluster = request.getfixturevalue("redis_cluster")
+        cluster.flush()
+        yield cluster.url
+
+
+async def test_a_forget_racing_logins_and_links_leaves_nothing_of_the_customer(redis_url):
+    """The multi-slot steps interleave at every await: whatever the order, after the forget no link, login
+    event or linkedto entry of the customer is left (module docstring of gateway/store/redis_store.py)."""
+    store = open_store(redis_url, StoreLimits(timeout_s=5.0))  # twelve first connections on a busy machine
+    visitors = [f"RACE-V{i}" for i in range(12)]
+
+    refused: list[int] = []
+    linked: list[str] = []
+    forgot: list[Forgot] = []
+
+    async def visit(anon: str, rounds: int) -> None:
+        for r in range(rounds):
+            refused.append((await store.append([ev(anon, 2 * r), ev(anon, 2 * r + 1, "RACE-C")], T0)).refused)
+            with contextlib.suppress(Forgotten):
+                await store.link(anon, "RACE-C", "login", T0 + r)
+                linked.append(anon)
+            await asyncio.sleep(0)
+
+    async def forget_midway() -> None:
+        while len(set(linked)) < len(visitors) // 2:  # half of them linked: traffic before and after it
+            await asyncio.sleep(0)
+        forgot.append(await store.forget_customer(["RACE-C"], T0))
+
+    await asyncio.gather(*(visit(v, 8) for v in visitors), forget_midway())
+    assert forgot[0].links > 0 and sum(refused) > 0, (forgot, refused)  # the forget landed mid-traffic
+    assert await store.links("RACE-C") == [] and await store.customer_events("RACE-C") == []
+    for anon in visitors:
+        assert not [e for e in await store.events(anon) if e.customer_id == "RACE-C"], anon
+    assert await store.linked_visitors(visitors) == set()
+    await store.close()
+    for url_port in _ports(redis_url):
+        client = redis.Redis(host="127.0.0.1", port=url_port)
+        for key in client.scan_iter("*"):
+            assert b"RACE-C" not in key, key
+            if client.type(key) == b"set":
+                assert b"RACE-C" not in client.smembers(key), key
+        client.close()
+
+
+def _ports(url: str) -> list[int]:
+    hosts = url.split("://", 1)[1].split("/", 1)[0]
+    return [int(h.rsplit(":", 1)[1]) for h in hosts.split(",")]
