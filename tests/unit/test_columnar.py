@@ -139,7 +139,11 @@ def test_sessions_match_the_reference_cut(tmp_path: Path) -> None:
     assert (got.start_ms.tolist(), got.end_ms.tolist()) == ([s.start_ms for s in want], [s.end_ms for s in want])
 
 
-def test_featurizer_fit_and_encode_match(tmp_path: Path) -> None:
+@pytest.mark.parametrize("chunk", [3, 50_000])
+def test_featurizer_fit_and_encode_match(tmp_path: Path, chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import training.columnar.featurize as featurize
+
+    monkeypatch.setattr(featurize, "FIT_CHUNK_SESSIONS", chunk)
     rows = [{"anonymous_id": f"v{i % 7}", "ts": 1_700_000_000_000 + i * 61_001 + (i % 7) * 3_600_000 * 30,
              "event_type": ("page_view", "click", "Search")[i % 3], "url": f"/loans/{i % 5}/{10_000 + i}?q=1",
              "dwell_ms": None if i % 4 == 0 else i * 977, "device": (None, "Mobile", "desktop")[i % 3],

@@ -101,56 +101,80 @@ def _kept(sessions: SessionIndex, max_len: int) -> tuple[np.ndarray, np.ndarray]
     return sessions.order[starts + skip + within], offsets
 
 
-def _raw_continuous(events: EventColumns, rows: np.ndarray, offsets: np.ndarray) -> dict[str, np.ndarray]:
+def _raw_continuous(events: EventColumns, rows: np.ndarray, offsets: np.ndarray,
+                    names: tuple[str, ...] = CONTINUOUS) -> dict[str, np.ndarray]:
+    """Unstandardized values of `names` per kept event (NaN marks a missing dwell), as _raw_continuous."""
     ts = events.ts[rows]
     lengths = np.diff(offsets)
-    first = np.repeat(ts[offsets[:-1]], lengths)
-    previous = np.empty_like(ts)
-    if len(ts):
-        previous[1:] = ts[:-1]
-        previous[offsets[:-1][lengths > 0]] = ts[offsets[:-1][lengths > 0]]
-    dwell = events.dwell_ms[rows]
-    has = dwell >= 0
-    log_dwell = np.full(len(rows), np.nan)
-    log_dwell[has] = log1p_seconds(dwell[has])
-    sin, cos = _hour_tables()
-    second = (ts // 1000) % 86_400
-    return {"log_dwell": log_dwell, "dwell_missing": (~has).astype(np.float64),
-            "log_gap": log1p_seconds(np.maximum(ts - previous, 0)),
-            "log_elapsed": log1p_seconds(np.maximum(ts - first, 0)), "hour_sin": sin[second], "hour_cos": cos[second]}
+    out: dict[str, np.ndarray] = {}
+    if "log_dwell" in names or "dwell_missing" in names:
+        dwell = events.dwell_ms[rows]
+        has = dwell >= 0
+        out["log_dwell"] = np.full(len(rows), np.nan)
+        out["log_dwell"][has] = log1p_seconds(dwell[has])
+        out["dwell_missing"] = (~has).astype(np.float64)
+    if "log_gap" in names:
+        previous = np.empty_like(ts)
+        if len(ts):
+            previous[1:] = ts[:-1]
+            previous[offsets[:-1][lengths > 0]] = ts[offsets[:-1][lengths > 0]]
+        out["log_gap"] = log1p_seconds(np.maximum(ts - previous, 0))
+    if "log_elapsed" in names:
+        out["log_elapsed"] = log1p_seconds(np.maximum(ts - np.repeat(ts[offsets[:-1]], lengths), 0))
+    if "hour_sin" in names or "hour_cos" in names:
+        sin, cos = _hour_tables()
+        second = (ts // 1000) % 86_400
+        out["hour_sin"], out["hour_cos"] = sin[second], cos[second]
+    return {k: out[k] for k in names}
 
 
-def _counter(codes: np.ndarray, tokens: list[str]) -> Counter[str]:
+def _counter(hist: np.ndarray, tokens: list[str]) -> Counter[str]:
+    """Counts of tokens from a histogram over codes (several raw values may share one token)."""
     counts: Counter[str] = Counter()
-    hist = np.bincount(np.where(codes < 0, len(tokens) - 1, codes), minlength=len(tokens))
     for code in np.flatnonzero(hist):
         counts[tokens[code]] += int(hist[code])
     return counts
 
 
+FIT_CHUNK_SESSIONS = 50_000
+
+
+def _histogram(codes: np.ndarray, size: int) -> np.ndarray:
+    return np.bincount(np.where(codes < 0, size - 1, codes), minlength=size)
+
+
 def fit_featurizer(events: EventColumns, sessions: SessionIndex, mask: np.ndarray | None = None,
                    config: FeaturizerConfig | None = None) -> Featurizer:
-    """Featurizer.fit on the sessions where `mask` is true (all by default), in session order."""
+    """Featurizer.fit on the sessions where `mask` is true (all by default), in session order.
+
+    Token counts add up chunk by chunk; the standardized values are kept whole and in order, so their mean
+    and std sum in the same order as the reference's."""
     config = config or FeaturizerConfig()
-    rows, offsets = _kept(sessions, config.max_len)
-    if mask is not None:
-        rows, offsets = _select(rows, offsets, mask)
+    mask = np.ones(len(sessions), dtype=bool) if mask is None else mask
     tok = _Tokens(events)
-    c = {name: events.codes[name][rows] for name in ("url", "event_type", "device", "referrer", "query")}
-    counts = {"url": _counter(c["url"], tok.url), "area": _counter(c["url"], tok.area),
-              "event_type": _counter(c["event_type"], tok.event_type),
-              "device": _counter(c["device"], tok.device), "referrer": _counter(c["referrer"], tok.referrer)}
+    sizes = {"url": len(tok.url), "event_type": len(tok.event_type), "device": len(tok.device),
+             "referrer": len(tok.referrer), "query": len(tok.query)}
+    hist = {name: np.zeros(size, dtype=np.int64) for name, size in sizes.items()}
+    values: dict[str, list[np.ndarray]] = {k: [] for k in _STANDARDIZED}
+    for start in range(0, len(sessions), FIT_CHUNK_SESSIONS):
+        stop = min(start + FIT_CHUNK_SESSIONS, len(sessions))
+        rows, offsets = _select(*_kept(sessions.slice(start, stop), config.max_len), mask[start:stop])
+        for name, size in sizes.items():
+            hist[name] += _histogram(events.codes[name][rows], size)
+        for k, v in _raw_continuous(events, rows, offsets, _STANDARDIZED).items():
+            values[k].append(v[~np.isnan(v)])
+    counts = {"url": _counter(hist["url"], tok.url), "area": _counter(hist["url"], tok.area),
+              "event_type": _counter(hist["event_type"], tok.event_type),
+              "device": _counter(hist["device"], tok.device), "referrer": _counter(hist["referrer"], tok.referrer)}
     query: Counter[str] = Counter()
-    hist = np.bincount(np.where(c["query"] < 0, len(tok.query) - 1, c["query"]), minlength=len(tok.query))
-    for code in np.flatnonzero(hist):
+    for code in np.flatnonzero(hist["query"]):
         for word in tok.query[code]:
-            query[word] += int(hist[code])
+            query[word] += int(hist["query"][code])
     counts["query"] = query
     vocabs = {k: Vocab.fit(v, config) for k, v in counts.items()}
-    raw = _raw_continuous(events, rows, offsets)
     stats = {}
     for k in _STANDARDIZED:
-        v = raw[k][~np.isnan(raw[k])]
+        v = np.concatenate(values[k]) if values[k] else np.zeros(0)
         stats[k] = (float(np.mean(v)) if len(v) else 0.0, float(np.std(v)) or 1.0 if len(v) else 1.0)
     return Featurizer(config, vocabs, stats)
 

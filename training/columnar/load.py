@@ -122,6 +122,7 @@ def _load_jsonl(path: Path, builder: _Builder, report: LoadReport) -> None:
                 continue
             first_line = _jsonl_block(path.name, block[:cut], first_line, builder, report)
             carry = block[cut:]
+            pa.default_memory_pool().release_unused()  # a block's buffers are garbage now: give them back
 
 
 def _jsonl_block(name: str, block: bytes, first_line: int, builder: _Builder, report: LoadReport) -> int:
