@@ -20,8 +20,8 @@ from pathlib import Path
 
 import psutil
 
-ROW_LEVEL_MAX_EVENTS_PER_GB = 600_000
-"""The row-level path holds ~1.3 KB per event: it runs at 10M only when RAM leaves a safe margin."""
+ROW_LEVEL_MAX_EVENTS_PER_GB = 350_000
+"""The row-level path peaks at ~1.3 KB per event: it runs at 10M only with twice that free (other jobs share RAM)."""
 
 
 def measure(path_name: str, data: Path, out: Path) -> dict:

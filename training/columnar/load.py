@@ -55,7 +55,7 @@ class EventColumns:
     codes: dict[str, np.ndarray]
     ts: np.ndarray  # int64 epoch ms
     dwell_ms: np.ndarray  # int64, -1 for None
-    line: np.ndarray  # int64 line (or Parquet row) number, the tie-break the row-level sort keeps
+    line: np.ndarray  # int32 line (or Parquet row) number, the tie-break the row-level sort keeps
     dicts: dict[str, Dictionary] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -78,7 +78,7 @@ class _Builder:
                   for name in STRING_FIELDS}
         arrays["ts"] = np.array([e.ts for e in events], dtype=np.int64)
         arrays["dwell_ms"] = np.array([-1 if e.dwell_ms is None else e.dwell_ms for e in events], dtype=np.int64)
-        arrays["line"] = np.array(lines, dtype=np.int64)
+        arrays["line"] = np.array(lines, dtype=np.int32)
         self.parts.append(arrays)
 
     def build(self) -> EventColumns:
@@ -86,7 +86,7 @@ class _Builder:
             return np.concatenate([p[name] for p in self.parts]) if self.parts else np.zeros(0, dtype=dtype)
 
         return EventColumns({n: cat(n, np.int32) for n in STRING_FIELDS}, cat("ts", np.int64),
-                            cat("dwell_ms", np.int64), cat("line", np.int64), self.dicts)
+                            cat("dwell_ms", np.int64), cat("line", np.int32), self.dicts)
 
 
 def load_event_columns(data_dir: Path | str, report: LoadReport | None = None) -> EventColumns:
@@ -198,7 +198,7 @@ def _fast(table: pa.Table, lines: np.ndarray, builder: _Builder) -> np.ndarray:
     suspect |= bad
     keep = ~suspect
     out = {name: codes[keep] for name, codes in arrays.items()}
-    out.update(ts=ts[keep], dwell_ms=dwell[keep], line=lines[keep])
+    out.update(ts=ts[keep], dwell_ms=dwell[keep], line=lines[keep].astype(np.int32))
     builder.add_arrays(out)
     return suspect
 

@@ -61,7 +61,7 @@ def sessionize_columns(events: EventColumns, gap_ms: int = SESSION_GAP_MS) -> Se
     new = np.ones(len(gap_pos), dtype=bool)
     new[1:] = (g_aid[1:] != g_aid[:-1]) | (g_ts[1:] - g_ts[:-1] > gap_ms)
     del g_aid, g_ts
-    session_of = np.empty(n, dtype=np.int64)
+    session_of = np.empty(n, dtype=np.int32)
     session_of[gap_pos] = np.cumsum(new) - 1
     n_gap = int(new.sum())
 
@@ -103,8 +103,9 @@ def sessionize_columns(events: EventColumns, gap_ms: int = SESSION_GAP_MS) -> Se
                                        ("explicit", "ascending"), ("first", "ascending")]).to_numpy()
     new_offsets = np.zeros(n_sessions + 1, dtype=np.int64)
     np.cumsum(counts[final], out=new_offsets[1:])
-    rank_of = np.empty(n_sessions, dtype=np.int64)
+    rank_of = np.empty(n_sessions, dtype=np.int32)
     rank_of[final] = np.arange(n_sessions)
+    del s_sid, explicit, gap_pos, ex_pos, key, inverse, s_aid, s_ts
     gather = np.argsort(rank_of[session_of], kind="stable")  # events of a session stay in time order
     return SessionIndex(session_ids.take(pa.array(final)), visitor_names.take(pa.array(final)),
                         visitor[final], start[final], end[final], new_offsets, sorted_rows[gather])
