@@ -32,7 +32,10 @@ BAD_ROWS = [
     '{"ts": -5, "event_type": "", "url": "/b", "dwell_ms": -1}',
     '{"anonymous_id": "A-odd", "ts": "1788220800000", "event_type": "SEARCH", "url": "https://x.example/Pay/12345?q=1",'
     ' "query": "Home Loan rates", "referrer": "www.Search.example"}',
+    '{"anonymous_id": "A-cut", "ts": 1788220800000, "event_',
 ]
+CUT_LAST_LINE = '{"anonymous_id": "A-cut", "ts": 17882208'
+"""A file cut mid-row: its JSON error cites the end of the text, with or without a newline after it."""
 """Contract failures of each kind, a blank line, and one odd but valid row (digits as text, upper case, a full URL)."""
 
 
@@ -75,7 +78,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     lines = (out / "events.jsonl").read_text().splitlines()
     for i, bad in enumerate(BAD_ROWS):
         lines.insert(1 + i * (len(lines) // len(BAD_ROWS)), bad)
-    (out / "events.jsonl").write_text("\n".join(lines) + "\n")
+    (out / "events.jsonl").write_text("\n".join([*lines, CUT_LAST_LINE]))
     return out
 
 
@@ -131,7 +134,7 @@ def test_fitted_job_matches_the_row_level_path(spark, world: Path, tmp_path: Pat
     _assert_parity(out, data, expected, exact=False)
 
     assert (out / "invalid_rows.jsonl").read_text() == _problems_text(data.report, tmp_path)
-    assert len(data.report.problems) >= 6
+    assert len(data.report.problems) >= 8
     assert done == json.loads((out / "_SUCCESS.json").read_text())
     assert done["sessions"] == len(data.sessions)
     assert done["events"] == sum(len(s.events) for s in data.sessions)

@@ -111,10 +111,30 @@ def validated(spark: Any, files: list[str]) -> Any:
             rdd = df.rdd.map(lambda row, i=idx, n=names: (i, row["row_index"] + 1,
                                                            {k: row[k] for k in n if row[k] is not None}))
         else:
-            rdd = sc.textFile(uri).zipWithIndex().map(lambda t, i=idx: (i, t[1] + 1, t[0]))
+            last = _unterminated_last_line(spark, uri)
+            rdd = sc.textFile(uri).zipWithIndex().map(
+                lambda t, i=idx, n=last: (i, t[1] + 1, t[0] if t[1] == n else t[0] + "\n"))
         parts.append(rdd)
     rdd = parts[0] if len(parts) == 1 else sc.union(parts)
     return spark.createDataFrame(rdd.mapPartitions(R.validate_partition), R.VALIDATED_DDL, verifySchema=False)
+
+
+def _unterminated_last_line(spark: Any, uri: str) -> int:
+    """Index of the file's last line when it lacks a newline, else -1. The contract parses each line with its
+    newline (Python's file iteration keeps it), and JSON errors at the end of a line cite that position."""
+    fs, path = _path(spark, uri)
+    size = fs.getFileStatus(path).getLen()
+    if size == 0:
+        return -1
+    stream = fs.open(path)
+    try:
+        stream.seek(size - 1)
+        last_byte = stream.read()
+    finally:
+        stream.close()
+    if last_byte in (ord("\n"), ord("\r")):
+        return -1
+    return int(spark.sparkContext._jsc.textFile(uri).count()) - 1
 
 
 def by_visitor(events: Any, partitions: int) -> Any:
