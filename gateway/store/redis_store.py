@@ -243,14 +243,16 @@ def _wall_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _unavailable(fn: Callable[..., Any]) -> Callable[..., Any]:
+def _unavailable(fn: Callable[..., Any], prepare: bool = True) -> Callable[..., Any]:
     """Connection errors and timeouts (a cluster that is down or cannot be reached among them) as
     StoreUnavailable, named by class only (a redis error message can carry the server's address; never its
-    credentials, but the class is all a caller needs)."""
+    credentials, but the class is all a caller needs). `prepare`: make the store ready first (a cluster's
+    scripts loaded; the health probe only needs the nodes)."""
     @functools.wraps(fn)
     async def wrapper(store: RedisStore, *args: Any, **kwargs: Any) -> Any:
         try:
-            await store.ready()
+            if prepare:
+                await store.ready()
             return await fn(store, *args, **kwargs)
         except (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError, ClusterDownError,
                 RedisClusterException) as exc:
@@ -487,7 +489,7 @@ class RedisStore:
         """Where a server command goes: every primary of a cluster, or the one server (None)."""
         if not self.cluster:
             return [None]
-        await self.ready()
+        await self._redis.initialize()  # learns the nodes on first use; a no-op after
         return self._redis.get_primaries()
 
     async def _on(self, node: Any, command: str, *args: Any) -> Any:
@@ -541,7 +543,7 @@ class RedisStore:
         await self._cache_put(keys=[self.keys.visitor("cache", visitor), self.keys.visitor_tomb(visitor)],
                               args=[key, value, self.limits.cache_ttl_s])
 
-    @_unavailable
+    @functools.partial(_unavailable, prepare=False)
     async def ping(self) -> None:
         """One round trip to each primary: the health probe's (gateway/health.py)."""
         for node in await self._nodes():

@@ -10,12 +10,17 @@ import contextlib
 import socket
 import time
 
+import grpc
 import pytest
 import redis
 
+from gateway.api import pb, pb_grpc
+from gateway.config import GatewayConfig
+from gateway.server import GatewayServer
 from gateway.store import Forgot, Forgotten, StoreLimits, StoreUnavailable, open_store
 from gateway.store.base import tombstone_id
 from gateway.store.redis_store import parse_cluster_url
+from harness.processes import manifest_of
 from training.core.contract import Event
 
 pytestmark = pytest.mark.anyio
@@ -180,3 +185,46 @@ async def test_a_forget_racing_logins_and_links_leaves_nothing_of_the_customer(r
 def _ports(url: str) -> list[int]:
     hosts = url.split("://", 1)[1].split("/", 1)[0]
     return [int(h.rsplit(":", 1)[1]) for h in hosts.split(",")]
+
+
+async def test_a_gateway_on_the_cluster_records_links_ranks_and_forgets(redis_cluster, gw_artifacts, triton,
+                                                                       visitor, tiles, tmp_path):
+    """The gateway itself on `redis+cluster://`: RecordEvents, LinkIdentity, GetSessions, RankTiles with the
+    customer's sessions (not degraded) and ForgetCustomer, then nothing of the customer left."""
+    redis_cluster.flush()
+    _, events = visitor
+    as_of = events[-1].ts + 86_400_000
+    cfg = GatewayConfig(listen="127.0.0.1:0", store=redis_cluster.url, artifacts=str(gw_artifacts),
+                        manifest=str(manifest_of(triton)), triton_url=triton.grpc_url, triton_timeout_s=5.0,
+                        as_of=str(as_of), auth="none", pki_dir=str(tmp_path / "pki"), log_level="WARNING", drain_s=0)
+    server = GatewayServer(cfg)
+    port = await server.start()
+    start = events[-1].ts - 3_600_000
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.IntentGatewayServiceStub(channel)
+            batch = [pb.WebEvent(anonymous_id=f"GW-V{v}", ts=str(start + i * 60_000), event_type="page_view",
+                                 url=f"/loans/{i}") for v in range(4) for i in range(6)]
+            recorded = await stub.RecordEvents(pb.RecordEventsRequest(events=batch), timeout=30)
+            assert recorded.accepted == 24, recorded
+            for v in range(3):
+                await stub.LinkIdentity(pb.LinkIdentityRequest(anonymous_id=f"GW-V{v}", customer_id="GW-C"),
+                                        timeout=10)
+            sessions = await stub.GetSessions(pb.GetSessionsRequest(customer_id="GW-C"), timeout=30)
+            assert len(sessions.sessions) == 3 and not sessions.degraded, sessions
+            ranked = await stub.RankTiles(pb.RankTilesRequest(customer_id="GW-C", tile_ids=tiles[:4]), timeout=30)
+            assert ranked.sessions_used == 3 and not ranked.degraded, ranked
+            forgot = await stub.ForgetCustomer(pb.ForgetCustomerRequest(customer_id="GW-C"), timeout=30)
+            assert (forgot.links_deleted, forgot.events_deleted) == (3, 18), forgot
+            with pytest.raises(grpc.aio.AioRpcError) as gone:
+                await stub.GetSessions(pb.GetSessionsRequest(customer_id="GW-C"), timeout=30)
+            assert gone.value.code() == grpc.StatusCode.NOT_FOUND  # no linked visitor left
+            late = await stub.RecordEvents(pb.RecordEventsRequest(events=batch), timeout=30)
+            assert (late.accepted, late.refused_forgotten) == (0, 18), late  # GW-V3's 6 were stored already
+        ids = server.app.gateway.ids
+        names = [*ids.customer_all("GW-C"), *(p for v in range(3) for p in ids.visitor_all(f"GW-V{v}"))]
+    finally:
+        await server.stop()
+    keys = [k for per_node in node_keys(redis_cluster).values() for k in per_node]
+    assert any(ids.visitor("GW-V3") in k for k in keys)  # the unlinked visitor stays
+    assert not [k for k in keys if any(name in k for name in names)]
