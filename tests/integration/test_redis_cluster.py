@@ -107,20 +107,27 @@ async def test_a_burst_of_forgets_rewrites_every_primarys_aof_and_leaves_no_trac
     assert not any(b"BURST-" in p.read_bytes() for p in files)
 
 
-async def test_an_unreachable_cluster_is_store_unavailable_without_its_address():
+async def test_a_dead_or_hung_cluster_is_store_unavailable_without_its_address():
     dead = socket.socket()
     dead.bind(("127.0.0.1", 0))
-    port = dead.getsockname()[1]
-    dead.close()
-    store = open_store(f"redis+cluster://127.0.0.1:{port}", StoreLimits(timeout_s=0.2))
-    calls = [lambda: store.append([ev("A1", 1)], T0), lambda: store.events("A1"),
-             lambda: store.link("A1", "C1", "api", T0), lambda: store.forget_customer(["C1"], T0),
-             lambda: store.prune(T0), lambda: store.ping()]
-    for call in calls:
-        with pytest.raises(StoreUnavailable) as info:
-            await asyncio.wait_for(call(), 30)
-        assert "127.0.0.1" not in str(info.value) and str(port) not in str(info.value)
-    await store.close()
+    dead_port = dead.getsockname()[1]
+    dead.close()  # nothing listens: connection refused
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(16)  # accepts and never answers: only the socket timeout ends a call
+    try:
+        for port in (dead_port, hung.getsockname()[1]):
+            store = open_store(f"redis+cluster://127.0.0.1:{port}", StoreLimits(timeout_s=0.2))
+            calls = [lambda s=store: s.append([ev("A1", 1)], T0), lambda s=store: s.events("A1"),
+                     lambda s=store: s.link("A1", "C1", "api", T0), lambda s=store: s.forget_customer(["C1"], T0),
+                     lambda s=store: s.prune(T0), lambda s=store: s.ping()]
+            for call in calls:
+                with pytest.raises(StoreUnavailable) as info:
+                    await asyncio.wait_for(call(), 30)  # a TimeoutError here would be a hang
+                assert "127.0.0.1" not in str(info.value) and str(port) not in str(info.value)
+            await store.close()
+    finally:
+        hung.close()
 
 
 def test_a_cluster_url_names_its_startup_nodes_and_credentials():
