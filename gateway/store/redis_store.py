@@ -478,6 +478,7 @@ class RedisStore:
             events += int(await self._forget_visitor(keys=keys, args=[until, ttl, *linked]))
         for anon, event_keys in carrying.items():
             events += int(await self._unstore(keys=self._events_keys(anon), args=event_keys))
+            await self._redis.delete(self.keys.visitor("cache", anon))  # embeddings of sessions with those events
         for customer in customers:  # one slot: one DEL
             await self._redis.delete(self.keys.customer("link", customer), self.keys.customer("cev", customer))
         self._rewrite_soon()  # after the deletes: a rewrite before them would keep them in the file

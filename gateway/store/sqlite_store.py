@@ -227,10 +227,14 @@ class SqliteStore:
     async def forget_customer(self, customer_ids: Sequence[str], now_ms: int) -> Forgot:
         until = self.limits.tombstone_until(now_ms)
 
+        carriers: list[str] = []  # visitors unlinked earlier whose login events carry the customer
+
         def do() -> Forgot:
             links = events = 0
             visitors: list[str] = []
             for customer in customer_ids:
+                carriers.extend(r[0] for r in self._db.execute(
+                    "SELECT DISTINCT anonymous_id FROM events WHERE customer_id = ?", (customer,)))
                 anons = [r[0] for r in self._db.execute("SELECT anonymous_id FROM links WHERE customer_id = ?",
                                                         (customer,))]
                 visitors += anons
@@ -244,7 +248,7 @@ class SqliteStore:
             return Forgot(links, events, tuple(dict.fromkeys(visitors)))
 
         forgot = await self._run(self._tx, do)
-        for visitor in forgot.visitors:
+        for visitor in dict.fromkeys([*forgot.visitors, *carriers]):  # embeddings of sessions with those events
             self._drop_cached(visitor)
         await self._run(self._checkpoint)
         return forgot

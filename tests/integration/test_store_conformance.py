@@ -118,10 +118,12 @@ async def test_forget_takes_every_pseudonym_and_the_login_events_of_visitors_unl
     await store.link("A-old-key", "C-old", "api", T0)  # the same customer under an earlier key
     await store.link("A-new-key", "C-new", "api", T0)
     await store.link("A-gone", "C-new", "login", T0)
+    await store.cache_put("A-gone", "s-with-login:2", b"\x07")  # embedded while it was linked
     await store.unlink("A-gone", "C-new")  # unlinked, but its login event still carries the customer
     forgot = await store.forget_customer(["C-new", "C-old"], T0)
     assert (forgot.links, forgot.events, sorted(forgot.visitors)) == (2, 3, ["A-new-key", "A-old-key"])
     assert [e.event_type for e in await store.events("A-gone")] == ["page_view"]  # its anonymous traffic stays
+    assert await store.cache_get("A-gone", "s-with-login:2") is None  # derived from the customer's login event
     assert await store.events("A-old-key") == [] and await store.events("A-new-key") == []
     assert len(await store.events("A-other")) == 1
     await store.close()
