@@ -119,8 +119,8 @@ $(WORDS):
 	@if [ "$$(id -u)" = 0 ]; then apt-get install -y -qq wamerican > /dev/null || { apt-get update -qq && apt-get install -y -qq wamerican > /dev/null; }; \
 	else sudo apt-get install -y -qq wamerican > /dev/null; fi
 
-redis:  ## install redis-server (the Redis store's tests start their own on a free loopback port)
-	@command -v redis-server > /dev/null || { \
+redis:  ## install redis-server and redis-cli (the Redis store's tests start their own on a free loopback port)
+	@{ command -v redis-server && command -v redis-cli; } > /dev/null || { \
 		if [ "$$(id -u)" = 0 ]; then apt-get install -y -qq redis-server > /dev/null || { apt-get update -qq && apt-get install -y -qq redis-server > /dev/null; }; \
 		else sudo apt-get install -y -qq redis-server > /dev/null; fi; }
 
@@ -145,7 +145,7 @@ serve-kserve: venv  ## make serve's product as a KServe transformer: v2 reranker
 bench: venv $(DATA)/events.jsonl  ## Triton ensemble + KServe v2 reranker + typed RankTiles at c=1,4,8 -> reports/bench.{md,json} (needs make export)
 	$(PY) -m harness.bench_all --data $(DATA) --artifacts $(ARTIFACTS) --repository $(REPOSITORY) --report reports/bench.json
 
-test: venv redis words chromium proto-lint  ## the full tier (CI): ruff, import contracts, buf lint, every test incl. -m integration (real Triton, Redis, gateway, LLM); prints the 20 slowest
+test: venv redis words chromium java proto-lint  ## the full tier (CI): ruff, import contracts, buf lint, every test incl. -m integration (real Triton, Redis, gateway, LLM); prints the 20 slowest
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest -q --durations=20
