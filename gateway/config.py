@@ -16,8 +16,8 @@ class GatewayConfig:
     listen: str = "127.0.0.1:50051"
     """host:port the gRPC server binds."""
     store: str = "sqlite://.run/gateway.db"
-    """Session store URL: sqlite://PATH (embedded, default; `.run/` is the ignored runtime directory) or
-    redis://HOST:PORT/DB (several replicas)."""
+    """Session store URL: sqlite://PATH (embedded, default; `.run/` is the ignored runtime directory),
+    redis://HOST:PORT/DB (several replicas) or redis+cluster://HOST:PORT[,HOST:PORT...] (a Redis Cluster)."""
     artifacts: str = "artifacts"
     """Directory with featurizer.json and ranker.json (the same files the models were exported with)."""
     manifest: str = "model_repository/manifest.json"
