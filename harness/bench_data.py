@@ -33,13 +33,12 @@ def measure(path_name: str, data: Path, out: Path) -> dict:
         done = featurize_dir(data, out)
         events, sessions = done["events"], done["sessions"]
     else:
-        from training.columnar.run import FIT_VALIDATION_PCT
         from training.core.featurizer import Featurizer
         from training.sessions import load_sessions
-        from training.splits import is_holdout
+        from training.splits import VALIDATION_PCT, is_holdout
 
         loaded = load_sessions(data, columnar=False)
-        train = [s for s in loaded.part(holdout=False) if not is_holdout(s.anonymous_id, FIT_VALIDATION_PCT)]
+        train = [s for s in loaded.part(holdout=False) if not is_holdout(s.anonymous_id, VALIDATION_PCT)]
         featurizer = Featurizer.fit(s.events for s in train)
         encoded = [featurizer.encode(s.events) for s in loaded.sessions]
         events, sessions = sum(len(s.events) for s in loaded.sessions), len(encoded)

@@ -14,11 +14,9 @@ import torch
 from training.core.featurizer import Featurizer, FeaturizerConfig
 from training.encoder.train import TrainConfig, load_checkpoint, train_encoder
 from training.sessions import data_world, load_sessions
-from training.splits import is_holdout
+from training.splits import VALIDATION_PCT, is_holdout
 
 log = logging.getLogger(__name__)
-VALIDATION_PCT = 30
-"""Visitors in hash buckets [HOLDOUT_PCT, VALIDATION_PCT) validate pre-training; the rest train."""
 
 
 @dataclass(frozen=True)

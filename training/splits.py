@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 
 HOLDOUT_PCT = 20
+VALIDATION_PCT = 30
+"""Visitors in hash buckets [HOLDOUT_PCT, VALIDATION_PCT) validate pre-training; the rest train (and the featurizer
+is fitted on them alone), whichever path featurizes: row-level, columnar, Spark or distributed."""
 
 
 def is_holdout(anonymous_id: str, pct: int = HOLDOUT_PCT) -> bool:

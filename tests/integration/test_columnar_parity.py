@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.columnar.run import FIT_VALIDATION_PCT, featurize_dir
+from training.columnar.run import featurize_dir
 from training.core.featurizer import Featurizer
 from training.sessions import load_sessions
 from training.shards import INVALID_ROWS, ShardDataset, read_shards, read_success
-from training.splits import is_holdout
+from training.splits import VALIDATION_PCT, is_holdout
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def dirty_bank(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 def test_shards_equal_the_row_level_pipeline(dirty_bank: Path, tmp_path: Path) -> None:
     ref = load_sessions(dirty_bank, report_dir=tmp_path / "ref", columnar=False)
     pool = ref.part(holdout=False)
-    train = [s for s in pool if not is_holdout(s.anonymous_id, FIT_VALIDATION_PCT)]
+    train = [s for s in pool if not is_holdout(s.anonymous_id, VALIDATION_PCT)]
     featurizer = Featurizer.fit(s.events for s in train)
 
     done = featurize_dir(dirty_bank, tmp_path / "shards", part_sessions=997)

@@ -18,8 +18,7 @@ from training.core.contract import LoadReport
 from training.core.featurizer import Featurizer
 from training.sessions import load_sessions
 from training.shards import ShardDataset, read_shards
-from training.spark.rows import FIT_EXCLUDE_PCT
-from training.splits import is_holdout
+from training.splits import VALIDATION_PCT, is_holdout
 from training.synthetic import GeneratorConfig, generate
 
 pytestmark = pytest.mark.slow
@@ -85,7 +84,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _reference(data_dir: Path, featurizer: Featurizer | None = None):
     data = load_sessions(data_dir, columnar=False)  # the row-level reference
     if featurizer is None:
-        featurizer = Featurizer.fit(s.events for s in data.sessions if not is_holdout(s.anonymous_id, FIT_EXCLUDE_PCT))
+        featurizer = Featurizer.fit(s.events for s in data.sessions if not is_holdout(s.anonymous_id, VALIDATION_PCT))
     return data, featurizer
 
 

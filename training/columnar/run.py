@@ -14,12 +14,9 @@ from training.columnar.sessionize import SessionIndex, sessionize_columns
 from training.core.contract import DataError, LoadReport
 from training.core.featurizer import Featurizer, FeaturizerConfig
 from training.shards import PART_SESSIONS, SessionColumns, to_table, write_featurized
-from training.splits import is_holdout
+from training.splits import VALIDATION_PCT, is_holdout
 
 log = logging.getLogger(__name__)
-
-FIT_VALIDATION_PCT = 30
-"""training.pipeline.VALIDATION_PCT: the featurizer is fitted on visitors outside hold-out and validation."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +52,7 @@ def _prepare(data_dir: Path | str, strict: bool) -> tuple[EventColumns, SessionI
 
 def _fit(events: EventColumns, sessions: SessionIndex, holdout: np.ndarray,
          config: FeaturizerConfig | None) -> Featurizer:
-    train = ~holdout & ~visitor_mask(sessions, events, FIT_VALIDATION_PCT)
+    train = ~holdout & ~visitor_mask(sessions, events, VALIDATION_PCT)
     return fit_featurizer(events, sessions, train, config)
 
 

@@ -50,11 +50,9 @@ from training.encoder.train import (
     save_checkpoint,
 )
 from training.shards import ShardDataset, read_shards
-from training.splits import is_holdout
+from training.splits import VALIDATION_PCT, is_holdout
 
 log = logging.getLogger(__name__)
-VALIDATION_PCT = 30
-"""As training.pipeline: visitors in hash buckets below this (outside the hold-out) validate."""
 
 
 @dataclass(frozen=True)

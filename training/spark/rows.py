@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from training.core.contract import Event, _problems_from
 from training.core.featurizer import _STANDARDIZED, Featurizer, FeaturizerConfig, _raw_continuous, _tokens
 from training.core.sessionize import Session, sessionize
-from training.splits import is_holdout
+from training.splits import VALIDATION_PCT, is_holdout
 
 EVENT_FIELDS = ("anonymous_id", "ts", "event_type", "url", "dwell_ms", "device", "referrer", "query", "customer_id",
                 "session_id")
@@ -25,8 +25,6 @@ VALIDATED_DDL = ("kind int, file_idx int, line long, k int, anonymous_id string,
 """One row per accepted event (kind 0) or per problem (kind 1); (file_idx, line, k) keep the contract's order."""
 SHARD_DDL = ("session_id string, anonymous_id string, start_ms long, end_ms long, holdout boolean, length int, "
              "categorical array<int>, continuous array<float>")
-FIT_EXCLUDE_PCT = 30
-"""The featurizer is fitted on training visitors only: hash buckets >= training.pipeline.VALIDATION_PCT (30)."""
 _STAT_KEYS = tuple(_STANDARDIZED)
 
 
@@ -81,7 +79,7 @@ def fit_partition(batches: Iterable[pa.RecordBatch], config: FeaturizerConfig) -
                                                                "query")}
     moments = {k: (0, 0.0, 0.0) for k in _STAT_KEYS}
     for session in visitor_sessions(batches):
-        if is_holdout(session.anonymous_id, FIT_EXCLUDE_PCT):
+        if is_holdout(session.anonymous_id, VALIDATION_PCT):
             continue
         recent = list(session.events)[-config.max_len:]
         for tok in map(_tokens, recent):
