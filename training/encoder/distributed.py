@@ -37,9 +37,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from training.core.featurizer import FeatureBatch, Featurizer, pad_batch
+from training.core.featurizer import Featurizer
 from training.encoder.model import SessionEncoder
-from training.encoder.objectives import ObjectiveConfig, PretrainingHeads, augment, mask_events, nt_xent
+from training.encoder.objectives import ObjectiveConfig, PretrainingHeads, Views, make_views, nt_xent
 from training.encoder.train import (
     Encoded,
     TrainConfig,
@@ -103,23 +103,6 @@ class PretrainStep(nn.Module):
         z1 = self.heads.projection(self.encoder.pool(h1, m1))
         z2 = self.heads.projection(self.encoder(cat2, cont2))
         return self.heads.url(h1[where]), self.heads.event_type(h1[where]), z1, z2
-
-
-@dataclass(frozen=True)
-class Views:
-    view1: FeatureBatch
-    masked: np.ndarray
-    chosen: np.ndarray
-    view2: FeatureBatch
-
-
-def global_views(sessions: list[tuple[np.ndarray, np.ndarray]], partners: list[tuple[np.ndarray, np.ndarray]] | None,
-                 rng: np.random.Generator, cfg: ObjectiveConfig) -> Views:
-    """The views of one global batch, with the same draws in the same order as objectives.pretraining_loss."""
-    view1 = pad_batch([augment(c, x, rng, cfg) for c, x in sessions])
-    view2 = pad_batch([augment(c, x, rng, cfg) for c, x in (partners if partners is not None else sessions)])
-    masked, chosen = mask_events(view1, rng, cfg.mask_prob)
-    return Views(view1, masked, chosen, view2)
 
 
 def slice_bounds(n: int, world: int) -> np.ndarray:
@@ -201,7 +184,7 @@ def run_epoch(step: nn.Module, data: Encoded, cfg: TrainConfig, rng: np.random.G
     with torch.set_grad_enabled(training):
         for idx in (bar := tqdm(batches, desc=desc, unit="batch", leave=False, disable=me.rank != 0)):
             partners = [data[i] for i in partner[idx]] if partner is not None else None
-            views = global_views([data[i] for i in idx], partners, rng, cfg.objective)
+            views = make_views([data[i] for i in idx], partners, rng, cfg.objective)
             loss, losses = sharded_losses(step, views, groups[idx] if by_visitor else None, me, cfg.objective)
             if optimizer is not None:
                 optimizer.zero_grad()

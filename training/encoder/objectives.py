@@ -105,6 +105,26 @@ def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float, groups: torch.
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
+@dataclass(frozen=True)
+class Views:
+    """The two augmented views of a batch and the events masked in the first."""
+
+    view1: FeatureBatch
+    masked: np.ndarray
+    chosen: np.ndarray
+    view2: FeatureBatch
+
+
+def make_views(sessions: list[tuple[np.ndarray, np.ndarray]], partners: list[tuple[np.ndarray, np.ndarray]] | None,
+               rng: np.random.Generator, cfg: ObjectiveConfig) -> Views:
+    """A batch's views, drawn from `rng` in one fixed order: the distributed trainer draws a global batch's views
+    with this same function, so every rank sees the single-process draws."""
+    view1 = pad_batch([augment(c, x, rng, cfg) for c, x in sessions])
+    view2 = pad_batch([augment(c, x, rng, cfg) for c, x in (partners if partners is not None else sessions)])
+    masked, chosen = mask_events(view1, rng, cfg.mask_prob)
+    return Views(view1, masked, chosen, view2)
+
+
 def pretraining_loss(encoder: SessionEncoder, heads: PretrainingHeads, sessions: list[tuple[np.ndarray, np.ndarray]],
                      rng: np.random.Generator, cfg: ObjectiveConfig, device: torch.device,
                      partners: list[tuple[np.ndarray, np.ndarray]] | None = None,
@@ -112,10 +132,9 @@ def pretraining_loss(encoder: SessionEncoder, heads: PretrainingHeads, sessions:
     """MEM on a masked view of `sessions` + NT-Xent between its pooled embedding and a view of `partners`
     (each session's positive: another session of its visitor, or itself; default: itself). `groups` (int [B],
     the visitor of each row) keeps a visitor's other sessions out of its negatives."""
-    view1 = pad_batch([augment(c, x, rng, cfg) for c, x in sessions])
-    view2 = pad_batch([augment(c, x, rng, cfg) for c, x in (partners if partners is not None else sessions)])
-    masked, chosen = mask_events(view1, rng, cfg.mask_prob)
-    cat1 = torch.from_numpy(masked).to(device)
+    views = make_views(sessions, partners, rng, cfg)
+    view1, view2, chosen = views.view1, views.view2, views.chosen
+    cat1 = torch.from_numpy(views.masked).to(device)
     h1, m1 = encoder.hidden(cat1, torch.from_numpy(view1.continuous).to(device))
     where = torch.from_numpy(chosen).to(device)
     target = torch.from_numpy(view1.categorical).to(device)[where]
