@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +87,9 @@ def to_table(cols: SessionColumns) -> pa.Table:
 
 def write_featurized(out_dir: Path | str, tables: Iterable[pa.Table], featurizer: Featurizer,
                      report: LoadReport, events: int, part_sessions: int = PART_SESSIONS) -> dict:
-    """Write tables (in session order) as parts of at most `part_sessions` rows; _SUCCESS.json last."""
+    """Write tables (in session order) as parts of at most `part_sessions` rows; _SUCCESS.json last.
+
+    A part is written on a second thread while the next table is made."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("part-*.parquet"):
@@ -95,12 +98,18 @@ def write_featurized(out_dir: Path | str, tables: Iterable[pa.Table], featurizer
     featurizer.save(out / FEATURIZER)
     report.write_problems(out / INVALID_ROWS)
     parts = sessions = 0
-    for table in tables:
-        for start in range(0, table.num_rows, part_sessions):
-            chunk = table.slice(start, part_sessions)
-            pq.write_table(chunk.cast(SCHEMA), out / part_name(parts))
-            parts += 1
-            sessions += chunk.num_rows
+    writing: Future[None] | None = None
+    with ThreadPoolExecutor(1, thread_name_prefix="write-part") as writer:  # parquet encodes without the GIL
+        for table in tables:
+            for start in range(0, table.num_rows, part_sessions):
+                chunk = table.slice(start, part_sessions)
+                if writing is not None:
+                    writing.result()  # one part in flight: its table is the memory this costs
+                writing = writer.submit(pq.write_table, chunk.cast(SCHEMA), out / part_name(parts))
+                parts += 1
+                sessions += chunk.num_rows
+        if writing is not None:
+            writing.result()
     done = {"sessions": sessions, "events": int(events), "invalid_rows": len(report.problems),
             "featurizer_version": featurizer.version, "parts": parts}
     (out / SUCCESS).write_text(json.dumps(done, indent=1))

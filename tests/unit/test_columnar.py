@@ -53,6 +53,17 @@ BAD_LINES = [
     json.dumps({**GOOD, "ts": "0001767225600123"}),
     json.dumps({**GOOD, "ts": "١٢٣"}),
 ]
+STRING_EDGES = [  # every string field string-typed, so the block takes the vectorized checks
+    {**GOOD, "url": "\u00a0/nbsp\u00a0", "event_type": "\u2003Click"},
+    {**GOOD, "url": "/tab\t", "event_type": "\x1cview", "device": "\x7fdev"},
+    {**GOOD, "event_type": "ÉVÉNEMENT", "referrer": "   ", "query": ""},
+    {**GOOD, "event_type": "İstanbul", "device": "Straße"},
+    {**GOOD, "url": "x" * 2048, "anonymous_id": "é" * 2048},
+    {**GOOD, "url": " " + "x" * 2048 + " ", "anonymous_id": "é" * 2049},
+    {**GOOD, "event_type": "Page_View ", "url": "/ ", "customer_id": "", "session_id": " s1 "},
+    {**GOOD, "event_type": "   ", "device": "\u3000"},
+    GOOD,
+]
 
 
 def _reference(path: Path) -> tuple[LoadReport, list]:
@@ -103,6 +114,36 @@ def test_blocks_that_pyarrow_rejects_fall_back_row_by_row(tmp_path: Path, monkey
     good = [json.dumps({**GOOD, "anonymous_id": f"v{i}", "ts": 1000 * i}) for i in range(40)]
     lines = good[:10] + BAD_LINES + good[10:] + ["{broken"] + good[:3]
     (tmp_path / "events.jsonl").write_text("\n".join(lines))  # no final newline
+    _same(tmp_path)
+
+
+def test_string_edge_cases_in_the_vectorized_checks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import training.columnar.load as load
+
+    judged: list[int] = []
+    slow_row = load._slow_row
+    monkeypatch.setattr(load, "_slow_row", lambda name, line, *rest: judged.append(line) or slow_row(name, line, *rest))
+    (tmp_path / "events.jsonl").write_text("".join(json.dumps(r) + "\n" for r in STRING_EDGES * 3))
+    _same(tmp_path)
+    problems = _reference(tmp_path)[0].problems
+    assert len(problems) == 2 * 3  # 2049 characters and a blank event_type, per copy
+    assert sorted(set(judged)) == sorted({p.line for p in problems})  # only those rows needed the contract
+    (tmp_path / "events.jsonl").unlink()
+    pq.write_table(pa.Table.from_pylist(STRING_EDGES * 3), tmp_path / "events.parquet")
+    _same(tmp_path)
+
+
+def test_timestamps_without_a_zone_are_refused_whatever_the_reader_infers(tmp_path: Path) -> None:
+    rows = [{**GOOD, "ts": "2026-01-01T10:00:00Z"}, {**GOOD, "ts": "2026-01-01 10:00:00"},
+            {**GOOD, "ts": "2026-01-01T10:00:00+02:00"}, {**GOOD, "ts": "2026-01-01T10:00:00"}]
+    (tmp_path / "events.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _same(tmp_path)
+    assert [p.line for p in _reference(tmp_path)[0].problems] == [2, 4]
+
+
+def test_epoch_millisecond_numbers(tmp_path: Path) -> None:
+    rows = [{**GOOD, "anonymous_id": f"v{i % 3}", "ts": 1_767_225_600_000 + 61_000 * i} for i in range(20)]
+    (tmp_path / "events.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*rows, {**GOOD, "ts": -5}]))
     _same(tmp_path)
 
 
@@ -208,3 +249,12 @@ def test_cli_writes_shards_with_a_given_featurizer(tmp_path: Path) -> None:
     data = ShardDataset(tmp_path / "shards")
     assert len(data) == 3
     np.testing.assert_array_equal(data[0][0], featurizer.encode(sessionize(load_events(path))[0].events)[0])
+
+
+def test_contract_whitespace_is_what_the_contract_strips() -> None:
+    from training.columnar.load import CONTRACT_WHITESPACE
+    from training.core.contract import Event
+
+    for char in map(chr, [*range(0xD800), *range(0xE000, 0x10000)]):  # not the lone surrogates
+        stripped = Event(anonymous_id=f"a{char}", ts=1, event_type="x", url="/").anonymous_id == "a"
+        assert stripped == (char in CONTRACT_WHITESPACE), hex(ord(char))

@@ -76,8 +76,10 @@ def _hour_tables() -> tuple[np.ndarray, np.ndarray]:
             np.array([math.cos(2 * math.pi * h / 24.0) for h in hours]))
 
 
-class _Tokens:
-    """Per-code token tables of one data set (codes index the EventColumns dictionaries; the last row is None)."""
+class Tokens:
+    """Per-code token tables of one data set (codes index the EventColumns dictionaries; the last row is None).
+
+    Built once per EventColumns (normalize_url per distinct URL is the costly part) and shared by fit and encode."""
 
     def __init__(self, events: EventColumns):
         d = events.dicts
@@ -144,14 +146,14 @@ def _histogram(codes: np.ndarray, size: int) -> np.ndarray:
 
 
 def fit_featurizer(events: EventColumns, sessions: SessionIndex, mask: np.ndarray | None = None,
-                   config: FeaturizerConfig | None = None) -> Featurizer:
+                   config: FeaturizerConfig | None = None, tokens: Tokens | None = None) -> Featurizer:
     """Featurizer.fit on the sessions where `mask` is true (all by default), in session order.
 
     Token counts add up chunk by chunk; the standardized values are kept whole and in order, so their mean
     and std sum in the same order as the reference's."""
     config = config or FeaturizerConfig()
     mask = np.ones(len(sessions), dtype=bool) if mask is None else mask
-    tok = _Tokens(events)
+    tok = tokens or Tokens(events)
     sizes = {"url": len(tok.url), "event_type": len(tok.event_type), "device": len(tok.device),
              "referrer": len(tok.referrer), "query": len(tok.query)}
     hist = {name: np.zeros(size, dtype=np.int64) for name, size in sizes.items()}
@@ -191,36 +193,47 @@ def _ids(vocab: Vocab, tokens: list[str]) -> np.ndarray:
     return np.array([vocab.id(t) for t in tokens], dtype=np.int32)
 
 
+class SessionEncoder:
+    """Featurizer.encode for sessions of one EventColumns: the token -> id tables are built once, here."""
+
+    def __init__(self, featurizer: Featurizer, events: EventColumns, tokens: Tokens | None = None):
+        self.featurizer, self.events = featurizer, events
+        tok = tokens or Tokens(events)
+        v = featurizer.vocabs
+        q = featurizer.config.query_tokens
+        words = np.full((len(tok.query), q), PAD, dtype=np.int32)
+        for i, toks in enumerate(tok.query):
+            for j, word in enumerate(toks[:q]):
+                words[i, j] = v["query"].id(word)
+        self.tables = [("url", _ids(v["url"], tok.url)), ("url", _ids(v["area"], tok.area)),
+                       ("event_type", _ids(v["event_type"], tok.event_type)),
+                       ("device", _ids(v["device"], tok.device)),
+                       ("referrer", _ids(v["referrer"], tok.referrer)), ("query", words)]
+
+    def __call__(self, sessions: SessionIndex) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(lengths [S], categorical [sum, F] int32, continuous [sum, C] float32)."""
+        featurizer, events = self.featurizer, self.events
+        rows, offsets = _kept(sessions, featurizer.config.max_len)
+        cat = np.full((len(rows), 5 + featurizer.config.query_tokens), PAD, dtype=np.int32)
+        for j, (name, table) in enumerate(self.tables):
+            codes = events.codes[name][rows]
+            ids = table[np.where(codes < 0, len(table) - 1, codes)]
+            if ids.ndim == 1:
+                cat[:, j] = ids
+            else:  # query words: the last q columns
+                cat[:, j:] = ids
+        raw = _raw_continuous(events, rows, offsets)
+        cont = np.empty((len(rows), len(CONTINUOUS)), dtype=np.float32)
+        for j, name in enumerate(CONTINUOUS):
+            value = raw[name]
+            if name in featurizer.stats:
+                mean, std = featurizer.stats[name]
+                value = np.where(np.isnan(value), 0.0, (value - mean) / std)
+            cont[:, j] = value
+        return np.diff(offsets), cat, cont
+
+
 def encode_sessions(featurizer: Featurizer, events: EventColumns,
                     sessions: SessionIndex) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Featurizer.encode for every session: (lengths [S], categorical [sum, F] int32, continuous [sum, C])."""
-    config = featurizer.config
-    rows, offsets = _kept(sessions, config.max_len)
-    tok = _Tokens(events)
-    v = featurizer.vocabs
-    q = config.query_tokens
-    cat = np.full((len(rows), 5 + q), PAD, dtype=np.int32)
-
-    def lookup(name: str, table: np.ndarray) -> np.ndarray:
-        codes = events.codes[name][rows]
-        return table[np.where(codes < 0, len(table) - 1, codes)]
-
-    cat[:, 0] = lookup("url", _ids(v["url"], tok.url))
-    cat[:, 1] = lookup("url", _ids(v["area"], tok.area))
-    cat[:, 2] = lookup("event_type", _ids(v["event_type"], tok.event_type))
-    cat[:, 3] = lookup("device", _ids(v["device"], tok.device))
-    cat[:, 4] = lookup("referrer", _ids(v["referrer"], tok.referrer))
-    words = np.full((len(tok.query), q), PAD, dtype=np.int32)
-    for i, toks in enumerate(tok.query):
-        for j, word in enumerate(toks[:q]):
-            words[i, j] = v["query"].id(word)
-    cat[:, 5:] = lookup("query", words)
-    raw = _raw_continuous(events, rows, offsets)
-    cont = np.empty((len(rows), len(CONTINUOUS)), dtype=np.float32)
-    for j, name in enumerate(CONTINUOUS):
-        value = raw[name]
-        if name in featurizer.stats:
-            mean, std = featurizer.stats[name]
-            value = np.where(np.isnan(value), 0.0, (value - mean) / std)
-        cont[:, j] = value
-    return np.diff(offsets), cat, cont
+    return SessionEncoder(featurizer, events)(sessions)

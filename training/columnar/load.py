@@ -1,7 +1,8 @@
 """Events file -> compact columns (codes into per-field dictionaries), validated like the contract.
 
 JSONL is read in 8 MB blocks of whole lines (measured faster, and 120 MB less peak, than 32 MB blocks) by
-pyarrow's JSON reader (C++, multi-threaded, no Python object per row);
+pyarrow's JSON reader (C++, no Python object per row), which parses the next block on a second thread (it
+releases the GIL) while this one is checked;
 Parquet by record batches. Each field is checked vectorized, and string fields once per DISTINCT value with
 the contract's own rules (strip, length, lower case). A row the fast checks cannot accept as-is (a bad
 value, an unusual timestamp form, a type the reader inferred differently) is re-parsed from its own line and
@@ -13,6 +14,9 @@ from __future__ import annotations
 
 import io
 import json
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +28,8 @@ import pyarrow.json as pj
 from training.core.contract import MAX_TEXT_LEN, Event, LoadReport, events_path, validate_raw
 
 BLOCK_BYTES = 8 << 20
+PARSE_THREADS = 1
+"""Blocks parsed ahead at once, each on its own thread, while the oldest is checked."""
 STRING_FIELDS = ("anonymous_id", "event_type", "url", "device", "referrer", "query", "customer_id", "session_id")
 REQUIRED = ("anonymous_id", "event_type", "url")
 _ISO = (r"^(?P<base>\d{4}-\d{2}-\d{2}T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d)(?:\.(?P<frac>\d{3}|\d{6}))?"
@@ -32,21 +38,51 @@ _WS = np.zeros(256, dtype=bool)
 _WS[list(b" \t\n\r\x0b\x0c")] = True
 
 
+@dataclass
 class Dictionary:
-    """Distinct accepted values of one field, in first-seen order; code -1 is None."""
+    """Distinct accepted values of one field, in the order the blocks met them; code -1 is None."""
+
+    values: list[str] = field(default_factory=list)
+
+
+class _Interner:
+    """One field's values under provisional codes while loading; `unify` dedupes them all at once, in C++.
+
+    Each block adds its distinct (normalized) values as one chunk and codes its rows as chunk offset + index,
+    so no Python runs per distinct value; rows the contract validated add theirs one by one."""
 
     def __init__(self) -> None:
-        self.index: dict[str, int] = {}
-        self.values: list[str] = []
+        self.chunks: list[pa.Array] = []
+        self.size = 0
+        self.pending: list[str] = []
+
+    def add_chunk(self, values: pa.Array) -> int:
+        """Provisional code of values[0] (the others follow)."""
+        self._flush()
+        offset = self.size
+        self.chunks.append(values.cast(pa.string()))
+        self.size += len(values)
+        return offset
 
     def code(self, value: str | None) -> int:
         if value is None:
             return -1
-        code = self.index.get(value)
-        if code is None:
-            code = self.index[value] = len(self.values)
-            self.values.append(value)
-        return code
+        self.pending.append(value)
+        return self.size + len(self.pending) - 1
+
+    def _flush(self) -> None:
+        if self.pending:
+            self.chunks.append(pa.array(self.pending, pa.string()))
+            self.size += len(self.pending)
+            self.pending = []
+
+    def unify(self) -> tuple[np.ndarray, Dictionary]:
+        """Provisional code -> final code (with -1 -> -1 as the last entry), and the final dictionary."""
+        self._flush()
+        values = pa.concat_arrays(self.chunks) if self.chunks else pa.array([], pa.string())
+        encoded = pc.dictionary_encode(values)
+        remap = np.append(encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32), -1)
+        return remap, Dictionary(encoded.dictionary.to_pylist())
 
 
 @dataclass
@@ -74,7 +110,7 @@ class _Builder:
     """
 
     def __init__(self, file_bytes: int = 0) -> None:
-        self.dicts = {name: Dictionary() for name in STRING_FIELDS}
+        self.interners = {name: _Interner() for name in STRING_FIELDS}
         self.file_bytes = file_bytes
         self.columns = {name: np.zeros(0, dtype=dtype) for name, dtype in _COLUMNS.items()}
         self.size = 0
@@ -105,7 +141,7 @@ class _Builder:
     def add_events(self, events: list[Event], lines: list[int]) -> None:
         if not events:
             return
-        arrays = {name: np.array([self.dicts[name].code(getattr(e, name)) for e in events], dtype=np.int32)
+        arrays = {name: np.array([self.interners[name].code(getattr(e, name)) for e in events], dtype=np.int32)
                   for name in STRING_FIELDS}
         arrays["ts"] = np.array([e.ts for e in events], dtype=np.int64)
         arrays["dwell_ms"] = np.array([-1 if e.dwell_ms is None else e.dwell_ms for e in events], dtype=np.int64)
@@ -114,8 +150,13 @@ class _Builder:
 
     def build(self) -> EventColumns:
         c = {name: col[:self.size] for name, col in self.columns.items()}
+        dicts = {}
+        for name in STRING_FIELDS:
+            remap, dicts[name] = self.interners[name].unify()
+            c[name][:] = remap[c[name]]  # -1 indexes remap's last entry, -1
+        self.interners = {}
         _trim_heap()
-        return EventColumns({n: c[n] for n in STRING_FIELDS}, c["ts"], c["dwell_ms"], c["line"], self.dicts)
+        return EventColumns({n: c[n] for n in STRING_FIELDS}, c["ts"], c["dwell_ms"], c["line"], dicts)
 
 
 def _trim_heap() -> None:
@@ -146,27 +187,70 @@ def load_event_columns(data_dir: Path | str, report: LoadReport | None = None) -
 
 def _load_jsonl(path: Path, builder: _Builder, report: LoadReport) -> None:
     first_line = 0
-    with path.open("rb") as fh:
-        carry = b""
-        while True:
-            data = fh.read(BLOCK_BYTES)
-            block = carry + data
-            if not data:
-                if block:
-                    _jsonl_block(path.name, block, first_line, builder, report)
-                return
-            cut = block.rfind(b"\n") + 1
-            if cut == 0:
-                carry = block
-                continue
-            first_line = _jsonl_block(path.name, block[:cut], first_line, builder, report)
-            carry = block[cut:]
-            pa.default_memory_pool().release_unused()  # a block's buffers are garbage now: give them back
+    pending: deque[tuple[bytes, Future[pa.Table | None]]] = deque()
+    with path.open("rb") as fh, ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="read-json") as parser:
+        for block in _line_blocks(fh):
+            pending.append((block, parser.submit(_read_json, block)))
+            if len(pending) > PARSE_THREADS:
+                first_line = _next_block(path.name, pending, first_line, builder, report)
+        while pending:
+            first_line = _next_block(path.name, pending, first_line, builder, report)
 
 
-def _jsonl_block(name: str, block: bytes, first_line: int, builder: _Builder, report: LoadReport) -> int:
-    """One block of whole lines; returns the number of the block's last line."""
-    if b"\r" not in block:
+def _line_blocks(fh: io.BufferedReader) -> Iterator[bytes]:
+    """The file as blocks of about BLOCK_BYTES that end at a line end (the last one may not)."""
+    carry = b""
+    while True:
+        data = fh.read(BLOCK_BYTES)
+        block = carry + data
+        if not data:
+            if block:
+                yield block
+            return
+        cut = block.rfind(b"\n") + 1
+        if cut == 0:
+            carry = block
+            continue
+        yield block[:cut]
+        carry = block[cut:]
+
+
+_AS_TEXT = pj.ParseOptions(explicit_schema=pa.schema([(name, pa.string()) for name in (*STRING_FIELDS, "ts")]))
+"""String fields and ts read as text: inferred, '2026-01-01 10:00:00' (no zone, which the contract refuses)
+would become a timestamp like any other, and every row of the block would need the contract's judgement."""
+
+
+def _read_json(block: bytes) -> pa.Table | None:
+    """The block as one table, or None where the reader cannot take it whole (those rows go one by one).
+
+    Fields read as text first; where a value is not text (epoch-ms numbers, say), with inferred types."""
+    if b"\r" in block:
+        return None
+    options = pj.ReadOptions(block_size=len(block) + 1)
+    for parse in (_AS_TEXT, pj.ParseOptions()):
+        try:
+            return pj.read_json(io.BytesIO(block), read_options=options, parse_options=parse)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+    return None
+
+
+def _next_block(name: str, pending: deque[tuple[bytes, Future[pa.Table | None]]], first_line: int,
+                builder: _Builder, report: LoadReport) -> int:
+    """Check the oldest parsed block; returns the number of its last line."""
+    block, parsed = pending.popleft()
+    table = parsed.result()
+    del parsed
+    last_line = _jsonl_block(name, block, table, first_line, builder, report)
+    del table, block
+    pa.default_memory_pool().release_unused()  # the block's buffers are garbage now: give them back
+    return last_line
+
+
+def _jsonl_block(name: str, block: bytes, table: pa.Table | None, first_line: int, builder: _Builder,
+                 report: LoadReport) -> int:
+    """One block of whole lines and its parsed table; returns the number of the block's last line."""
+    if table is not None:
         buf = np.frombuffer(block, dtype=np.uint8)
         ends = np.flatnonzero(buf == 10)
         if not block.endswith(b"\n"):
@@ -175,12 +259,8 @@ def _jsonl_block(name: str, block: bytes, first_line: int, builder: _Builder, re
         filled = (ends > starts) & ~_WS[buf[np.minimum(starts, len(block) - 1)]]
         for i in np.flatnonzero((ends > starts) & ~filled):
             filled[i] = bool(block[starts[i]:ends[i]].strip())
-        try:
-            table = pj.read_json(io.BytesIO(block), read_options=pj.ReadOptions(block_size=len(block) + 1))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            table = None
         rows = np.flatnonzero(filled)
-        if table is not None and table.num_rows == len(rows):
+        if table.num_rows == len(rows):
             builder.reserve(len(block), len(rows))
             lines = rows + first_line + 1
             suspect = _fast(table, lines, builder)
@@ -231,7 +311,7 @@ def _fast(table: pa.Table, lines: np.ndarray, builder: _Builder) -> np.ndarray:
     suspect = np.zeros(n, dtype=bool)
     arrays: dict[str, np.ndarray] = {}
     for name in STRING_FIELDS:
-        codes, bad = _string_field(table, name, builder.dicts[name], n)
+        codes, bad = _string_field(table, name, builder.interners[name], n)
         arrays[name] = codes
         suspect |= bad
     ts, bad = _ts_field(table, n)
@@ -245,6 +325,11 @@ def _fast(table: pa.Table, lines: np.ndarray, builder: _Builder) -> np.ndarray:
     return suspect
 
 
+def _bools(mask: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A boolean array as numpy, null as False (via uint8: pyarrow's own bool conversion imports pandas)."""
+    return pc.cast(pc.fill_null(mask, False), pa.uint8()).to_numpy().view(bool)
+
+
 def _column(table: pa.Table, name: str) -> pa.Array | None:
     if name not in table.column_names:
         return None
@@ -252,26 +337,58 @@ def _column(table: pa.Table, name: str) -> pa.Array | None:
     return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
 
 
-def _string_field(table: pa.Table, name: str, dictionary: Dictionary, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Codes of stripped values, and rows the contract would reject (or whose type needs its judgement)."""
+def _string_field(table: pa.Table, name: str, interner: _Interner, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Provisional codes of stripped values, and rows the contract would reject (or whose type needs its judgement)."""
     col = _column(table, name)
     required = name in REQUIRED
     if col is None or pa.types.is_null(col.type):
         return np.full(n, -1, dtype=np.int32), np.full(n, required)
-    null = np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    null = _bools(col.is_null())
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
         return np.full(n, -1, dtype=np.int32), ~null | required
     encoded = pc.dictionary_encode(col)
-    lookup = np.empty(len(encoded.dictionary) + 1, dtype=np.int32)
-    ok = np.empty(len(encoded.dictionary) + 1, dtype=bool)
-    lookup[-1], ok[-1] = -1, not required
-    for i, value in enumerate(encoded.dictionary.to_pylist()):
-        stripped = value.strip()
-        valid = (1 if required else 0) <= len(stripped) <= MAX_TEXT_LEN
-        ok[i] = valid
-        lookup[i] = dictionary.code(stripped.lower() if name == "event_type" else stripped) if valid else -1
+    normalized, ok = _normalized(encoded.dictionary, required, lower=name == "event_type")
+    offset = interner.add_chunk(normalized)
+    lookup = np.append(np.where(ok, offset + np.arange(len(ok), dtype=np.int32), -1).astype(np.int32), -1)
+    ok = np.append(ok, not required)  # the last entry is a missing value
     idx = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
     return lookup[idx], ~ok[idx]
+
+
+_CLEAN = r"(?s)^[!-~](?:.*[!-~])?$"
+"""First and last characters printable ASCII: str.strip() would change nothing (all whitespace is <= 0x20 or
+non-ASCII)."""
+
+
+def _normalized(values: pa.Array, required: bool, lower: bool) -> tuple[pa.Array, np.ndarray]:
+    """Distinct raw values -> (the contract's stripped, lower-cased-if-asked value or null, accepted as-is).
+
+    Values that are clean by _CLEAN (and ASCII when lower-casing) are judged by vectorized length checks; the
+    rest (leading or trailing space, empty, non-ASCII ends) by Python's own strip, as the contract does."""
+    clean = pc.match_substring_regex(values, _CLEAN)
+    if lower:
+        clean = pc.and_(clean, pc.string_is_ascii(values))
+    clean_mask = _bools(clean)
+    ok = clean_mask & _bools(pc.less_equal(pc.utf8_length(values), MAX_TEXT_LEN))
+    normalized = pc.if_else(pa.array(ok), pc.utf8_lower(values) if lower else values, pa.scalar(None, pa.string()))
+    judged = np.flatnonzero(~clean_mask)
+    if len(judged):
+        fixed = [_stripped(v, required, lower) for v in values.take(pa.array(judged)).to_pylist()]
+        ok[judged] = [v is not None for v in fixed]
+        normalized = pc.replace_with_mask(normalized, pa.array(~clean_mask), pa.array(fixed, pa.string()))
+    return normalized, ok
+
+
+CONTRACT_WHITESPACE = ("\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009"
+                       "\u200a\u2028\u2029\u202f\u205f\u3000")
+"""What the contract's str_strip_whitespace strips (Unicode White_Space): str.isspace() without U+001C-U+001F."""
+
+
+def _stripped(value: str, required: bool, lower: bool) -> str | None:
+    text = value.strip(CONTRACT_WHITESPACE)
+    if not (1 if required else 0) <= len(text) <= MAX_TEXT_LEN:
+        return None
+    return text.lower() if lower else text
 
 
 def _ts_field(table: pa.Table, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -286,7 +403,7 @@ def _ts_field(table: pa.Table, n: int) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool)
     out = np.zeros(n, dtype=np.int64)
     digits = pc.and_(pc.and_(pc.string_is_ascii(col), pc.utf8_is_digit(col)), pc.less_equal(pc.binary_length(col), 18))
-    digits = np.asarray(pc.fill_null(digits, False).to_numpy(zero_copy_only=False), dtype=bool)
+    digits = _bools(digits)
     if digits.any():
         out[digits] = pc.cast(pc.filter(col, pa.array(digits)), pa.int64()).to_numpy()
     quick = _quick_iso(col, out)
@@ -302,30 +419,27 @@ def _epoch_ms(seconds: np.ndarray, micros: np.ndarray) -> np.ndarray:
     return ((seconds * 1_000_000 + micros).astype(np.float64) / 1e6 * 1000.0).astype(np.int64)
 
 
+_COMMON_ISO = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"
+
+
 def _quick_iso(col: pa.Array, out: np.ndarray) -> np.ndarray:
-    """The common form, 'YYYY-MM-DDTHH:MM:SS.mmmZ', parsed by Arrow's strict ISO-8601 cast; fills `out`."""
-    shaped = pc.and_(pc.and_(pc.string_is_ascii(col), pc.equal(pc.binary_length(col), 24)),
-                     pc.and_(pc.equal(pc.utf8_slice_codeunits(col, 10, 11), "T"),
-                             pc.equal(pc.utf8_slice_codeunits(col, 19, 20), ".")))
-    shaped = pc.and_(shaped, pc.and_(pc.equal(pc.utf8_slice_codeunits(col, 23, 24), "Z"),
-                                     pc.utf8_is_digit(pc.utf8_slice_codeunits(col, 20, 23))))
-    mask = np.asarray(pc.fill_null(shaped, False).to_numpy(zero_copy_only=False), dtype=bool)
+    """The common form, 'YYYY-MM-DDTHH:MM:SS.mmmZ': one RE2 match, then Arrow's strict ISO-8601 cast; fills `out`."""
+    mask = _bools(pc.match_substring_regex(col, _COMMON_ISO))
     if not mask.any():
         return mask
-    picked = pc.filter(col, pa.array(mask))
+    picked = col if mask.all() else pc.filter(col, pa.array(mask))
     try:
-        seconds = pc.cast(pc.cast(pc.utf8_slice_codeunits(picked, 0, 19), pa.timestamp("s")), pa.int64())
+        ms = pc.cast(pc.cast(picked, pa.timestamp("ms", tz="UTC")), pa.int64()).to_numpy()
     except pa.ArrowInvalid:  # some value is not a real date or time: let the general path judge them all
         return np.zeros(len(mask), dtype=bool)
-    millis = pc.cast(pc.utf8_slice_codeunits(picked, 20, 23), pa.int64()).to_numpy()
-    out[mask] = _epoch_ms(seconds.to_numpy(), millis * 1000)
+    out[mask] = _epoch_ms(ms // 1000, ms % 1000 * 1000)
     return mask
 
 
 def _regex_iso(col: pa.Array, out: np.ndarray, where: np.ndarray) -> np.ndarray:
     """Other ISO-8601 forms the fast path accepts (fractions of 3 or 6 digits, Z or +HH:MM); fills out[where]."""
     parts = pc.extract_regex(col, _ISO)
-    iso = np.asarray(parts.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    iso = _bools(parts.is_valid())
     if iso.any():
         parts = pc.filter(parts, pa.array(iso))
         try:  # Arrow's strict ISO-8601 cast; one impossible date sends this block's rows to the contract
@@ -344,7 +458,7 @@ def _tz_offset_seconds(tz: pa.Array) -> np.ndarray | int:
     padded = pc.if_else(pc.equal(tz, "Z"), "+00:00", tz)
     hours = pc.cast(pc.utf8_slice_codeunits(padded, 1, 3), pa.int64()).to_numpy()
     minutes = pc.cast(pc.utf8_slice_codeunits(padded, 4, 6), pa.int64()).to_numpy()
-    sign = np.where(pc.equal(pc.utf8_slice_codeunits(padded, 0, 1), "-").to_numpy(zero_copy_only=False), -1, 1)
+    sign = np.where(_bools(pc.equal(pc.utf8_slice_codeunits(padded, 0, 1), "-")), -1, 1)
     return sign * (hours * 3600 + minutes * 60)
 
 
@@ -352,7 +466,7 @@ def _dwell_field(table: pa.Table, n: int) -> tuple[np.ndarray, np.ndarray]:
     col = _column(table, "dwell_ms")
     if col is None or pa.types.is_null(col.type):
         return np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=bool)
-    null = np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    null = _bools(col.is_null())
     if not pa.types.is_integer(col.type):
         return np.full(n, -1, dtype=np.int64), ~null
     values = col.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)

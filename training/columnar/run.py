@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.columnar.featurize import encode_sessions, fit_featurizer
+from training.columnar.featurize import SessionEncoder, Tokens, fit_featurizer
 from training.columnar.load import EventColumns, load_event_columns
 from training.columnar.sessionize import SessionIndex, sessionize_columns
 from training.core.contract import DataError, LoadReport
@@ -51,14 +51,13 @@ def _prepare(data_dir: Path | str, strict: bool) -> tuple[EventColumns, SessionI
 
 
 def _fit(events: EventColumns, sessions: SessionIndex, holdout: np.ndarray,
-         config: FeaturizerConfig | None) -> Featurizer:
+         config: FeaturizerConfig | None, tokens: Tokens) -> Featurizer:
     train = ~holdout & ~visitor_mask(sessions, events, VALIDATION_PCT)
-    return fit_featurizer(events, sessions, train, config)
+    return fit_featurizer(events, sessions, train, config, tokens)
 
 
-def _encode(featurizer: Featurizer, events: EventColumns, sessions: SessionIndex,
-            holdout: np.ndarray) -> SessionColumns:
-    lengths, cat, cont = encode_sessions(featurizer, events, sessions)
+def _encode(encoder: SessionEncoder, sessions: SessionIndex, holdout: np.ndarray) -> SessionColumns:
+    lengths, cat, cont = encoder(sessions)
     return SessionColumns(sessions.session_id, sessions.anonymous_id, sessions.start_ms, sessions.end_ms,
                           holdout, lengths.astype(np.int32), cat, cont)
 
@@ -67,8 +66,10 @@ def featurize_events(data_dir: Path | str, featurizer: Featurizer | None = None,
                      config: FeaturizerConfig | None = None, strict: bool = False) -> Featurized:
     """Load, validate, sessionize and featurize in memory; fit the featurizer on training visitors unless given."""
     events, sessions, holdout, report = _prepare(data_dir, strict)
-    featurizer = featurizer or _fit(events, sessions, holdout, config)
-    return Featurized(events, sessions, holdout, featurizer, _encode(featurizer, events, sessions, holdout), report)
+    tokens = Tokens(events)
+    featurizer = featurizer or _fit(events, sessions, holdout, config, tokens)
+    columns = _encode(SessionEncoder(featurizer, events, tokens), sessions, holdout)
+    return Featurized(events, sessions, holdout, featurizer, columns, report)
 
 
 def featurize_dir(data_dir: Path | str, out_dir: Path | str, featurizer: Featurizer | None = None,
@@ -76,11 +77,13 @@ def featurize_dir(data_dir: Path | str, out_dir: Path | str, featurizer: Featuri
                   part_sessions: int = PART_SESSIONS) -> dict:
     """featurize_events written as shards (training.shards), one part encoded at a time; returns _SUCCESS.json."""
     events, sessions, holdout, report = _prepare(data_dir, strict)
-    featurizer = featurizer or _fit(events, sessions, holdout, config)
+    tokens = Tokens(events)
+    featurizer = featurizer or _fit(events, sessions, holdout, config, tokens)
+    encoder = SessionEncoder(featurizer, events, tokens)
 
     def parts():
         for start in range(0, len(sessions), part_sessions):
             stop = min(start + part_sessions, len(sessions))
-            yield to_table(_encode(featurizer, events, sessions.slice(start, stop), holdout[start:stop]))
+            yield to_table(_encode(encoder, sessions.slice(start, stop), holdout[start:stop]))
 
     return write_featurized(out_dir, parts(), featurizer, report, len(events), part_sessions)
