@@ -34,6 +34,10 @@ INVALID_ROWS = "invalid_rows.jsonl"
 PART_SESSIONS = 50_000
 """Sessions per part by default: a part of ~50k sessions is ~10-30 MB, one row group a reader can hold."""
 
+WRITE_OPTIONS = {"use_dictionary": False, "compression": "zstd", "compression_level": 1}
+"""Measured on a 50k-session part: 0.115 s to write and 0.057 s to read, 13.2 MB, against 0.153 s, 0.123 s and
+16.9 MB with pyarrow's defaults (dictionary pages for the id arrays cost time and save nothing)."""
+
 SCHEMA = pa.schema([
     ("session_id", pa.string()),
     ("anonymous_id", pa.string()),
@@ -105,7 +109,7 @@ def write_featurized(out_dir: Path | str, tables: Iterable[pa.Table], featurizer
                 chunk = table.slice(start, part_sessions)
                 if writing is not None:
                     writing.result()  # one part in flight: its table is the memory this costs
-                writing = writer.submit(pq.write_table, chunk.cast(SCHEMA), out / part_name(parts))
+                writing = writer.submit(pq.write_table, chunk.cast(SCHEMA), out / part_name(parts), **WRITE_OPTIONS)
                 parts += 1
                 sessions += chunk.num_rows
         if writing is not None:

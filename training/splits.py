@@ -10,6 +10,10 @@ VALIDATION_PCT = 30
 is fitted on them alone), whichever path featurizes: row-level, columnar, Spark or distributed."""
 
 
+def bucket(anonymous_id: str) -> int:
+    """The visitor's hash bucket, 0-99: stable across runs and machines (unlike hash())."""
+    return int(hashlib.sha1(anonymous_id.encode()).hexdigest()[:8], 16) % 100
+
+
 def is_holdout(anonymous_id: str, pct: int = HOLDOUT_PCT) -> bool:
-    """Stable across runs and machines (unlike hash()): the first hash byte picks the bucket."""
-    return int(hashlib.sha1(anonymous_id.encode()).hexdigest()[:8], 16) % 100 < pct
+    return bucket(anonymous_id) < pct

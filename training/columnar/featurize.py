@@ -49,7 +49,7 @@ class _Log1pSeconds:
             out[dense] = self.values[small]
         if not dense.all():
             values, inverse = np.unique(ms[~dense], return_inverse=True)
-            out[~dense] = np.array([math.log1p(v / 1000.0) for v in values.tolist()])[inverse]
+            out[~dense] = _math_log1p(values / 1000.0).astype(np.float64)[inverse]
         return out
 
     def _fill(self, size: int, ms: np.ndarray) -> None:
@@ -57,13 +57,17 @@ class _Log1pSeconds:
             grown = max(size, 2 * len(self.values))
             self.values = np.concatenate([self.values, np.zeros(grown - len(self.values))])
             self.known = np.concatenate([self.known, np.zeros(grown - len(self.known), dtype=bool)])
+        unseen = ms[~self.known[ms]]
+        if not len(unseen):
+            return
         wanted = np.zeros(len(self.known), dtype=bool)
-        wanted[ms] = True
-        missing = np.flatnonzero(wanted & ~self.known)
-        if len(missing):
-            log1p = math.log1p
-            self.values[missing] = [log1p(v / 1000.0) for v in missing.tolist()]
-            self.known[missing] = True
+        wanted[unseen] = True
+        missing = np.flatnonzero(wanted)
+        self.values[missing] = _math_log1p(missing / 1000.0)  # ms / 1000.0 is the same float in numpy
+        self.known[missing] = True
+
+
+_math_log1p = np.frompyfunc(math.log1p, 1, 1)
 
 
 log1p_seconds = _Log1pSeconds()

@@ -28,7 +28,7 @@ import pyarrow.json as pj
 from training.core.contract import MAX_TEXT_LEN, Event, LoadReport, events_path, validate_raw
 
 BLOCK_BYTES = 8 << 20
-PARSE_THREADS = 1
+PARSE_THREADS = 2
 """Blocks parsed ahead at once, each on its own thread, while the oldest is checked."""
 STRING_FIELDS = ("anonymous_id", "event_type", "url", "device", "referrer", "query", "customer_id", "session_id")
 REQUIRED = ("anonymous_id", "event_type", "url")

@@ -14,7 +14,7 @@ from training.columnar.sessionize import SessionIndex, sessionize_columns
 from training.core.contract import DataError, LoadReport
 from training.core.featurizer import Featurizer, FeaturizerConfig
 from training.shards import PART_SESSIONS, SessionColumns, to_table, write_featurized
-from training.splits import VALIDATION_PCT, is_holdout
+from training.splits import HOLDOUT_PCT, VALIDATION_PCT, bucket
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +31,14 @@ class Featurized:
     report: LoadReport
 
 
-def visitor_mask(sessions: SessionIndex, events: EventColumns, pct: int | None = None) -> np.ndarray:
-    """is_holdout per session, hashed once per distinct visitor."""
+def visitor_buckets(sessions: SessionIndex, events: EventColumns) -> np.ndarray:
+    """splits.bucket per session, hashed once per distinct visitor."""
     names = events.dicts["anonymous_id"].values
-    flags = np.array([is_holdout(v) if pct is None else is_holdout(v, pct) for v in names] + [False], dtype=bool)
-    return flags[sessions.visitor]
+    return np.array([bucket(v) for v in names] + [100], dtype=np.int8)[sessions.visitor]
 
 
 def _prepare(data_dir: Path | str, strict: bool) -> tuple[EventColumns, SessionIndex, np.ndarray, LoadReport]:
+    """Validated, sessionized events and each session's visitor bucket."""
     report = LoadReport()
     events = load_event_columns(data_dir, report)
     if strict and report.problems:
@@ -47,12 +47,12 @@ def _prepare(data_dir: Path | str, strict: bool) -> tuple[EventColumns, SessionI
         log.warning("%s", report.summary())
     sessions = sessionize_columns(events)
     log.info("%d events -> %d sessions (columnar)", len(events), len(sessions))
-    return events, sessions, visitor_mask(sessions, events), report
+    return events, sessions, visitor_buckets(sessions, events), report
 
 
-def _fit(events: EventColumns, sessions: SessionIndex, holdout: np.ndarray,
+def _fit(events: EventColumns, sessions: SessionIndex, buckets: np.ndarray,
          config: FeaturizerConfig | None, tokens: Tokens) -> Featurizer:
-    train = ~holdout & ~visitor_mask(sessions, events, VALIDATION_PCT)
+    train = (buckets >= HOLDOUT_PCT) & (buckets >= VALIDATION_PCT)
     return fit_featurizer(events, sessions, train, config, tokens)
 
 
@@ -65,9 +65,10 @@ def _encode(encoder: SessionEncoder, sessions: SessionIndex, holdout: np.ndarray
 def featurize_events(data_dir: Path | str, featurizer: Featurizer | None = None,
                      config: FeaturizerConfig | None = None, strict: bool = False) -> Featurized:
     """Load, validate, sessionize and featurize in memory; fit the featurizer on training visitors unless given."""
-    events, sessions, holdout, report = _prepare(data_dir, strict)
+    events, sessions, buckets, report = _prepare(data_dir, strict)
+    holdout = buckets < HOLDOUT_PCT
     tokens = Tokens(events)
-    featurizer = featurizer or _fit(events, sessions, holdout, config, tokens)
+    featurizer = featurizer or _fit(events, sessions, buckets, config, tokens)
     columns = _encode(SessionEncoder(featurizer, events, tokens), sessions, holdout)
     return Featurized(events, sessions, holdout, featurizer, columns, report)
 
@@ -76,9 +77,10 @@ def featurize_dir(data_dir: Path | str, out_dir: Path | str, featurizer: Featuri
                   config: FeaturizerConfig | None = None, strict: bool = False,
                   part_sessions: int = PART_SESSIONS) -> dict:
     """featurize_events written as shards (training.shards), one part encoded at a time; returns _SUCCESS.json."""
-    events, sessions, holdout, report = _prepare(data_dir, strict)
+    events, sessions, buckets, report = _prepare(data_dir, strict)
+    holdout = buckets < HOLDOUT_PCT
     tokens = Tokens(events)
-    featurizer = featurizer or _fit(events, sessions, holdout, config, tokens)
+    featurizer = featurizer or _fit(events, sessions, buckets, config, tokens)
     encoder = SessionEncoder(featurizer, events, tokens)
 
     def parts():
