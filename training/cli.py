@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                  "visitor) or view (two crops of one session)", choices=("visitor", "view"))
         add_flag(p, "mem-weight", 0.2, "weight of masked event modelling beside the contrastive loss", type=float)
         p.add_argument("--strict", action="store_true", help="fail on the first invalid row instead of reporting")
+        if name == "train":
+            add_flag(p, "shards", None, "train on this finished shard directory (make featurize, the Spark job) "
+                     "instead of featurizing --data into <artifacts>/shards", type=Path)
         if name == "run":
             add_flag(p, "visitors", 6000, "visitors to generate when --data does not exist yet", type=int)
             add_flag(p, "report", "reports/encoder.json", "probe report path", type=Path)
@@ -195,7 +198,8 @@ def _train(args: argparse.Namespace):
 
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
                       objective=ObjectiveConfig(positives=args.positives, mem_weight=args.mem_weight))
-    return train(args.data, args.artifacts, cfg, FeaturizerConfig(max_len=args.max_len), strict=args.strict)
+    return train(args.data, args.artifacts, cfg, FeaturizerConfig(max_len=args.max_len), strict=args.strict,
+                 shards=getattr(args, "shards", None))
 
 
 def cmd_train(args: argparse.Namespace) -> None:

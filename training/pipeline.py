@@ -6,15 +6,17 @@ import json
 import logging
 import os
 import platform
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from training.columnar.run import featurize_dir
 from training.core.featurizer import Featurizer, FeaturizerConfig
 from training.encoder.train import TrainConfig, load_checkpoint, train_encoder
-from training.sessions import data_world, load_sessions
-from training.splits import VALIDATION_PCT, is_holdout
+from training.sessions import data_world
+from training.shards import INVALID_ROWS, shard_splits
 
 log = logging.getLogger(__name__)
 
@@ -29,20 +31,23 @@ class TrainResult:
 
 
 def train(data_dir: Path, out_dir: Path, cfg: TrainConfig, feat_cfg: FeaturizerConfig | None = None,
-          strict: bool = False) -> TrainResult:
-    """Fit the featurizer on training visitors, pre-train the encoder, save both into `out_dir`."""
-    data = load_sessions(data_dir, strict=strict, report_dir=out_dir)
-    pool = data.part(holdout=False)
-    train_s = [s for s in pool if not is_holdout(s.anonymous_id, VALIDATION_PCT)]
-    val_s = [s for s in pool if is_holdout(s.anonymous_id, VALIDATION_PCT)]
-    featurizer = Featurizer.fit((s.events for s in train_s), feat_cfg)
-    featurizer.save(out_dir / "featurizer.json")
-    log.info("featurizer %s: %s", featurizer.version,
-             ", ".join(f"{k}={len(v)}" for k, v in featurizer.vocabs.items()))
-    _, history = train_encoder(featurizer, [featurizer.encode(s.events) for s in train_s],
-                               [featurizer.encode(s.events) for s in val_s], cfg, out_dir,
-                               [s.anonymous_id for s in train_s], [s.anonymous_id for s in val_s])
-    return TrainResult(history, len(train_s), len(val_s), featurizer.version, str(out_dir / "encoder.pt"))
+          strict: bool = False, shards: Path | None = None) -> TrainResult:
+    """Featurize `data_dir` into shards (columnar; the featurizer fitted on training visitors), pre-train the
+    encoder over them, save both into `out_dir`. Given `shards` (a finished shard directory, from
+    `make featurize` or the Spark job), train on it as it is and leave `data_dir` unread."""
+    if shards is None:
+        shards = out_dir / "shards"
+        done = featurize_dir(data_dir, shards, config=feat_cfg, strict=strict)
+        if done["invalid_rows"]:
+            shutil.copyfile(shards / INVALID_ROWS, out_dir / INVALID_ROWS)
+    split = shard_splits(shards)
+    split.featurizer.save(out_dir / "featurizer.json")
+    log.info("featurizer %s: %s", split.featurizer.version,
+             ", ".join(f"{k}={len(v)}" for k, v in split.featurizer.vocabs.items()))
+    _, history = train_encoder(split.featurizer, split.train, split.validation, cfg, out_dir, split.train_visitors,
+                               split.validation_visitors)
+    return TrainResult(history, len(split.train), len(split.validation), split.featurizer.version,
+                       str(out_dir / "encoder.pt"))
 
 
 def load_artifacts(artifacts: Path, device: str = "cpu") -> tuple[Featurizer, torch.nn.Module, dict]:

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +28,7 @@ import pyarrow.parquet as pq
 
 from training.core.contract import LoadReport
 from training.core.featurizer import Featurizer
+from training.splits import VALIDATION_PCT, bucket
 
 SUCCESS = "_SUCCESS.json"
 FEATURIZER = "featurizer.json"
@@ -159,7 +161,7 @@ class ShardDataset:
         self.n_cont = len(self.featurizer.to_dict()["continuous_columns"])
         tables = list(read_shards(path, ["session_id", "holdout", "length", "categorical", "continuous"]))
         table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
-        mask = np.asarray(table.column("holdout").to_numpy(zero_copy_only=False), dtype=bool)
+        mask = _bools(table.column("holdout"))
         self.holdout = mask
         keep = np.arange(len(mask)) if holdout is None else np.flatnonzero(mask == holdout)
         lengths = np.asarray(table.column("length").to_numpy(), dtype=np.int64)
@@ -184,6 +186,46 @@ class ShardDataset:
         cat = self._cat[start * self.n_cat:(start + length) * self.n_cat].reshape(length, self.n_cat)
         cont = self._cont[start * self.n_cont:(start + length) * self.n_cont].reshape(length, self.n_cont)
         return cat.astype(np.int64), cont.copy()
+
+
+class Subset(Sequence):
+    """Rows `index` of a data set, without copying them."""
+
+    def __init__(self, base: ShardDataset, index: np.ndarray) -> None:
+        self.base, self.index = base, index
+        self.lengths = base.lengths[index]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[override]
+        return self.base[int(self.index[i])]
+
+
+class Splits(NamedTuple):
+    """A shard directory split for pre-training: hold-out rows left out, visitors below `validation_pct`
+    validate (training.splits), with each row's visitor for the objective's visitor positives."""
+
+    featurizer: Featurizer
+    train: Subset
+    validation: Subset
+    train_visitors: list[str]
+    validation_visitors: list[str]
+
+
+def shard_splits(shards: Path | str, validation_pct: int = VALIDATION_PCT) -> Splits:
+    data = ShardDataset(shards, holdout=False)
+    ids = pa.concat_tables(list(read_shards(shards, ["anonymous_id", "holdout"])))
+    keep = ~_bools(ids.column("holdout"))
+    visitors = [v for v, k in zip(ids.column("anonymous_id").to_pylist(), keep, strict=True) if k]
+    val = np.array([bucket(v) < validation_pct for v in visitors], dtype=bool)
+    tr_i, va_i = np.flatnonzero(~val), np.flatnonzero(val)
+    return Splits(data.featurizer, Subset(data, tr_i), Subset(data, va_i), [visitors[i] for i in tr_i],
+                  [visitors[i] for i in va_i])
+
+
+def _bools(column: pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(column.to_numpy(), dtype=bool) if column.num_chunks else np.zeros(0, dtype=bool)
 
 
 def _flat(column: pa.ChunkedArray, dtype: type) -> np.ndarray:

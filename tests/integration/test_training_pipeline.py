@@ -12,6 +12,8 @@ from training.core.featurizer import Featurizer, Vocab
 from training.encoder.train import TrainConfig
 from training.pipeline import load_artifacts, probe_report, train
 from training.sessions import load_sessions
+from training.shards import read_success, shard_splits
+from training.splits import VALIDATION_PCT, is_holdout
 
 pytestmark = pytest.mark.slow  # every test needs `trained`: 40 s of training on 2 cores
 
@@ -29,6 +31,34 @@ def test_training_lowers_the_loss_and_checkpoints(trained):
     assert history[-1]["train_loss"] < history[0]["train_loss"] * 0.9
     assert history[-1]["val_loss"] < history[0]["val_loss"]
     assert {"encoder.pt", "encoder_last.pt", "featurizer.json", "train_metrics.json"} <= {p.name for p in out.iterdir()}
+
+
+def test_training_read_the_sessions_the_row_level_path_makes(trained):
+    """train featurizes into <artifacts>/shards and streams them: the same featurizer, sessions, order and
+    arrays as fitting and encoding the row-level reference's Event objects."""
+    data, out, result = trained
+    split = shard_splits(out / "shards")
+    pool = load_sessions(data, columnar=False).part(holdout=False)
+    train_s = [s for s in pool if not is_holdout(s.anonymous_id, VALIDATION_PCT)]
+    featurizer = Featurizer.fit(s.events for s in train_s)
+    assert split.featurizer.version == featurizer.version == result.featurizer_version
+    assert (len(split.train), len(split.validation)) == (result.n_train, result.n_validation)
+    assert result.n_train == len(train_s) and result.n_train + result.n_validation == len(pool)
+    assert split.train_visitors == [s.anonymous_id for s in train_s]
+    for i in range(0, len(train_s), 29):
+        cat, cont = featurizer.encode(train_s[i].events)
+        got_cat, got_cont = split.train[i]
+        np.testing.assert_array_equal(got_cat, cat)
+        np.testing.assert_array_equal(got_cont, cont)
+
+
+def test_training_on_a_given_shard_directory_leaves_the_data_unread(trained, tmp_path):
+    _, out, _ = trained
+    result = train(tmp_path / "no_such_data", tmp_path / "from_shards", TrainConfig(epochs=1, seed=3),
+                   shards=out / "shards")
+    assert result.featurizer_version == read_success(out / "shards")["featurizer_version"]
+    assert (tmp_path / "from_shards" / "encoder.pt").exists()
+    assert not (tmp_path / "from_shards" / "shards").exists()
 
 
 def test_probe_report_scores_three_representations_on_three_tasks(trained, tmp_path):

@@ -17,9 +17,9 @@ import numpy as np
 from training.columnar.load import EventColumns
 from training.columnar.sessionize import SessionIndex
 from training.core.featurizer import (
-    _STANDARDIZED,
     CONTINUOUS,
     PAD,
+    STANDARDIZED,
     Featurizer,
     FeaturizerConfig,
     Vocab,
@@ -161,13 +161,13 @@ def fit_featurizer(events: EventColumns, sessions: SessionIndex, mask: np.ndarra
     sizes = {"url": len(tok.url), "event_type": len(tok.event_type), "device": len(tok.device),
              "referrer": len(tok.referrer), "query": len(tok.query)}
     hist = {name: np.zeros(size, dtype=np.int64) for name, size in sizes.items()}
-    values: dict[str, list[np.ndarray]] = {k: [] for k in _STANDARDIZED}
+    values: dict[str, list[np.ndarray]] = {k: [] for k in STANDARDIZED}
     for start in range(0, len(sessions), FIT_CHUNK_SESSIONS):
         stop = min(start + FIT_CHUNK_SESSIONS, len(sessions))
         rows, offsets = _select(*_kept(sessions.slice(start, stop), config.max_len), mask[start:stop])
         for name, size in sizes.items():
             hist[name] += _histogram(events.codes[name][rows], size)
-        for k, v in _raw_continuous(events, rows, offsets, _STANDARDIZED).items():
+        for k, v in _raw_continuous(events, rows, offsets, STANDARDIZED).items():
             values[k].append(v[~np.isnan(v)])
     counts = {"url": _counter(hist["url"], tok.url), "area": _counter(hist["url"], tok.area),
               "event_type": _counter(hist["event_type"], tok.event_type),
@@ -179,7 +179,7 @@ def fit_featurizer(events: EventColumns, sessions: SessionIndex, mask: np.ndarra
     counts["query"] = query
     vocabs = {k: Vocab.fit(v, config) for k, v in counts.items()}
     stats = {}
-    for k in _STANDARDIZED:
+    for k in STANDARDIZED:
         v = np.concatenate(values[k]) if values[k] else np.zeros(0)
         stats[k] = (float(np.mean(v)) if len(v) else 0.0, float(np.std(v)) or 1.0 if len(v) else 1.0)
     return Featurizer(config, vocabs, stats)

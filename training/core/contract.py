@@ -158,7 +158,8 @@ class LoadReport:
 M = TypeVar("M", bound=_Row)
 
 
-def _problems_from(exc: ValidationError, file: str, line: int) -> Iterator[RowProblem]:
+def problems_from(exc: ValidationError, file: str, line: int) -> Iterator[RowProblem]:
+    """One RowProblem per field the model refused, in the model's error order."""
     for err in exc.errors():
         loc = ".".join(str(part) for part in err["loc"]) or "<row>"
         yield RowProblem(file, line, loc, err["msg"])
@@ -195,7 +196,7 @@ def read_rows(path: Path, model: type[M], report: LoadReport) -> list[M]:
         try:
             rows.append(model.model_validate(raw))
         except ValidationError as exc:
-            report.problems.extend(_problems_from(exc, path.name, line))
+            report.problems.extend(problems_from(exc, path.name, line))
     report.accepted[path.name] = len(rows)
     return rows
 
@@ -270,5 +271,5 @@ def validate_raw(file: str, line: int, raw: Any, model: type[M], report: LoadRep
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        report.problems.extend(_problems_from(exc, file, line))
+        report.problems.extend(problems_from(exc, file, line))
         return None

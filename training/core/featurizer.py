@@ -30,7 +30,8 @@ FORMAT_VERSION = 1
 PAD, OOV, MASK = 0, 1, 2
 N_SPECIAL = 3
 CONTINUOUS = ("log_dwell", "dwell_missing", "log_gap", "log_elapsed", "hour_sin", "hour_cos")
-_STANDARDIZED = ("log_dwell", "log_gap", "log_elapsed")
+STANDARDIZED = ("log_dwell", "log_gap", "log_elapsed")
+"""Continuous columns standardized by the mean and std fitted on training sessions (the rest are used as-is)."""
 
 _ID_SEGMENT = re.compile(
     r"^(\d+|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|(?=[a-z]*\d)[0-9a-f]{12,}"
@@ -153,15 +154,15 @@ class Featurizer:
         config = config or FeaturizerConfig()
         counts: dict[str, Counter[str]] = {k: Counter() for k in ("url", "area", "event_type", "device", "referrer",
                                                                    "query")}
-        raw: dict[str, list[float]] = {k: [] for k in _STANDARDIZED}
+        raw: dict[str, list[float]] = {k: [] for k in STANDARDIZED}
         for events in sessions:
             recent = list(events)[-config.max_len:]
-            for token_row in (_tokens(e) for e in recent):
+            for token_row in (event_tokens(e) for e in recent):
                 for key in ("url", "area", "event_type", "device", "referrer"):
                     counts[key][token_row[key]] += 1
                 counts["query"].update(token_row["query"])
-            for values in _raw_continuous(recent):
-                for k in _STANDARDIZED:
+            for values in raw_continuous(recent):
+                for k in STANDARDIZED:
                     if not math.isnan(values[k]):
                         raw[k].append(values[k])
         vocabs = {k: Vocab.fit(c, config) for k, c in counts.items()}
@@ -176,7 +177,7 @@ class Featurizer:
             raise ValueError("cannot featurize an empty session")
         q = self.config.query_tokens
         cat = np.zeros((len(recent), 5 + q), dtype=np.int64)
-        for i, tok in enumerate(_tokens(e) for e in recent):
+        for i, tok in enumerate(event_tokens(e) for e in recent):
             cat[i, 0] = self.vocabs["url"].id(tok["url"])
             cat[i, 1] = self.vocabs["area"].id(tok["area"])
             cat[i, 2] = self.vocabs["event_type"].id(tok["event_type"])
@@ -185,7 +186,7 @@ class Featurizer:
             for j, word in enumerate(tok["query"][:q]):
                 cat[i, 5 + j] = self.vocabs["query"].id(word)
         cont = np.zeros((len(recent), len(CONTINUOUS)), dtype=np.float32)
-        for i, values in enumerate(_raw_continuous(recent)):
+        for i, values in enumerate(raw_continuous(recent)):
             for j, name in enumerate(CONTINUOUS):
                 value = values[name]
                 if name in self.stats:
@@ -254,7 +255,8 @@ def pad_batch(encoded: Sequence[tuple[np.ndarray, np.ndarray]], pad_to: int | No
     return FeatureBatch(cat, cont, lengths)
 
 
-def _tokens(event: EventLike) -> dict:
+def event_tokens(event: EventLike) -> dict:
+    """The categorical tokens of one event, by vocabulary name (fit counts them; encode looks them up)."""
     url = normalize_url(event.url)
     return {
         "url": url,
@@ -266,7 +268,7 @@ def _tokens(event: EventLike) -> dict:
     }
 
 
-def _raw_continuous(events: Sequence[EventLike]) -> Iterable[dict[str, float]]:
+def raw_continuous(events: Sequence[EventLike]) -> Iterable[dict[str, float]]:
     """Unstandardized values per event; NaN marks a missing dwell."""
     start = events[0].ts
     previous = start

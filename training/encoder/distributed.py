@@ -29,7 +29,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -38,6 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from training.core.featurizer import Featurizer
+from training.encoder.inference import session_lengths
 from training.encoder.model import SessionEncoder
 from training.encoder.objectives import ObjectiveConfig, PretrainingHeads, Views, make_views, nt_xent
 from training.encoder.train import (
@@ -49,8 +49,8 @@ from training.encoder.train import (
     partner_index,
     save_checkpoint,
 )
-from training.shards import ShardDataset, read_shards
-from training.splits import VALIDATION_PCT, is_holdout
+from training.shards import shard_splits
+from training.splits import VALIDATION_PCT
 
 log = logging.getLogger(__name__)
 
@@ -60,33 +60,6 @@ class Rank:
     rank: int
     world: int
     device: torch.device
-
-
-class Subset(Sequence):
-    """Rows `index` of a data set, without copying them."""
-
-    def __init__(self, base: Encoded, index: np.ndarray) -> None:
-        self.base, self.index = base, index
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[override]
-        return self.base[int(self.index[i])]
-
-
-def shard_splits(shards: Path, validation_pct: int = VALIDATION_PCT
-                 ) -> tuple[Featurizer, Encoded, Encoded, list[str], list[str]]:
-    """(featurizer, train, validation, train visitors, validation visitors) of a shard directory, split as
-    training.pipeline splits sessions: hold-out rows left out, visitors below `validation_pct` validate."""
-    data = ShardDataset(shards, holdout=False)
-    ids = pa.concat_tables(list(read_shards(shards, ["anonymous_id", "holdout"])))
-    keep = ~np.asarray(ids.column("holdout").to_numpy(zero_copy_only=False), dtype=bool)
-    visitors = [v for v, k in zip(ids.column("anonymous_id").to_pylist(), keep, strict=True) if k]
-    val = np.array([is_holdout(v, validation_pct) for v in visitors], dtype=bool)
-    tr_i, va_i = np.flatnonzero(~val), np.flatnonzero(val)
-    return (data.featurizer, Subset(data, tr_i), Subset(data, va_i), [visitors[i] for i in tr_i],
-            [visitors[i] for i in va_i])
 
 
 class PretrainStep(nn.Module):
@@ -177,7 +150,7 @@ def run_epoch(step: nn.Module, data: Encoded, cfg: TrainConfig, rng: np.random.G
     step.train(training)
     sums: dict[str, float] = {}
     n = 0
-    batches = _shuffled_batches([len(c) for c, _ in data], cfg.batch_size, rng)
+    batches = _shuffled_batches(session_lengths(data), cfg.batch_size, rng)
     by_visitor = groups is not None and cfg.objective.positives == "visitor"
     partner = partner_index(groups, rng) if by_visitor else None
     params = [p for p in step.parameters()]
@@ -299,13 +272,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = replace(cfg, objective=replace(cfg.objective, positives=args.positives,
                                                   mem_weight=args.mem_weight))
     try:
-        featurizer, train, val, train_v, val_v = shard_splits(args.shards, args.validation_pct)
-        if min(len(train), len(val)) < 2:  # a contrastive batch needs two sessions
-            raise ValueError(f"{args.shards}: {len(train)} training / {len(val)} validation sessions; need 2+ each")
+        split = shard_splits(args.shards, args.validation_pct)
+        if min(len(split.train), len(split.validation)) < 2:  # a contrastive batch needs two sessions
+            raise ValueError(f"{args.shards}: {len(split.train)} training / {len(split.validation)} validation "
+                             "sessions; need 2+ each")
         if me.rank == 0:
             args.out.mkdir(parents=True, exist_ok=True)
-            featurizer.save(args.out / "featurizer.json")
-        train_distributed(featurizer, train, val, cfg, args.out, me, train_v, val_v)
+            split.featurizer.save(args.out / "featurizer.json")
+        train_distributed(split.featurizer, split.train, split.validation, cfg, args.out, me, split.train_visitors,
+                          split.validation_visitors)
     finally:
         dist.destroy_process_group()
     return 0

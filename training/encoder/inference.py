@@ -18,6 +18,12 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.nd
     return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def session_lengths(data: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[int]:
+    """Events per session; shard-backed data sets know them without building every session's arrays."""
+    known = getattr(data, "lengths", None)
+    return [int(n) for n in known] if known is not None else [len(c) for c, _ in data]
+
+
 @torch.inference_mode()
 def embed_encoded(encoder: SessionEncoder, encoded: Sequence[tuple[np.ndarray, np.ndarray]],
                   batch_size: int = 256, device: torch.device | None = None) -> np.ndarray:
@@ -26,7 +32,7 @@ def embed_encoded(encoder: SessionEncoder, encoded: Sequence[tuple[np.ndarray, n
     was_training = encoder.training
     encoder.eval()
     out = np.zeros((len(encoded), encoder.cfg.embedding_dim), dtype=np.float32)
-    for idx in length_sorted_batches([len(c) for c, _ in encoded], batch_size):
+    for idx in length_sorted_batches(session_lengths(encoded), batch_size):
         batch = pad_batch([encoded[i] for i in idx])
         emb = encoder(torch.from_numpy(batch.categorical).to(device), torch.from_numpy(batch.continuous).to(device))
         out[idx] = emb.cpu().numpy()

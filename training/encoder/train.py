@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from training.core.featurizer import Featurizer
-from training.encoder.inference import length_sorted_batches
+from training.encoder.inference import length_sorted_batches, session_lengths
 from training.encoder.model import EncoderConfig, SessionEncoder
 from training.encoder.objectives import ObjectiveConfig, PretrainingHeads, pretraining_loss
 
@@ -91,7 +91,7 @@ def _run_epoch(encoder: SessionEncoder, heads: PretrainingHeads, data: Encoded, 
     heads.train(training)
     sums: dict[str, float] = {}
     n = 0
-    batches = _shuffled_batches([len(c) for c, _ in data], cfg.batch_size, rng)
+    batches = _shuffled_batches(session_lengths(data), cfg.batch_size, rng)
     by_visitor = groups is not None and cfg.objective.positives == "visitor"
     partner = partner_index(groups, rng) if by_visitor else None
     with torch.set_grad_enabled(training):

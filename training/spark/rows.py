@@ -12,8 +12,8 @@ from typing import Any
 import pyarrow as pa
 from pydantic import ValidationError
 
-from training.core.contract import Event, _problems_from
-from training.core.featurizer import _STANDARDIZED, Featurizer, FeaturizerConfig, _raw_continuous, _tokens
+from training.core.contract import Event, problems_from
+from training.core.featurizer import STANDARDIZED, Featurizer, FeaturizerConfig, event_tokens, raw_continuous
 from training.core.sessionize import Session, sessionize
 from training.splits import VALIDATION_PCT, is_holdout
 
@@ -25,7 +25,7 @@ VALIDATED_DDL = ("kind int, file_idx int, line long, k int, anonymous_id string,
 """One row per accepted event (kind 0) or per problem (kind 1); (file_idx, line, k) keep the contract's order."""
 SHARD_DDL = ("session_id string, anonymous_id string, start_ms long, end_ms long, holdout boolean, length int, "
              "categorical array<int>, continuous array<float>")
-_STAT_KEYS = tuple(_STANDARDIZED)
+_STAT_KEYS = tuple(STANDARDIZED)
 
 
 def validate_line(file_idx: int, line: int, raw: Any) -> list[tuple]:
@@ -42,7 +42,7 @@ def validate_line(file_idx: int, line: int, raw: Any) -> list[tuple]:
     try:
         event = Event.model_validate(raw)
     except ValidationError as exc:
-        return [_problem(file_idx, line, k, p.field, p.reason) for k, p in enumerate(_problems_from(exc, "", line))]
+        return [_problem(file_idx, line, k, p.field, p.reason) for k, p in enumerate(problems_from(exc, "", line))]
     return [(0, file_idx, line, 0, *(getattr(event, f) for f in EVENT_FIELDS), None, None)]
 
 
@@ -82,11 +82,11 @@ def fit_partition(batches: Iterable[pa.RecordBatch], config: FeaturizerConfig) -
         if is_holdout(session.anonymous_id, VALIDATION_PCT):
             continue
         recent = list(session.events)[-config.max_len:]
-        for tok in map(_tokens, recent):
+        for tok in map(event_tokens, recent):
             for key in ("url", "area", "event_type", "device", "referrer"):
                 counts[key][tok[key]] += 1
             counts["query"].update(tok["query"])
-        for values in _raw_continuous(recent):
+        for values in raw_continuous(recent):
             for k in _STAT_KEYS:
                 if not math.isnan(values[k]):
                     moments[k] = merge_moments(moments[k], (1, values[k], 0.0))
