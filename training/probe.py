@@ -47,10 +47,11 @@ def page_document(session: Session) -> str:
     return " ".join(normalize_url(e.url) for e in session.events)
 
 
-def bag_of_pages(train: Sequence[Session], test: Sequence[Session], dim: int, seed: int = 0
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """TF-IDF over normalized page paths, reduced to `dim` with truncated SVD (fitted on train only)."""
+def bag_of_documents(train: Sequence[str], test: Sequence[str], dim: int, seed: int = 0
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Bag of pages: TF-IDF over the page documents' normalized paths (`page_document`,
+    SessionTable.documents), reduced to `dim` with truncated SVD (fitted on train only)."""
     tfidf = TfidfVectorizer(token_pattern=r"\S+", lowercase=False, sublinear_tf=True)
-    train_docs = tfidf.fit_transform([page_document(s) for s in train])
+    train_docs = tfidf.fit_transform(list(train))
     svd = TruncatedSVD(n_components=min(dim, train_docs.shape[1] - 1), random_state=seed)
-    return svd.fit_transform(train_docs), svd.transform(tfidf.transform([page_document(s) for s in test]))
+    return svd.fit_transform(train_docs), svd.transform(tfidf.transform(list(test)))

@@ -5,14 +5,21 @@ from __future__ import annotations
 import gc
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, overload
 
 import numpy as np
 
 from training.core.contract import DataError, Event, LoadReport, load_events
 from training.core.sessionize import Session, sessionize
-from training.splits import is_holdout
+from training.splits import HOLDOUT_PCT, is_holdout
+
+if TYPE_CHECKING:
+    from training.columnar import EventColumns, SessionIndex
+    from training.core.featurizer import Featurizer
+    from training.shards import FlatSessions
 
 log = logging.getLogger(__name__)
 
@@ -50,33 +57,105 @@ def load_sessions(data_dir: Path | str, strict: bool = False, report_dir: Path |
 
 def _columnar_sessions(data_dir: Path, report: LoadReport, strict: bool) -> list[Session]:
     """Sessions from the columnar path; events are already valid, so they are constructed, not validated."""
+    table = load_session_table(data_dir, report, strict)
+    collecting = gc.isenabled()
+    gc.disable()  # millions of new acyclic objects: the cyclic collector would rescan them again and again
+    try:
+        built = table.build_events(table.index.order)
+        bounds = table.index.offsets.tolist()
+        return [Session(sid, aid, tuple(built[bounds[i]:bounds[i + 1]]))
+                for i, (sid, aid) in enumerate(zip(table.session_ids, table.anonymous_ids, strict=True))]
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def load_session_table(data_dir: Path | str, report: LoadReport, strict: bool = False) -> SessionTable:
+    """The data directory's sessions as columns (training.columnar); problems go to `report`."""
     from training.columnar import load_event_columns, sessionize_columns
 
     events = load_event_columns(data_dir, report)
     if strict and report.problems:
         raise DataError(f"{len(report.problems)} invalid rows (--strict):\n{report.summary()}")
-    index = sessionize_columns(events)
-    order = index.order
-    fields: dict[str, list] = {}
-    for name, dictionary in events.dicts.items():
-        values = np.array([*dictionary.values, None], dtype=object)
-        codes = events.codes[name][order]
-        fields[name] = values[np.where(codes < 0, len(values) - 1, codes)].tolist()
-    fields["ts"] = events.ts[order].tolist()
-    dwell = events.dwell_ms[order]
-    fields["dwell_ms"] = np.where(dwell < 0, None, dwell).tolist()
-    names = list(fields)
-    bounds = index.offsets.tolist()
-    collecting = gc.isenabled()
-    gc.disable()  # millions of new acyclic objects: the cyclic collector would rescan them again and again
-    try:
-        built = [_event(dict(zip(names, row, strict=True))) for row in zip(*fields.values(), strict=True)]
-        return [Session(sid, aid, tuple(built[bounds[i]:bounds[i + 1]]))
-                for i, (sid, aid) in enumerate(zip(index.session_id.to_pylist(), index.anonymous_id.to_pylist(),
-                                                   strict=True))]
-    finally:
-        if collecting:
-            gc.enable()
+    return SessionTable(events, sessionize_columns(events))
+
+
+class SessionTable(Sequence[Session]):
+    """Sessions as the columnar path holds them (about 40 bytes per event; as Event objects, about 1.3 KB).
+
+    Ids and bounds are lists and arrays; a session's Event objects are built when it is read and not kept, so
+    a pass over a bank's sessions holds one at a time. The passes that need every session's events have their
+    own column paths: `documents` (bag of pages) and `encoded` (the featurizer's arrays)."""
+
+    def __init__(self, events: EventColumns, index: SessionIndex) -> None:
+        self.events, self.index = events, index
+        self.session_ids: list[str] = index.session_id.to_pylist()
+        self.anonymous_ids: list[str] = index.anonymous_id.to_pylist()
+        self.start_ms: np.ndarray = np.asarray(index.start_ms, dtype=np.int64)
+        self.end_ms: np.ndarray = np.asarray(index.end_ms, dtype=np.int64)
+        self._documents: list[str] | None = None
+        self._encoded: dict[str, FlatSessions] = {}
+
+    def __len__(self) -> int:
+        return len(self.session_ids)
+
+    @overload
+    def __getitem__(self, i: int) -> Session: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Session]: ...
+
+    def __getitem__(self, i: int | slice) -> Session | list[Session]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"session {i} out of range ({len(self)})")
+        i %= len(self)
+        rows = self.index.order[self.index.offsets[i]:self.index.offsets[i + 1]]
+        return Session(self.session_ids[i], self.anonymous_ids[i], tuple(self.build_events(rows)))
+
+    def holdout(self) -> np.ndarray:
+        """splits.is_holdout of each session's visitor (hashed once per visitor), as SessionData.holdout."""
+        from training.columnar.run import visitor_buckets
+
+        return visitor_buckets(self.index, self.events) < HOLDOUT_PCT
+
+    def build_events(self, rows: np.ndarray) -> list[Event]:
+        """Event objects of event rows `rows`, values looked up in the columns' dictionaries."""
+        events = self.events
+        fields: dict[str, list] = {}
+        for name, dictionary in events.dicts.items():
+            codes = events.codes[name][rows]
+            values = np.array([*dictionary.values, None], dtype=object)
+            fields[name] = values[np.where(codes < 0, len(values) - 1, codes)].tolist()
+        fields["ts"] = events.ts[rows].tolist()
+        dwell = events.dwell_ms[rows]
+        fields["dwell_ms"] = np.where(dwell < 0, None, dwell).tolist()
+        names = list(fields)
+        return [_event(dict(zip(names, row, strict=True))) for row in zip(*fields.values(), strict=True)]
+
+    def documents(self) -> list[str]:
+        """training.probe.page_document of every session (its normalized pages, space-separated), from the
+        URL column: normalize_url runs once per distinct URL."""
+        if self._documents is None:
+            from training.columnar.featurize import Tokens
+
+            pages = np.array(Tokens(self.events).url, dtype=object)
+            codes = self.events.codes["url"][self.index.order]
+            bounds = self.index.offsets.tolist()
+            self._documents = [" ".join(pages[codes[bounds[i]:bounds[i + 1]]]) for i in range(len(self))]
+        return self._documents
+
+    def encoded(self, featurizer: Featurizer) -> FlatSessions:
+        """Featurizer.encode of every session, as one flat data set (training.columnar.SessionEncoder); kept
+        per featurizer version, since evaluation asks for it more than once."""
+        from training.columnar.featurize import SessionEncoder
+        from training.shards import FlatSessions
+
+        if featurizer.version not in self._encoded:
+            lengths, cat, cont = SessionEncoder(featurizer, self.events)(self.index)
+            self._encoded[featurizer.version] = FlatSessions(lengths, cat, cont)
+        return self._encoded[featurizer.version]
 
 
 def _event(values: dict) -> Event:

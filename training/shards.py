@@ -148,12 +148,33 @@ def load_featurizer(path: Path | str) -> Featurizer:
     return featurizer
 
 
-class ShardDataset:
-    """Map-style dataset over a shard directory: item i -> (categorical [L, F] int64, continuous [L, C] float32).
+class FlatSessions:
+    """Map-style data set over flat arrays: item i -> (categorical [L, F] int64, continuous [L, C] float32).
 
-    Holds the flat int32/float32 buffers and offsets (about 4 bytes per value), not one array per session,
-    so a data set costs what its parquet columns cost decompressed. `holdout` selects a split.
-    """
+    Holds one int32 and one float32 buffer with offsets (about 4 bytes per value), not one array per session."""
+
+    def __init__(self, lengths: np.ndarray, categorical: np.ndarray, continuous: np.ndarray) -> None:
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.n_cat, self.n_cont = categorical.shape[1], continuous.shape[1]
+        self._cat = np.ascontiguousarray(categorical, dtype=np.int32).ravel()
+        self._cont = np.ascontiguousarray(continuous, dtype=np.float32).ravel()
+        self._starts = np.concatenate(([0], np.cumsum(self.lengths)[:-1])).astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"session {index} out of range ({len(self)})")
+        start, length = int(self._starts[index]), int(self.lengths[index])
+        cat = self._cat[start * self.n_cat:(start + length) * self.n_cat].reshape(length, self.n_cat)
+        cont = self._cont[start * self.n_cont:(start + length) * self.n_cont].reshape(length, self.n_cont)
+        return cat.astype(np.int64), cont.copy()
+
+
+class ShardDataset(FlatSessions):
+    """FlatSessions of a shard directory (a data set costs what its parquet columns cost decompressed), with
+    `holdout`, `session_ids` and `featurizer`; `holdout` selects a split."""
 
     def __init__(self, path: Path | str, holdout: bool | None = None):
         self.featurizer = load_featurizer(path)
@@ -176,22 +197,11 @@ class ShardDataset:
         if holdout is not None:
             self.holdout = mask[keep]
 
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"session {index} out of range ({len(self)})")
-        start, length = int(self._starts[index]), int(self.lengths[index])
-        cat = self._cat[start * self.n_cat:(start + length) * self.n_cat].reshape(length, self.n_cat)
-        cont = self._cont[start * self.n_cont:(start + length) * self.n_cont].reshape(length, self.n_cont)
-        return cat.astype(np.int64), cont.copy()
-
 
 class Subset(Sequence):
     """Rows `index` of a data set, without copying them."""
 
-    def __init__(self, base: ShardDataset, index: np.ndarray) -> None:
+    def __init__(self, base: FlatSessions, index: np.ndarray) -> None:
         self.base, self.index = base, index
         self.lengths = base.lengths[index]
 

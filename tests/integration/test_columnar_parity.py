@@ -1,4 +1,5 @@
-"""On the synthetic bank, the columnar path's shards equal the row-level pipeline's sessions and arrays."""
+"""On the synthetic bank, the columnar path's shards and session table equal the row-level pipeline's sessions and
+arrays."""
 
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ import numpy as np
 import pytest
 
 from training.columnar.run import featurize_dir
+from training.core.contract import LoadReport, load_events
 from training.core.featurizer import Featurizer
-from training.sessions import load_sessions
+from training.core.sessionize import sessionize
+from training.evaluation.features import first_logins
+from training.probe import page_document
+from training.sessions import load_session_table, load_sessions
 from training.shards import INVALID_ROWS, ShardDataset, read_shards, read_success
 from training.splits import VALIDATION_PCT, is_holdout
 
@@ -56,3 +61,31 @@ def test_shards_equal_the_row_level_pipeline(dirty_bank: Path, tmp_path: Path) -
         got_cat, got_cont = data[i]
         np.testing.assert_array_equal(got_cat, cat)
         assert got_cont.tobytes() == cont.tobytes(), session.session_id
+
+
+def test_session_table_is_the_row_level_sessions_without_their_objects(dirty_bank: Path) -> None:
+    """What evaluation reads (EvalData.sessions): ids, ends, sessions built on demand, page documents, the
+    featurizer's arrays and the visitor -> customer links, all equal to the row-level path's."""
+    table = load_session_table(dirty_bank, LoadReport())
+    ref_events = load_events(dirty_bank, LoadReport())
+    ref = sessionize(ref_events)
+    assert table.session_ids == [s.session_id for s in ref]
+    assert table.anonymous_ids == [s.anonymous_id for s in ref]
+    assert table.end_ms.tolist() == [s.end_ms for s in ref]
+    sample = [*range(0, len(ref), 53), len(ref) - 1, -1]
+    assert [table[i] for i in sample] == [ref[i] for i in sample]
+    assert table[3:6] == ref[3:6]
+    with pytest.raises(IndexError):
+        table[len(ref)]
+    assert table.documents() == [page_document(s) for s in ref]
+    featurizer = Featurizer.fit(s.events for s in ref)
+    encoded = table.encoded(featurizer)
+    for i in sample:
+        cat, cont = featurizer.encode(ref[i].events)
+        np.testing.assert_array_equal(encoded[i][0], cat)
+        np.testing.assert_array_equal(encoded[i][1], cont)
+    links: dict[str, tuple[str, int]] = {}
+    for e in sorted(ref_events, key=lambda e: e.ts):  # how EvalData linked visitors before it read columns
+        if e.event_type == "login" and e.customer_id and e.anonymous_id not in links:
+            links[e.anonymous_id] = (e.customer_id, e.ts)
+    assert first_logins(table.events) == links and len(links) > 50

@@ -58,7 +58,7 @@ def test_click_probability_by_hand():
 
 def test_session_matrix_one_hot_per_session():
     t = truth()
-    data = SimpleNamespace(sessions=[SimpleNamespace(session_id="s1"), SimpleNamespace(session_id="s2")])
+    data = SimpleNamespace(sessions=SimpleNamespace(session_ids=["s1", "s2"]))
     m = t.session_matrix(data)
     assert m[0, t.intents.index("refinance")] == 1 and m[0].sum() == 1 and np.isnan(m[1]).all()
 

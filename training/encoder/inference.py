@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -10,6 +11,9 @@ import torch
 from training.core.featurizer import Featurizer, pad_batch
 from training.core.sessionize import Session
 from training.encoder.model import SessionEncoder
+
+if TYPE_CHECKING:
+    from training.sessions import SessionTable
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
@@ -38,6 +42,14 @@ def embed_encoded(encoder: SessionEncoder, encoded: Sequence[tuple[np.ndarray, n
         out[idx] = emb.cpu().numpy()
     encoder.train(was_training)
     return out
+
+
+def embed_rows(encoder: SessionEncoder, featurizer: Featurizer, sessions: SessionTable, rows: np.ndarray,
+               batch_size: int = 256) -> np.ndarray:
+    """embed_sessions of sessions[rows] from the table's columns (no Event objects): the same embeddings."""
+    from training.shards import Subset
+
+    return embed_encoded(encoder, Subset(sessions.encoded(featurizer), np.asarray(rows, dtype=np.int64)), batch_size)
 
 
 def embed_sessions(encoder: SessionEncoder, featurizer: Featurizer, sessions: Sequence[Session],

@@ -22,7 +22,6 @@ from sklearn.preprocessing import StandardScaler
 
 from training.evaluation.features import ConversionTable, EvalData, SessionSignals
 from training.evaluation.metrics import micro_f1
-from training.probe import page_document
 
 log = logging.getLogger(__name__)
 FOLDS = 5
@@ -69,7 +68,8 @@ def conversion_predictions(data: EvalData, conv: ConversionTable, signals: Sessi
     out: dict[str, list[np.ndarray]] = {}
     for method in methods:
         if method == "bag_of_pages":
-            docs = [" ".join(page_document(data.sessions[i]) for i in ix) for ix in sessions]
+            pages = data.sessions.documents()
+            docs = [" ".join(pages[i] for i in ix) for ix in sessions]
             out[method] = [_cv_predict(bag_features(docs, bag_dim, s), y, s) for s in seeds]
             continue
         vec, has = signals.pooled(method, sessions)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from sklearn.metrics import f1_score
 
-from training.core.sessionize import Session
+from training.core.contract import LoadReport
 from training.encoder.inference import embed_encoded
 from training.encoder.train import TrainConfig, build_encoder
 from training.evaluation.conversion import conversion_predictions
@@ -36,8 +36,8 @@ from training.evaluation.features import EvalData, SessionSignals, conversion_ta
 from training.evaluation.metrics import bootstrap_replicates, log_loss_rows, percentile_interval
 from training.evaluation.ranking import run_rankers
 from training.pipeline import load_artifacts
-from training.probe import bag_of_pages, probe_predict
-from training.sessions import load_sessions, load_truth_intents
+from training.probe import bag_of_documents, probe_predict
+from training.sessions import SessionTable, load_session_table, load_truth_intents
 from training.splits import is_holdout
 
 log = logging.getLogger(__name__)
@@ -49,23 +49,25 @@ BASELINES = ("untrained", "bag_of_pages")
 class SessionVectors:
     """One [N, D] matrix per representation, aligned with `sessions`."""
 
-    sessions: list[Session]
+    sessions: SessionTable
     matrices: dict[str, np.ndarray]
 
 
-def session_vectors(sessions: Sequence[Session], is_train: Sequence[bool], featurizer, encoder,
+def session_vectors(sessions: SessionTable, is_train: Sequence[bool], featurizer, encoder,
                     seed: int = 0) -> SessionVectors:
-    """The three representations of `sessions`; bag-of-pages and nothing else is fitted, on `is_train` rows."""
-    encoded = [featurizer.encode(s.events) for s in sessions]
+    """The three representations of `sessions`; bag-of-pages and nothing else is fitted, on `is_train` rows.
+    Every session goes through its columns (SessionTable.encoded, .documents), not Event objects."""
+    encoded = sessions.encoded(featurizer)
     dim = encoder.cfg.embedding_dim
     torch.manual_seed(seed)
     twin = build_encoder(featurizer, TrainConfig(d_model=encoder.cfg.d_model, embedding_dim=dim,
                                                  n_layers=encoder.cfg.n_layers)).eval()
+    docs = sessions.documents()
     train_ix = np.flatnonzero(np.asarray(is_train, bool))
-    _, bag_all = bag_of_pages([sessions[i] for i in train_ix], sessions, dim, seed)
-    return SessionVectors(list(sessions), {"pretrained": embed_encoded(encoder, encoded),
-                                           "untrained": embed_encoded(twin, encoded),
-                                           "bag_of_pages": bag_all.astype(np.float32)})
+    _, bag_all = bag_of_documents([docs[i] for i in train_ix], docs, dim, seed)
+    return SessionVectors(sessions, {"pretrained": embed_encoded(encoder, encoded),
+                                     "untrained": embed_encoded(twin, encoded),
+                                     "bag_of_pages": bag_all.astype(np.float32)})
 
 
 def paired_summary(stats: Mapping[str, Callable[[np.ndarray], float]], clusters: np.ndarray, n_boot: int,
@@ -97,15 +99,16 @@ def paired_summary(stats: Mapping[str, Callable[[np.ndarray], float]], clusters:
 def probe_task(vectors: SessionVectors, truth: Mapping[str, str], holdout: Sequence[bool], n_boot: int,
                seed: int = 0) -> dict | None:
     """probe_macro_f1 on the held-out visitors' labelled sessions; None without hidden intents."""
-    labelled = [i for i, s in enumerate(vectors.sessions) if s.session_id in truth]
+    ids = vectors.sessions.session_ids
+    labelled = [i for i, sid in enumerate(ids) if sid in truth]
     if not labelled:
         return None
     tr = np.array([i for i in labelled if not holdout[i]])
     te = np.array([i for i in labelled if holdout[i]])
-    y_tr = np.array([truth[vectors.sessions[i].session_id] for i in tr])
-    y_te = np.array([truth[vectors.sessions[i].session_id] for i in te])
+    y_tr = np.array([truth[ids[i]] for i in tr])
+    y_te = np.array([truth[ids[i]] for i in te])
     preds = {name: probe_predict(m[tr], y_tr, m[te], seed) for name, m in vectors.matrices.items()}
-    visitors = np.array([vectors.sessions[i].anonymous_id for i in te])
+    visitors = np.array([vectors.sessions.anonymous_ids[i] for i in te])
     stats = {name: (lambda ix, p=p: float(f1_score(y_te[ix], p[ix], average="macro"))) for name, p in preds.items()}
     return {**paired_summary(stats, visitors, n_boot, seed), "n_train": len(tr), "n_test": len(te),
             "n_intents": len(set(y_tr) | set(y_te)),
@@ -162,8 +165,8 @@ def downstream_report(data_dir: Path, artifacts: Path, n_boot: int = 200, seed: 
     except ValueError as exc:
         log.warning("ranking and conversion tasks skipped: %s", exc)
         data = None
-    sessions = data.sessions if data is not None else load_sessions(data_dir).sessions
-    holdout = [is_holdout(s.anonymous_id) for s in sessions]
+    sessions = data.sessions if data is not None else load_session_table(data_dir, LoadReport())
+    holdout = [is_holdout(visitor) for visitor in sessions.anonymous_ids]
     vectors = session_vectors(sessions, [not h for h in holdout], featurizer, encoder, seed)
     out: dict = {}
     probe = probe_task(vectors, load_truth_intents(data_dir), holdout, n_boot, seed)

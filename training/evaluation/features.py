@@ -22,17 +22,20 @@ on synthetic data also the diagnostic oracles of `oracle.py` (truth/ is read the
 from __future__ import annotations
 
 import logging
-from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from training.core.contract import Conversion, Customer, Impression, load_dataset
+from training.core.contract import Conversion, Customer, DataError, Impression, LoadReport, M, Tile, read_rows
 from training.core.ranker import RECENCY_FEATURES, FeatureSpec, plain_mean, pool_sessions
-from training.core.sessionize import Session, sessionize
+from training.sessions import SessionTable, load_session_table
+
+if TYPE_CHECKING:
+    from training.columnar import EventColumns
 
 log = logging.getLogger(__name__)
 DAY_MS = 86_400_000
@@ -47,7 +50,7 @@ class EvalData:
     tiles: dict[str, str]
     impressions: list[Impression]
     conversions: list[Conversion]
-    sessions: list[Session]
+    sessions: SessionTable
     links: dict[str, tuple[str, int]]
     """anonymous_id -> (customer_id, time of the first login that linked it)."""
     by_customer: dict[str, list[int]] = field(default_factory=dict)
@@ -55,36 +58,47 @@ class EvalData:
 
     @classmethod
     def load(cls, data_dir: Path | str) -> EvalData:
-        ds = load_dataset(data_dir)
-        if ds.report.problems:
-            log.warning("%s", ds.report.summary())
-        if not ds.impressions or not ds.customers:
+        """Events through the columnar path (sessions stay columns: `SessionTable`), the other files by the
+        contract's models; invalid rows are logged, as the row-level loader logs them."""
+        data_dir = Path(data_dir)
+        if not data_dir.is_dir():
+            raise DataError(f"data directory {data_dir} does not exist")
+        report = LoadReport()
+        sessions = load_session_table(data_dir, report)
+
+        def optional(name: str, model: type[M]) -> list[M]:
+            path = data_dir / name
+            return read_rows(path, model, report) if path.exists() else []
+
+        customers, tiles = optional("customers.jsonl", Customer), optional("tiles.jsonl", Tile)
+        impressions, conversions = optional("impressions.jsonl", Impression), optional("conversions.jsonl", Conversion)
+        if report.problems:
+            log.warning("%s", report.summary())
+        if not impressions or not customers:
             raise ValueError(f"{data_dir}: evaluation needs impressions.jsonl and customers.jsonl")
-        if not ds.tiles:
+        if not tiles:
             raise ValueError(f"{data_dir}: evaluation needs tiles.jsonl (tile_id, product): the ranker's need "
                              "signal reaches a tile only through the product it sells")
-        links: dict[str, tuple[str, int]] = {}
-        for e in sorted(ds.events, key=lambda e: e.ts):
-            if e.event_type == "login" and e.customer_id and e.anonymous_id not in links:
-                links[e.anonymous_id] = (e.customer_id, e.ts)
-        sessions = sessionize(ds.events)
-        data = cls({c.customer_id: c for c in ds.customers}, {t.tile_id: t.product for t in ds.tiles},
-                   ds.impressions, ds.conversions, sessions, links)
+        links = first_logins(sessions.events)
+        data = cls({c.customer_id: c for c in customers}, {t.tile_id: t.product for t in tiles},
+                   impressions, conversions, sessions, links)
         by_customer: dict[str, list[int]] = defaultdict(list)
-        for i, s in enumerate(sessions):
-            if s.anonymous_id in links:
-                by_customer[links[s.anonymous_id][0]].append(i)
-        data.by_customer = {c: sorted(ix, key=lambda i: sessions[i].end_ms) for c, ix in by_customer.items()}
+        for i, visitor in enumerate(sessions.anonymous_ids):
+            if visitor in links:
+                by_customer[links[visitor][0]].append(i)
+        ends = sessions.end_ms
+        data.by_customer = {c: sorted(ix, key=lambda i: ends[i]) for c, ix in by_customer.items()}
         return data
 
     def linked_before(self, customer_id: str, t: int, lookback_ms: int | None) -> list[int]:
         """Indices of the customer's linked sessions that ended in [t - lookback, t], their link known by t."""
         idx = self.by_customer.get(customer_id, [])
-        ends = [self.sessions[i].end_ms for i in idx]
+        ends = self.sessions.end_ms[idx]
+        visitors = self.sessions.anonymous_ids
         out = []
-        for i in idx[: bisect_right(ends, t)]:
-            s = self.sessions[i]
-            if self.links[s.anonymous_id][1] <= t and (lookback_ms is None or s.end_ms >= t - lookback_ms):
+        known = int(np.searchsorted(ends, t, side="right"))  # ends ascend: by_customer is sorted by end time
+        for i, end in zip(idx[:known], ends[:known].tolist(), strict=True):
+            if self.links[visitors[i]][1] <= t and (lookback_ms is None or end >= t - lookback_ms):
                 out.append(i)
         return out
 
@@ -98,7 +112,26 @@ class EvalData:
 
     def session_end_ms(self) -> np.ndarray:
         """End time of each session (aligned with `sessions`): what recency pooling measures ages from."""
-        return np.array([s.end_ms for s in self.sessions], dtype=np.int64)
+        return self.sessions.end_ms.copy()
+
+
+def first_logins(events: EventColumns) -> dict[str, tuple[str, int]]:
+    """anonymous_id -> (customer_id, ts) of its first login carrying a customer id (by time, then file line),
+    as the gateway links visitors."""
+    event_types, customers = events.dicts["event_type"].values, events.dicts["customer_id"].values
+    if "login" not in event_types:
+        return {}
+    has_customer = np.array([bool(c) for c in customers] + [False])
+    rows = np.flatnonzero((events.codes["event_type"] == event_types.index("login"))
+                          & has_customer[events.codes["customer_id"]])
+    rows = rows[np.lexsort((events.line[rows], events.ts[rows]))]
+    visitors = events.dicts["anonymous_id"].values
+    links: dict[str, tuple[str, int]] = {}
+    for visitor, customer, ts in zip(events.codes["anonymous_id"][rows].tolist(),
+                                     events.codes["customer_id"][rows].tolist(), events.ts[rows].tolist(),
+                                     strict=True):
+        links.setdefault(visitors[visitor], (customers[customer], ts))
+    return links
 
 
 @dataclass

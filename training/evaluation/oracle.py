@@ -117,9 +117,10 @@ class Truth:
     def session_matrix(self, data: EvalData) -> np.ndarray:
         """Per session of `data`: the hidden intent as a one-hot (NaN rows for sessions without truth)."""
         index = {name: k for k, name in enumerate(self.intents)}
-        out = np.full((len(data.sessions), len(self.intents)), np.nan, np.float32)
-        for i, s in enumerate(data.sessions):
-            k = index.get(self.session_intent.get(s.session_id, ""))
+        ids = data.sessions.session_ids
+        out = np.full((len(ids), len(self.intents)), np.nan, np.float32)
+        for i, session_id in enumerate(ids):
+            k = index.get(self.session_intent.get(session_id, ""))
             if k is not None:
                 out[i] = 0
                 out[i, k] = 1

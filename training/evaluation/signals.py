@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.encoder.inference import embed_sessions
+from training.encoder.inference import embed_rows
 from training.evaluation.features import ConversionTable, EvalData, SessionSignals
 from training.pipeline import load_artifacts
 from training.taxonomy.distill import IntentHead
@@ -37,7 +37,7 @@ def session_signals(data: EvalData, artifacts: Path, head_path: Path, taxonomy_p
     linked = sorted({i for rows in data.by_customer.values() for i in rows})
     emb = np.full((len(data.sessions), encoder.cfg.embedding_dim), np.nan, np.float32)
     if linked:
-        emb[linked] = embed_sessions(encoder, featurizer, [data.sessions[i] for i in linked])
+        emb[linked] = embed_rows(encoder, featurizer, data.sessions, np.asarray(linked))
     probs = np.full((len(data.sessions), len(head.labels)), np.nan, np.float32)
     if linked:
         probs[linked] = head.probabilities(emb[linked])

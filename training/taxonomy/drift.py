@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from training.core.contract import LoadReport
 from training.core.featurizer import normalize_url
 from training.core.manifest import sha256_file
 from training.core.sessionize import Session
@@ -380,14 +381,15 @@ class DriftConfig:
 def baseline_from_data(data_dir: Path, artifacts: Path, taxonomy: Taxonomy, head: IntentHead, featurizer, encoder
                        ) -> Baseline:
     """The baseline as the taxonomy stage records it (held-out visitors of `data_dir`), computed now."""
-    from training.encoder.inference import embed_sessions  # torch: only when a baseline is computed here
-    from training.sessions import load_sessions
+    from training.encoder.inference import embed_rows  # torch: only when a baseline is computed here
+    from training.sessions import load_session_table
 
-    held_out = load_sessions(data_dir).part(holdout=True)
+    table = load_session_table(data_dir, LoadReport())
+    held_out = np.flatnonzero(table.holdout())
     meta = {"recorded": datetime.now(UTC).isoformat(timespec="seconds"), "data": str(data_dir),
             "sessions": "held-out visitors", "computed_by": "taxonomy-drift --baseline-data",
             "sha256": _identity(artifacts)}
-    return compute_baseline(head, embed_sessions(encoder, featurizer, held_out), taxonomy.version, meta)
+    return compute_baseline(head, embed_rows(encoder, featurizer, table, held_out), taxonomy.version, meta)
 
 
 def resolve_baseline(path: Path, baseline_data: Path | None, artifacts: Path, taxonomy: Taxonomy,
@@ -423,9 +425,9 @@ def run_drift(data_dir: Path, artifacts: Path, report_path: Path, taxonomy_path:
               baseline_path: Path | None = None, baseline_data: Path | None = None,
               cfg: DriftConfig = DriftConfig()) -> dict:
     """New logs through the encoder and head against the pinned taxonomy's baseline -> report (and its table)."""
-    from training.encoder.inference import embed_sessions
+    from training.encoder.inference import embed_rows
     from training.pipeline import load_artifacts
-    from training.sessions import load_sessions
+    from training.sessions import load_session_table
 
     taxonomy_path = taxonomy_path or artifacts / "taxonomy.yaml"
     baseline_path = baseline_path or artifacts / BASELINE_FILE
@@ -437,13 +439,17 @@ def run_drift(data_dir: Path, artifacts: Path, report_path: Path, taxonomy_path:
     featurizer, encoder, _ = load_artifacts(artifacts)
     baseline, source = resolve_baseline(baseline_path, baseline_data, artifacts, taxonomy, head, featurizer, encoder)
 
-    sessions = load_sessions(data_dir).sessions
-    if len(sessions) > cfg.max_sessions:
-        pick = np.sort(np.random.default_rng(cfg.seed).permutation(len(sessions))[: cfg.max_sessions])
-        sessions = [sessions[i] for i in pick]
-    if len(sessions) < 2:
-        raise ValueError(f"{data_dir}: {len(sessions)} sessions, too few to compare")
-    emb = embed_sessions(encoder, featurizer, sessions)
+    report = LoadReport()
+    table = load_session_table(data_dir, report)  # columns; only the sessions compared become objects
+    if report.problems:
+        log.warning("%s", report.summary())
+    pick = np.arange(len(table))
+    if len(table) > cfg.max_sessions:
+        pick = np.sort(np.random.default_rng(cfg.seed).permutation(len(table))[: cfg.max_sessions])
+    if len(pick) < 2:
+        raise ValueError(f"{data_dir}: {len(pick)} sessions, too few to compare")
+    sessions = [table[int(i)] for i in pick]
+    emb = embed_rows(encoder, featurizer, table, pick)
     p = head.probabilities(emb)
     pred, confidence = p.argmax(axis=1), p.max(axis=1)
 

@@ -11,7 +11,6 @@ against the LLM's own labels for the same sessions; negative means the head did 
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import time
@@ -23,10 +22,13 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import adjusted_rand_score, f1_score, normalized_mutual_info_score
 
+from training.core.contract import LoadReport
+from training.core.featurizer import Featurizer
 from training.core.sessionize import Session
-from training.encoder.inference import embed_sessions
+from training.encoder.inference import embed_rows, embed_sessions
+from training.encoder.model import SessionEncoder
 from training.pipeline import load_artifacts, machine_info
-from training.sessions import load_sessions, load_truth_intents
+from training.sessions import load_session_table, load_truth_intents
 from training.taxonomy.distill import IntentHead, fit_head
 from training.taxonomy.generate import TaxonomyConfig, cluster_first, minibatch
 from training.taxonomy.labelling import LabelledSession, Labeller
@@ -60,10 +62,6 @@ class StageConfig:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.label_train < 10 or self.label_eval < 5:
             raise ValueError("label_train must be >= 10 and label_eval >= 5")
-
-
-def _sample(items: Sequence[Session], n: int, rng: np.random.Generator) -> list[Session]:
-    return [items[i] for i in rng.permutation(len(items))[:n]]
 
 
 def build_taxonomy(method: str, sessions: Sequence[Session], embeddings: np.ndarray, client: LLMClient,
@@ -110,6 +108,18 @@ def time_llm_labels(client: LLMClient, labeller: Labeller, sessions: Sequence[Se
     return (time.perf_counter() - started) / len(sessions)
 
 
+LATENCY_SESSIONS = 2000
+"""Sessions (the data set's first) that the featurize + encoder latency is timed on."""
+
+
+def time_encoder(encoder: SessionEncoder, featurizer: Featurizer, sessions: Sequence[Session]) -> float:
+    """Seconds per session of featurizing sessions one by one (Featurizer.encode, as the gateway does) and
+    embedding them in batches."""
+    started = time.perf_counter()
+    embed_sessions(encoder, featurizer, sessions)
+    return (time.perf_counter() - started) / max(len(sessions), 1)
+
+
 def time_head(head: IntentHead, embeddings: np.ndarray, repeats: int = 20) -> float:
     """Microseconds per session of the head alone, batched as the serving path batches."""
     head.probabilities(embeddings)
@@ -133,16 +143,20 @@ def run_taxonomy(data_dir: Path, artifacts: Path, report_path: Path, cfg: StageC
                  client: LLMClient | None = None, progress: bool = True) -> dict:
     """Build (or load) the taxonomy, label a sample with the LLM, distill the head; write artifacts + report."""
     rng = np.random.default_rng(cfg.seed)
-    data = load_sessions(data_dir)
+    report_rows = LoadReport()
+    table = load_session_table(data_dir, report_rows)  # columns: only the sampled sessions become objects
+    if report_rows.problems:
+        log.warning("%s", report_rows.summary())
     truth = load_truth_intents(data_dir)
     featurizer, encoder, _ = load_artifacts(artifacts)
-    embed = functools.partial(embed_sessions, encoder, featurizer)
-    pool = _sample(data.part(holdout=False), cfg.pool, rng)
-    held_out = data.part(holdout=True)
-    if len(pool) < cfg.label_train or len(held_out) < cfg.label_eval:
-        raise ValueError(f"{data_dir}: {len(pool)} training and {len(held_out)} held-out sessions are too few "
+    holdout = table.holdout()
+    training_rows, held_rows = np.flatnonzero(~holdout), np.flatnonzero(holdout)
+    pool_rows = training_rows[rng.permutation(len(training_rows))[: cfg.pool]]
+    pool = [table[int(i)] for i in pool_rows]
+    if len(pool) < cfg.label_train or len(held_rows) < cfg.label_eval:
+        raise ValueError(f"{data_dir}: {len(pool)} training and {len(held_rows)} held-out sessions are too few "
                          f"for label_train={cfg.label_train}, label_eval={cfg.label_eval}")
-    pool_emb = embed(pool)
+    pool_emb = embed_rows(encoder, featurizer, table, pool_rows)
     client = client or LLMClient(LLMConfig.from_env())
 
     if cfg.pinned:
@@ -152,8 +166,8 @@ def run_taxonomy(data_dir: Path, artifacts: Path, report_path: Path, cfg: StageC
         taxonomy = build_taxonomy(cfg.method, pool, pool_emb, client, cfg.taxonomy)
     taxonomy.save(artifacts / "taxonomy.yaml")
 
-    eval_idx = rng.permutation(len(held_out))[: cfg.label_eval]
-    train_s, eval_s = pool[: cfg.label_train], [held_out[i] for i in eval_idx]
+    eval_idx = rng.permutation(len(held_rows))[: cfg.label_eval]
+    train_s, eval_s = pool[: cfg.label_train], [table[int(held_rows[i])] for i in eval_idx]
     labeller = Labeller(taxonomy, cfg.shortlist)
     llm_calls_before, llm_retries_before = client.stats.calls, client.stats.retries
     labelled = labeller.label(client, train_s + eval_s, progress=progress)
@@ -163,15 +177,14 @@ def run_taxonomy(data_dir: Path, artifacts: Path, report_path: Path, cfg: StageC
     head = _distill(taxonomy, pool_emb[: len(train_s)], train_l, cfg.seed)
     head.save(artifacts / "intent_head.json")
 
-    started = time.perf_counter()
-    held_emb = embed(held_out)
-    encoder_s = time.perf_counter() - started
+    held_emb = embed_rows(encoder, featurizer, table, held_rows)
+    held_ids = [table.session_ids[i] for i in held_rows]
     eval_emb = held_emb[eval_idx]
-    scores = _scores(head, train_s, train_l, pool_emb[: len(train_s)], eval_s, eval_l, eval_emb, held_out,
+    scores = _scores(head, train_s, train_l, pool_emb[: len(train_s)], eval_s, eval_l, eval_emb, held_ids,
                      held_emb, truth)
     llm_s = time_llm_labels(client, labeller, eval_s[:5])
     head_us = time_head(head, held_emb)
-    encoder_head_us = encoder_s / len(held_out) * 1e6 + head_us
+    encoder_head_us = time_encoder(encoder, featurizer, table[: LATENCY_SESSIONS]) * 1e6 + head_us
 
     llm_share = Counter(x.label for x in eval_l if x.label)
     head_share = Counter(head.predict(held_emb))
@@ -189,20 +202,20 @@ def run_taxonomy(data_dir: Path, artifacts: Path, report_path: Path, cfg: StageC
                 "labelling_retries": client.stats.retries - llm_retries_before,
                 "shortlist": cfg.shortlist},
         "label_share": {"llm_eval_sample": {k: round(v / max(llm_share.total(), 1), 3) for k, v in llm_share.items()},
-                        "head_all_held_out": {k: round(v / len(held_out), 3) for k, v in head_share.items()}},
+                        "head_all_held_out": {k: round(v / len(held_rows), 3) for k, v in head_share.items()}},
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
         "machine": machine_info(),
     }
     from training.taxonomy.drift import record_baseline  # what `intent taxonomy-drift` compares new logs to
 
-    report["drift_baseline"] = str(record_baseline(artifacts, taxonomy, head, held_out, held_emb, data_dir))
+    report["drift_baseline"] = str(record_baseline(artifacts, taxonomy, head, held_ids, held_emb, data_dir))
     if cfg.compare:
         report["variants"] = compare_methods(cfg, taxonomy, pool, pool_emb, eval_s, eval_l, truth, client, progress)
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report, indent=2))
     total = max(sum(llm_share.values()), 1)
     report["table"] = label_table(taxonomy, Counter({k: v / total for k, v in llm_share.items()}),
-                                  Counter({k: v / len(held_out) for k, v in head_share.items()}),
+                                  Counter({k: v / len(held_rows) for k, v in head_share.items()}),
                                   scores["truth"]["label_to_intent"])
     return report
 
@@ -220,7 +233,7 @@ def _distill(taxonomy: Taxonomy, emb: np.ndarray, labelled: Sequence[LabelledSes
 
 def _scores(head: IntentHead, train_s: Sequence[Session], train_l: Sequence[LabelledSession], train_emb: np.ndarray,
             eval_s: Sequence[Session], eval_l: Sequence[LabelledSession], eval_emb: np.ndarray,
-            held_out: Sequence[Session], held_emb: np.ndarray, truth: dict[str, str]) -> dict:
+            held_ids: Sequence[str], held_emb: np.ndarray, truth: dict[str, str]) -> dict:
     ok = [i for i, x in enumerate(eval_l) if x.label is not None]
     llm_eval = [eval_l[i].label for i in ok]
     eval_pred = head.predict(eval_emb)
@@ -245,9 +258,9 @@ def _scores(head: IntentHead, train_s: Sequence[Session], train_l: Sequence[Labe
         "downstream_task": "hidden intent from the label by a label->intent lookup fitted on the training sample",
         "downstream_micro_f1": {"llm_labels": round(f1_llm, 4), "head_labels": round(f1_head, 4)},
         "drop_pct": round(100 * (f1_llm - f1_head) / max(f1_llm, 1e-9), 2)})
-    known = [i for i, s in enumerate(held_out) if s.session_id in truth]
-    held_out, held_emb = [held_out[i] for i in known], held_emb[known]
-    held_truth = [truth[s.session_id] for s in held_out]
+    known = [i for i, sid in enumerate(held_ids) if sid in truth]
+    held_ids, held_emb = [held_ids[i] for i in known], held_emb[known]
+    held_truth = [truth[sid] for sid in held_ids]
     held_pred = head.predict(held_emb)
     purity = {}
     for label in set(held_pred):
@@ -260,7 +273,7 @@ def _scores(head: IntentHead, train_s: Sequence[Session], train_l: Sequence[Labe
         "ari_head": round(adjusted_rand_score(eval_truth, head_eval), 4),
         "nmi_head_all_held_out": round(normalized_mutual_info_score(held_truth, held_pred), 4),
         "ari_head_all_held_out": round(adjusted_rand_score(held_truth, held_pred), 4),
-        "n_eval": len(ok), "n_held_out": len(held_out), "label_to_intent": purity,
+        "n_eval": len(ok), "n_held_out": len(held_ids), "label_to_intent": purity,
     }
     return report
 

@@ -19,7 +19,7 @@ def test_sessions_without_a_hidden_intent_are_left_out_of_the_truth_scores():
     truth = {s.session_id: f"intent_{x}" for s, x in zip(sessions, labels, strict=True)}
     del truth["s3"], truth["s12"]  # no hidden intent for these two
     report = _scores(head, sessions[:10], labelled[:10], emb[:10], sessions[10:], labelled[10:], emb[10:],
-                     sessions, emb, truth)
+                     [s.session_id for s in sessions], emb, truth)
     assert report["truth"]["n_held_out"] == 18 and report["truth"]["n_eval"] == 9
     assert report["distill"]["n_eval_labels"] == 10  # the LLM-vs-head agreement still counts every label
     assert report["truth"]["nmi_head_all_held_out"] == 1.0
