@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -276,17 +276,6 @@ def current_principal() -> Principal | None:
     return _principal.get()
 
 
-def _with_principal(behavior: Callable[..., Awaitable], principal: Principal) -> Callable[..., Awaitable]:
-    async def run(request, context):
-        token = _principal.set(principal)
-        try:
-            return await behavior(request, context)
-        finally:
-            _principal.reset(token)
-
-    return run
-
-
 def _refusal(handler: grpc.RpcMethodHandler, error: AuthError) -> grpc.RpcMethodHandler:
     """A handler that refuses the call without decoding its body (an unauthenticated caller's bytes are not
     parsed at all)."""
@@ -322,7 +311,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         except AuthError as exc:
             log.info("refused %s: %s", name, exc.message)
             return _refusal(handler, exc)
-        return handler._replace(unary_unary=_with_principal(handler.unary_unary, principal))
+        # grpc.aio runs the interceptors and then the handler in the call's own task, so the principal set here is
+        # what the handler's require_scope reads, and it ends with the call. The handler itself is returned
+        # unchanged: the error model's wrapper of it is built once per method, not once per call.
+        _principal.set(principal)
+        return handler
 
 
 # -- what the server and the service call -----------------------------------------------------------------------

@@ -26,6 +26,7 @@ import logging
 import time
 import traceback
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 
@@ -46,6 +47,8 @@ from gateway.store import StoreUnavailable
 log = logging.getLogger("gateway")
 STORE_RETRY_AFTER_S = 1.0
 """The retry advice of UNAVAILABLE when the store cannot be reached."""
+WRAPPERS_PER_METHOD = 4
+"""Error-model wrappers kept per method (see ErrorModelInterceptor._wrapper)."""
 _deadline: ContextVar[float | None] = ContextVar("gateway_call_deadline", default=None)
 _request_id: ContextVar[str] = ContextVar("gateway_request_id", default="")
 Behavior = Callable[[object, grpc.aio.ServicerContext], Awaitable[object]]
@@ -87,18 +90,27 @@ class ErrorModelInterceptor(grpc.aio.ServerInterceptor):
             SERVICE_NAME.rpartition(".")[2]]]
         self.inputs = {f"/{s.full_name}/{m.name}": m.input_type.name for s in services for m in s.methods}
         self.store_retry_after_s = store_retry_after_s
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._wrapped: dict[str, OrderedDict[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or handler.unary_unary is None or method not in self.inputs:
             return handler
-        cached = self._wrapped.get(method)
-        if cached is None or cached[0] is not handler:  # rebuilt only when the handler below is another one
-            cached = (handler, self._wrap(method, handler))
-            self._wrapped[method] = cached
-        return cached[1]
+        return self._wrapper(method, handler)
+
+    def _wrapper(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """The wrapper of `handler`, built once: a few per method, least recently used out, because the handler
+        below is the registered one for every call but a refused one (auth builds each refusal afresh)."""
+        cache = self._wrapped.setdefault(method, OrderedDict())
+        wrapped = cache.get(handler)
+        if wrapped is None:
+            wrapped = cache[handler] = self._wrap(method, handler)
+            if len(cache) > WRAPPERS_PER_METHOD:
+                cache.popitem(last=False)
+        else:
+            cache.move_to_end(handler)
+        return wrapped
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         decode, behavior, name = handler.request_deserializer, handler.unary_unary, self.inputs[method]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -22,7 +23,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from gateway import auth
-from gateway.api import pb
+from gateway.api import SERVICE_NAME, pb, pb_grpc
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
 from gateway.pki import FILES, LocalPKI
@@ -355,3 +356,49 @@ def test_a_renewed_certificate_is_served_without_a_restart(tmp_path, monkeypatch
             await server.stop(None)
 
     assert asyncio.run(run()) == [True, True, True, False]
+
+
+class _WhoAmI(pb_grpc.IntentGatewayServiceServicer):
+    """RankTiles answers with the principal the handler sees, after yielding to the loop (calls interleave)."""
+
+    async def RankTiles(self, request, context):
+        await asyncio.sleep(0.01)
+        principal = auth.current_principal()
+        return pb.RankTilesResponse(model_version=principal.subject if principal else "-")
+
+
+def test_each_call_sees_its_own_principal_and_the_error_model_wraps_once(pki, monkeypatch):
+    """The principal set in the interceptor reaches the handler of its own call only (concurrent calls with
+    other tokens interleave), and the error model's wrapper is built once for the method, not per call."""
+    from gateway.rpc import ErrorModelInterceptor
+
+    built: list[str] = []
+    wrap = ErrorModelInterceptor._wrap
+    monkeypatch.setattr(ErrorModelInterceptor, "_wrap", lambda self, method, h: built.append(method) or wrap(
+        self, method, h))
+    tokens = {f"svc-{i}": pki.mint_token(["rank:read"], subject=f"svc-{i}") for i in range(4)}
+
+    async def run() -> list[str]:
+        server = grpc.aio.server(interceptors=[ErrorModelInterceptor(),
+                                               auth.AuthInterceptor(verifier(pki.path("jwt.pub")))])
+        pb_grpc.add_IntentGatewayServiceServicer_to_server(_WhoAmI(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = pb_grpc.IntentGatewayServiceStub(channel)
+                calls = [stub.RankTiles(pb.RankTilesRequest(), timeout=5,
+                                        metadata=(("authorization", f"Bearer {tokens[name]}"),))
+                         for _ in range(5) for name in tokens]
+                replies = await asyncio.gather(*calls)
+                with pytest.raises(grpc.aio.AioRpcError) as refused:  # a refusal is a handler of its own
+                    await stub.RankTiles(pb.RankTilesRequest(), timeout=5)
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                replies += await asyncio.gather(*calls[:4])
+                return [r.model_version for r in replies]
+        finally:
+            await server.stop(None)
+
+    seen = asyncio.run(run())
+    assert seen == [name for _ in range(5) for name in tokens] + list(tokens)
+    assert built == [f"/{SERVICE_NAME}/RankTiles"] * 2  # the service's handler once, the refusal once

@@ -1,13 +1,14 @@
 """Events file -> compact columns (codes into per-field dictionaries), validated like the contract.
 
 JSONL is read in 8 MB blocks of whole lines (measured faster, and 120 MB less peak, than 32 MB blocks) by
-pyarrow's JSON reader (C++, no Python object per row), which parses the next block on a second thread (it
-releases the GIL) while this one is checked;
-Parquet by record batches. Each field is checked vectorized, and string fields once per DISTINCT value with
-the contract's own rules (strip, length, lower case). A row the fast checks cannot accept as-is (a bad
-value, an unusual timestamp form, a type the reader inferred differently) is re-parsed from its own line and
-validated by `contract.validate_raw`, so problems and accepted values are exactly the row-level path's. A
-block the reader cannot parse at all (invalid JSON, a lone CR, mixed types) goes row by row the same way.
+pyarrow's JSON reader (C++, no Python object per row), which parses the next blocks on other threads (it
+releases the GIL) while this one is checked; Parquet by record batches. Each field is checked vectorized,
+string fields once per distinct value of a block with the contract's own rules (strip, length, lower case),
+and the blocks' distinct values are deduplicated once at the end (`_Interner`). A row the fast checks cannot
+accept as-is (a bad value, an unusual timestamp form, a type the reader inferred differently) is re-parsed from
+its own line and validated by `contract.validate_raw`, so problems and accepted values are exactly the
+row-level path's. A block the reader cannot parse at all (invalid JSON, a lone CR, mixed types) goes row by
+row the same way.
 """
 
 from __future__ import annotations
