@@ -38,6 +38,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from training.export.triton_server import free_ports
+
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE_PATHS = ("proto", "training/__init__.py", "training/core", "gateway")  # what deploy/docker/Dockerfile copies
 # Must not be importable in the gateway environment (the offline stack and the repository's other packages).
@@ -100,12 +102,6 @@ def tree_bytes(path: Path) -> int:
             if stat.S_ISREG(st.st_mode):
                 total += st.st_size
     return total
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
 
 
 def lock_digest(lock: Path) -> str:
@@ -259,7 +255,7 @@ def rss_mb(pid: int) -> float | None:
 def start_once(python: Path, cwd: Path, env: dict[str, str], args: list[str], workdir: Path,
                timeout_s: float, otlp: str) -> tuple[float, float | None]:
     """One start-up: spawn `python -m gateway.server`, time it to SERVING, stop it. (seconds, RSS MB)."""
-    port, metrics_port, no_triton = free_port(), free_port(), free_port()
+    port, metrics_port, no_triton = free_ports(3)
     store = workdir / f"store-{port}.db"
     # As the chart runs it: Prometheus metrics on, traces over OTLP/HTTP (here to a local sink).
     run_env = dict(env, OTEL_METRICS_EXPORTER="prometheus", OTEL_EXPORTER_PROMETHEUS_HOST=LOOPBACK,

@@ -28,7 +28,7 @@ from gateway.api import pb, pb_grpc
 from harness import client
 from harness.workload import to_message
 from training.core.manifest import MANIFEST_FILE
-from training.export.triton_server import TritonServer, free_port
+from training.export.triton_server import TritonServer, free_port, free_ports
 
 TRANSFORMER_MODEL = "reranker"
 """The model name the KServe transformer serves."""
@@ -211,7 +211,7 @@ def start_transformer(triton: TritonServer, artifacts: Path, as_of: int, log_pat
     infer needs a token with rank:read from it, `client.bearer(pki_dir, ["rank:read"])`, unless `extra` has
     `--auth none`). `env`: the process environment (default: this one's); `extra`: more command-line flags (later
     ones win). Stop it with `stop(process)`."""
-    http_port, grpc_port = free_port(), free_port()
+    http_port, grpc_port = free_ports(2)
     store = log_path.with_suffix(f".{secrets.token_hex(3)}.db")
     args = [sys.executable, "-m", "gateway.kserve_transformer", "--predictor_host", triton.grpc_url,
             "--predictor_protocol", "grpc-v2", "--http_port", str(http_port), "--grpc_port", str(grpc_port),

@@ -33,7 +33,7 @@ from harness import client
 from harness.processes import GatewayProcess, stop
 from harness.workload import event_json, to_message
 from training.core.ranker import Ranker
-from training.export.triton_server import free_port
+from training.export.triton_server import free_ports
 
 DAY_MS = 86_400_000
 TILES = ["tile_refinance_rates", "tile_cash_back_card", "tile_open_checking", "tile_auto_loan"]
@@ -71,7 +71,7 @@ class Transformer:
 def start(triton, artifacts: Path, as_of: int, store: str, log: Path, *flags: str) -> Transformer:
     """`python -m gateway.kserve_transformer` in front of `triton` (a TritonServer; its repository's model manifest)
     on free loopback ports, once its model is ready (which is after the typed service started)."""
-    http_port, grpc_port, typed_port = free_port(), free_port(), free_port()
+    http_port, grpc_port, typed_port = free_ports(3)
     args = [sys.executable, "-m", "gateway.kserve_transformer", "--predictor_host", triton.grpc_url,
             "--predictor_protocol", "grpc-v2", "--http_port", str(http_port), "--grpc_port", str(grpc_port),
             "--listen", f"127.0.0.1:{typed_port}", "--store", store, "--artifacts", str(artifacts),

@@ -7,14 +7,14 @@ import time
 
 import tritonclient.grpc as grpcclient
 
-from training.export.triton_server import free_port
+from training.export.triton_server import free_ports
 
 
 def test_serve_triton_becomes_ready_and_stops_on_sigterm(exported_cpu, tmp_path):
-    grpc_port = free_port()
+    grpc_port, http_port, metrics_port = free_ports(3)
     log = tmp_path / "triton.log"
     cmd = [sys.executable, "-m", "training.export", "serve-triton", "--repository", exported_cpu.repository,
-           "--grpc-port", str(grpc_port), "--http-port", str(free_port()), "--metrics-port", str(free_port()),
+           "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--metrics-port", str(metrics_port),
            "--log", str(log), "--workdir", str(tmp_path / "work")]
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -40,9 +40,9 @@ def test_explicit_model_control_serves_and_load_triton_checks_the_manifest(expor
     version and confirms Triton serves the repository's manifest, or exits 1 naming what disagrees."""
     from training.core.manifest import MANIFEST_FILE, Manifest
 
-    grpc_port = free_port()
+    grpc_port, http_port, metrics_port = free_ports(3)
     cmd = [sys.executable, "-m", "training.export", "serve-triton", "--repository", exported_cpu.repository,
-           "--grpc-port", str(grpc_port), "--http-port", str(free_port()), "--metrics-port", str(free_port()),
+           "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--metrics-port", str(metrics_port),
            "--log", str(tmp_path / "triton.log"), "--workdir", str(tmp_path / "work"), "--model-control", "explicit"]
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -43,10 +43,15 @@ for attribute in ("_port", "_data_plane", "_model_repository_extension", "_kwarg
     assert attribute in inspect.getsource(GRPCServer.__init__), (attribute, RECHECK)
 
 
-def free_port():
-    with socket.socket() as s:
+def free_ports(n):
+    # n distinct free ports: held open together while chosen (closed one by one, the OS may repeat one)
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
 
 
 class FakeEnsemble(Model):
@@ -75,8 +80,8 @@ CONFIG = {"name": "intent_pipeline", "platform": "ensemble", "max_batch_size": 8
 
 
 async def main():
-    port = free_port()
-    server = ModelServer(http_port=free_port(), grpc_port=port, enable_grpc=False, enable_docs_url=False)
+    port, http_port = free_ports(2)
+    server = ModelServer(http_port=http_port, grpc_port=port, enable_grpc=False, enable_docs_url=False)
     fake = FakeEnsemble()
     server.register_model(fake)
     v2 = compat.v2_grpc_server(server, port, {"grpc_max_send_message_length": -1,

@@ -68,9 +68,20 @@ class TritonLoadError(RuntimeError):
 
 def free_port(host: str = LOOPBACK) -> int:
     """A port that was free on `host` a moment ago (the OS picks it; a tiny race is accepted)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1, host)[0]
+
+
+def free_ports(n: int, host: str = LOOPBACK) -> list[int]:
+    """`n` distinct ports free on `host` a moment ago. They are held open together while chosen: closed one at a
+    time, the OS may hand the same port out twice (it did: a transformer's HTTP and gRPC ports collided)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -136,9 +147,10 @@ class TritonServer:
         self.load_models = list(load_models)
         self.repository = Path(repository).resolve()
         self.host = host
-        self.grpc_port = grpc_port or free_port(host)
-        self.http_port = http_port or free_port(host)
-        self.metrics_port = metrics_port or free_port(host)
+        ports = free_ports(3, host)
+        self.grpc_port = grpc_port or ports[0]
+        self.http_port = http_port or ports[1]
+        self.metrics_port = metrics_port or ports[2]
         self._tmp: tempfile.TemporaryDirectory | None = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="triton-")
