@@ -33,12 +33,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from training.core.contract import Conversion, LoadReport, read_rows
 from training.core.featurizer import normalize_referrer, normalize_url
 from training.core.sessionize import Session
+
+if TYPE_CHECKING:
+    from training.sessions import SessionTable
 
 log = logging.getLogger(__name__)
 DAY_MS = 86_400_000
@@ -152,11 +156,12 @@ class Labelled:
     taxonomy_version: str = ""
 
 
-def label_sessions(sessions: Sequence[Session], artifacts: Path, batch: int = 2048, progress: bool = True) -> Labelled:
-    """Featurizer + encoder + intent head from `artifacts` on every session, with a progress bar."""
+def label_sessions(sessions: SessionTable, artifacts: Path, batch: int = 2048, progress: bool = True) -> Labelled:
+    """Featurizer + encoder + intent head from `artifacts` on every session (from the table's columns), with a
+    progress bar."""
     from tqdm.auto import tqdm
 
-    from training.encoder.inference import embed_sessions
+    from training.encoder.inference import embed_rows
     from training.pipeline import load_artifacts
     from training.taxonomy.distill import IntentHead
 
@@ -166,12 +171,11 @@ def label_sessions(sessions: Sequence[Session], artifacts: Path, batch: int = 20
     confidence = np.zeros(len(sessions), dtype=np.float32)
     with tqdm(total=len(sessions), desc="intent labels", unit="session", disable=not progress) as bar:
         for start in range(0, len(sessions), batch):
-            chunk = sessions[start: start + batch]
-            emb = embed_sessions(encoder, featurizer, chunk)
-            p = head.probabilities(emb)
-            predicted[start: start + len(chunk)] = p.argmax(axis=1)
-            confidence[start: start + len(chunk)] = p.max(axis=1)
-            bar.update(len(chunk))
+            rows = np.arange(start, min(start + batch, len(sessions)))
+            p = head.probabilities(embed_rows(encoder, featurizer, sessions, rows))
+            predicted[rows] = p.argmax(axis=1)
+            confidence[rows] = p.max(axis=1)
+            bar.update(len(rows))
     return Labelled(head.labels, predicted, confidence, head.taxonomy_version)
 
 
@@ -179,13 +183,20 @@ def label_sessions(sessions: Sequence[Session], artifacts: Path, batch: int = 20
 
 def visitor_links(sessions: Iterable[Session]) -> dict[str, str]:
     """anonymous_id -> the customer of its first login event with a customer_id."""
+    return facts_and_links(sessions)[1]
+
+
+def facts_and_links(sessions: Iterable[Session]) -> tuple[list[SessionFacts], dict[str, str]]:
+    """session_facts of each session and visitor_links, in one pass (each session's events are read once)."""
+    facts: list[SessionFacts] = []
     first: dict[str, tuple[int, str]] = {}
     for s in sessions:
+        facts.append(session_facts(s))
         for e in s.events:
             if e.customer_id and (s.anonymous_id not in first or e.ts < first[s.anonymous_id][0]):
                 first[s.anonymous_id] = (e.ts, e.customer_id)
                 break
-    return {visitor: customer for visitor, (_, customer) in first.items()}
+    return facts, {visitor: customer for visitor, (_, customer) in first.items()}
 
 
 def converted_products(facts: Sequence[SessionFacts], links: dict[str, str], conversions: Sequence[Conversion],
@@ -320,17 +331,20 @@ def load_conversions(data_dir: Path) -> list[Conversion]:
 def build_report(data_dir: Path, artifacts: Path, cfg: ReportConfig = ReportConfig(),
                  progress: bool = True) -> IntentReport:
     """Label every session of `data_dir` with the artifacts' head and compute what the page shows."""
-    from training.sessions import load_sessions
+    from training.sessions import load_session_table
 
     started = time.perf_counter()
     data_dir, artifacts = Path(data_dir), Path(artifacts)
-    sessions = load_sessions(data_dir).sessions
+    problems = LoadReport()
+    sessions = load_session_table(data_dir, problems)  # columns; each session's events are built once, below
+    if problems.problems:
+        log.warning("%s", problems.summary())
     if not sessions:
         raise ValueError(f"{data_dir}: no sessions to report on")
     loaded = time.perf_counter()
     labelled = label_sessions(sessions, artifacts, cfg.batch, progress)
     labelled_s = time.perf_counter()
-    facts = [session_facts(s) for s in sessions]
+    facts, links = facts_and_links(sessions)
     visitors = [f.visitor for f in facts]
     n = len(facts)
 
@@ -354,7 +368,6 @@ def build_report(data_dir: Path, artifacts: Path, cfg: ReportConfig = ReportConf
     search_counts = Counter(t for row in search_rows for t in row)
 
     conversions = load_conversions(data_dir)
-    links = visitor_links(sessions)
     converted = converted_products(facts, links, conversions, cfg.conversion_days)
     linked_total = sum(c is not None for c in converted)
     if not conversions:
@@ -381,7 +394,7 @@ def build_report(data_dir: Path, artifacts: Path, cfg: ReportConfig = ReportConf
             pages=lift_table(page_rows, hit, cfg.min_sessions, cfg.top_terms, pages_ok, page_counts),
             searches=lift_table(search_rows, hit, cfg.min_sessions, cfg.top_terms, searches_ok, search_counts),
             linked_sessions=linked, conversions=rates))
-    first_ms, last_ms = min(s.start_ms for s in sessions), max(s.end_ms for s in sessions)
+    first_ms, last_ms = int(sessions.start_ms.min()), int(sessions.end_ms.max())
     return IntentReport(
         data=str(data_dir), sessions=n, visitors=len(set(visitors)),
         first_day=datetime.fromtimestamp(first_ms / 1000, UTC).strftime("%Y-%m-%d"),

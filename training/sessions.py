@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, overload
@@ -80,6 +80,10 @@ def load_session_table(data_dir: Path | str, report: LoadReport, strict: bool = 
     return SessionTable(events, sessionize_columns(events))
 
 
+ITER_SESSIONS = 4096
+"""Sessions a SessionTable builds at once when iterated: the Event objects alive at a time."""
+
+
 class SessionTable(Sequence[Session]):
     """Sessions as the columnar path holds them (about 40 bytes per event; as Event objects, about 1.3 KB).
 
@@ -120,6 +124,17 @@ class SessionTable(Sequence[Session]):
 
         return visitor_buckets(self.index, self.events) < HOLDOUT_PCT
 
+    def __iter__(self) -> Iterator[Session]:
+        """Every session in order, built ITER_SESSIONS at a time (one lookup pass per chunk, not per session)."""
+        bounds = self.index.offsets
+        for start in range(0, len(self), ITER_SESSIONS):
+            stop = min(start + ITER_SESSIONS, len(self))
+            first = int(bounds[start])
+            built = self.build_events(self.index.order[first:int(bounds[stop])])
+            edges = (bounds[start:stop + 1] - first).tolist()
+            for k, i in enumerate(range(start, stop)):
+                yield Session(self.session_ids[i], self.anonymous_ids[i], tuple(built[edges[k]:edges[k + 1]]))
+
     def build_events(self, rows: np.ndarray) -> list[Event]:
         """Event objects of event rows `rows`, values looked up in the columns' dictionaries."""
         events = self.events
@@ -132,7 +147,13 @@ class SessionTable(Sequence[Session]):
         dwell = events.dwell_ms[rows]
         fields["dwell_ms"] = np.where(dwell < 0, None, dwell).tolist()
         names = list(fields)
-        return [_event(dict(zip(names, row, strict=True))) for row in zip(*fields.values(), strict=True)]
+        collecting = gc.isenabled()
+        gc.disable()  # many new acyclic objects: the cyclic collector would rescan them again and again
+        try:
+            return [_event(dict(zip(names, row, strict=True))) for row in zip(*fields.values(), strict=True)]
+        finally:
+            if collecting:
+                gc.enable()
 
     def documents(self) -> list[str]:
         """training.probe.page_document of every session (its normalized pages, space-separated), from the

@@ -75,6 +75,7 @@ def test_session_table_is_the_row_level_sessions_without_their_objects(dirty_ban
     sample = [*range(0, len(ref), 53), len(ref) - 1, -1]
     assert [table[i] for i in sample] == [ref[i] for i in sample]
     assert table[3:6] == ref[3:6]
+    assert len(ref) > 4096 and list(table) == ref  # iteration builds 4,096 sessions at a time: chunk edges too
     with pytest.raises(IndexError):
         table[len(ref)]
     assert table.documents() == [page_document(s) for s in ref]
