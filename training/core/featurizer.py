@@ -152,15 +152,11 @@ class Featurizer:
     @classmethod
     def fit(cls, sessions: Iterable[Sequence[EventLike]], config: FeaturizerConfig | None = None) -> Featurizer:
         config = config or FeaturizerConfig()
-        counts: dict[str, Counter[str]] = {k: Counter() for k in ("url", "area", "event_type", "device", "referrer",
-                                                                   "query")}
+        counts = token_counts()
         raw: dict[str, list[float]] = {k: [] for k in STANDARDIZED}
         for events in sessions:
             recent = list(events)[-config.max_len:]
-            for token_row in (event_tokens(e) for e in recent):
-                for key in ("url", "area", "event_type", "device", "referrer"):
-                    counts[key][token_row[key]] += 1
-                counts["query"].update(token_row["query"])
+            count_tokens(counts, recent)
             for values in raw_continuous(recent):
                 for k in STANDARDIZED:
                     if not math.isnan(values[k]):
@@ -253,6 +249,22 @@ def pad_batch(encoded: Sequence[tuple[np.ndarray, np.ndarray]], pad_to: int | No
         cat[i, : len(c)] = c
         cont[i, : len(x)] = x
     return FeatureBatch(cat, cont, lengths)
+
+
+VOCABULARIES = ("url", "area", "event_type", "device", "referrer", "query")
+"""The token vocabularies, one per event_tokens key; "query" holds several tokens per event."""
+
+
+def token_counts() -> dict[str, Counter[str]]:
+    return {k: Counter() for k in VOCABULARIES}
+
+
+def count_tokens(counts: dict[str, Counter[str]], events: Iterable[EventLike]) -> None:
+    """Add the events' tokens to `counts` (Featurizer.fit's counting; the Spark job runs it per partition)."""
+    for tokens in map(event_tokens, events):
+        for key in VOCABULARIES[:-1]:
+            counts[key][tokens[key]] += 1
+        counts["query"].update(tokens["query"])
 
 
 def event_tokens(event: EventLike) -> dict:

@@ -37,16 +37,14 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from training.core.featurizer import Featurizer
-from training.encoder.inference import session_lengths
 from training.encoder.model import SessionEncoder
 from training.encoder.objectives import ObjectiveConfig, PretrainingHeads, Views, make_views, nt_xent
 from training.encoder.train import (
     Encoded,
     TrainConfig,
-    _shuffled_batches,
     build_encoder,
+    epoch_batches,
     group_codes,
-    partner_index,
     save_checkpoint,
 )
 from training.shards import shard_splits
@@ -150,9 +148,8 @@ def run_epoch(step: nn.Module, data: Encoded, cfg: TrainConfig, rng: np.random.G
     step.train(training)
     sums: dict[str, float] = {}
     n = 0
-    batches = _shuffled_batches(session_lengths(data), cfg.batch_size, rng)
-    by_visitor = groups is not None and cfg.objective.positives == "visitor"
-    partner = partner_index(groups, rng) if by_visitor else None
+    batches, partner = epoch_batches(data, cfg, rng, groups)
+    by_visitor = partner is not None
     params = [p for p in step.parameters()]
     with torch.set_grad_enabled(training):
         for idx in (bar := tqdm(batches, desc=desc, unit="batch", leave=False, disable=me.rank != 0)):

@@ -53,6 +53,15 @@ def build_encoder(featurizer: Featurizer, cfg: TrainConfig) -> SessionEncoder:
     ))
 
 
+def epoch_batches(data: Encoded, cfg: TrainConfig, rng: np.random.Generator, groups: np.ndarray | None
+                  ) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """An epoch's length-bucketed batches and, with `groups` and "visitor" positives, each session's partner
+    (drawn from `rng` in this order, which the single-process and distributed trainers share)."""
+    batches = _shuffled_batches(session_lengths(data), cfg.batch_size, rng)
+    by_visitor = groups is not None and cfg.objective.positives == "visitor"
+    return batches, partner_index(groups, rng) if by_visitor else None
+
+
 def _shuffled_batches(lengths: list[int], batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
     jitter = np.asarray(lengths) + rng.uniform(0, 2, size=len(lengths))  # vary batch composition per epoch
     batches = length_sorted_batches(jitter.tolist(), batch_size)
@@ -91,9 +100,8 @@ def _run_epoch(encoder: SessionEncoder, heads: PretrainingHeads, data: Encoded, 
     heads.train(training)
     sums: dict[str, float] = {}
     n = 0
-    batches = _shuffled_batches(session_lengths(data), cfg.batch_size, rng)
-    by_visitor = groups is not None and cfg.objective.positives == "visitor"
-    partner = partner_index(groups, rng) if by_visitor else None
+    batches, partner = epoch_batches(data, cfg, rng, groups)
+    by_visitor = partner is not None
     with torch.set_grad_enabled(training):
         for idx in (bar := tqdm(batches, desc=desc, unit="batch", leave=False)):
             partners = [data[i] for i in partner[idx]] if partner is not None else None

@@ -13,7 +13,15 @@ import pyarrow as pa
 from pydantic import ValidationError
 
 from training.core.contract import Event, problems_from
-from training.core.featurizer import STANDARDIZED, Featurizer, FeaturizerConfig, event_tokens, raw_continuous
+from training.core.featurizer import (
+    STANDARDIZED,
+    VOCABULARIES,
+    Featurizer,
+    FeaturizerConfig,
+    count_tokens,
+    raw_continuous,
+    token_counts,
+)
 from training.core.sessionize import Session, sessionize
 from training.splits import VALIDATION_PCT, is_holdout
 
@@ -25,7 +33,6 @@ VALIDATED_DDL = ("kind int, file_idx int, line long, k int, anonymous_id string,
 """One row per accepted event (kind 0) or per problem (kind 1); (file_idx, line, k) keep the contract's order."""
 SHARD_DDL = ("session_id string, anonymous_id string, start_ms long, end_ms long, holdout boolean, length int, "
              "categorical array<int>, continuous array<float>")
-_STAT_KEYS = tuple(STANDARDIZED)
 
 
 def validate_line(file_idx: int, line: int, raw: Any) -> list[tuple]:
@@ -75,19 +82,15 @@ def visitor_sessions(batches: Iterable[pa.RecordBatch]) -> Iterator[Session]:
 def fit_partition(batches: Iterable[pa.RecordBatch], config: FeaturizerConfig) -> Iterator[pa.RecordBatch]:
     """Token counts and (n, mean, M2) per standardized value over this partition's training sessions, as
     Featurizer.fit counts them (the most recent max_len events of each session)."""
-    counts: dict[str, Counter[str]] = {k: Counter() for k in ("url", "area", "event_type", "device", "referrer",
-                                                               "query")}
-    moments = {k: (0, 0.0, 0.0) for k in _STAT_KEYS}
+    counts = token_counts()
+    moments = {k: (0, 0.0, 0.0) for k in STANDARDIZED}
     for session in visitor_sessions(batches):
         if is_holdout(session.anonymous_id, VALIDATION_PCT):
             continue
         recent = list(session.events)[-config.max_len:]
-        for tok in map(event_tokens, recent):
-            for key in ("url", "area", "event_type", "device", "referrer"):
-                counts[key][tok[key]] += 1
-            counts["query"].update(tok["query"])
+        count_tokens(counts, recent)
         for values in raw_continuous(recent):
-            for k in _STAT_KEYS:
+            for k in STANDARDIZED:
                 if not math.isnan(values[k]):
                     moments[k] = merge_moments(moments[k], (1, values[k], 0.0))
     blob = json.dumps({"counts": {k: dict(c) for k, c in counts.items()}, "moments": moments})
@@ -110,15 +113,14 @@ def featurizer_from_partials(blobs: Iterable[str], config: FeaturizerConfig) -> 
     from training.core.featurizer import Vocab
 
     counts: dict[str, Counter[str]] = {}
-    moments = {k: (0, 0.0, 0.0) for k in _STAT_KEYS}
+    moments = {k: (0, 0.0, 0.0) for k in STANDARDIZED}
     for blob in blobs:
         doc = json.loads(blob)
         for key, part in doc["counts"].items():
             counts.setdefault(key, Counter()).update(part)
-        for k in _STAT_KEYS:
+        for k in STANDARDIZED:
             moments[k] = merge_moments(moments[k], tuple(doc["moments"][k]))
-    vocabs = {k: Vocab.fit(counts.get(k, Counter()), config)
-              for k in ("url", "area", "event_type", "device", "referrer", "query")}
+    vocabs = {k: Vocab.fit(counts.get(k, Counter()), config) for k in VOCABULARIES}
     stats = {k: ((m[1], math.sqrt(m[2] / m[0]) or 1.0) if m[0] else (0.0, 1.0)) for k, m in moments.items()}
     return Featurizer(config, vocabs, stats)
 
