@@ -175,5 +175,22 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
 
 
 @pytest.fixture
+def store_url_for(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], str]:
+    """kind -> a store URL, for store-parametrized fixtures: sqlite (a file in tmp_path), redis (this test's own
+    redis-server) or redis-cluster (the module's cluster, flushed); the servers start only when asked for."""
+
+    def url(kind: str) -> str:
+        if kind == "sqlite":
+            return f"sqlite://{tmp_path / 'gateway.db'}"
+        if kind == "redis":
+            return request.getfixturevalue("redis_server").url
+        cluster = request.getfixturevalue("redis_cluster")
+        cluster.flush()
+        return cluster.url
+
+    return url
+
+
+@pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

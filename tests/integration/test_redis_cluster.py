@@ -141,13 +141,8 @@ def test_a_cluster_url_names_its_startup_nodes_and_credentials():
 
 
 @pytest.fixture(params=["redis", "redis-cluster"])
-def redis_url(request):
-    if request.param == "redis":
-        yield request.getfixturevalue("redis_server").url
-    else:
-        cluster = request.getfixturevalue("redis_cluster")
-        cluster.flush()
-        yield cluster.url
+def redis_url(request, store_url_for):
+    return store_url_for(request.param)
 
 
 async def test_a_forget_racing_logins_and_links_leaves_nothing_of_the_customer(redis_url):

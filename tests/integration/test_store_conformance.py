@@ -30,15 +30,8 @@ def login(anon: str, i: int, customer: str) -> Event:
 
 
 @pytest.fixture(params=["sqlite", "redis", "redis-cluster"])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite://{tmp_path / 'gateway.db'}"
-    elif request.param == "redis":
-        yield request.getfixturevalue("redis_server").url
-    else:
-        cluster = request.getfixturevalue("redis_cluster")
-        cluster.flush()
-        yield cluster.url
+def store_url(request, store_url_for):
+    return store_url_for(request.param)
 
 
 async def test_events_round_trip_in_time_order_and_retries_are_not_stored_twice(store_url):
