@@ -45,6 +45,7 @@ from training.encoder.train import (
     build_encoder,
     epoch_batches,
     group_codes,
+    optimizer_and_schedule,
     save_checkpoint,
 )
 from training.shards import shard_splits
@@ -184,10 +185,7 @@ def train_distributed(featurizer: Featurizer, train: Encoded, val: Encoded, cfg:
     step = DistributedDataParallel(module, device_ids=[me.device.index] if me.device.type == "cuda" else None)
     if me.rank > 0:  # rank 0 keeps train.py's torch stream (so one rank is train.py); the others their own
         torch.manual_seed(cfg.seed + 1_000_003 * me.rank)
-    optimizer = torch.optim.AdamW(list(encoder.parameters()) + list(heads.parameters()), lr=cfg.lr,
-                                  weight_decay=cfg.weight_decay)
-    steps = cfg.epochs * max(1, len(train) // cfg.batch_size + 1)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=steps, pct_start=0.1)
+    optimizer, scheduler = optimizer_and_schedule(encoder, heads, cfg, len(train))
     train_groups = group_codes(train_visitors) if train_visitors is not None else None
     val_groups = group_codes(val_visitors) if val_visitors is not None else None
     history: list[dict] = []

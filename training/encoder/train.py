@@ -53,6 +53,15 @@ def build_encoder(featurizer: Featurizer, cfg: TrainConfig) -> SessionEncoder:
     ))
 
 
+def optimizer_and_schedule(encoder: torch.nn.Module, heads: torch.nn.Module, cfg: TrainConfig, n_train: int
+                           ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.OneCycleLR]:
+    """AdamW over encoder and heads with a one-cycle schedule over every step of cfg.epochs (both trainers)."""
+    optimizer = torch.optim.AdamW(list(encoder.parameters()) + list(heads.parameters()), lr=cfg.lr,
+                                  weight_decay=cfg.weight_decay)
+    steps = cfg.epochs * max(1, n_train // cfg.batch_size + 1)
+    return optimizer, torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=steps, pct_start=0.1)
+
+
 def epoch_batches(data: Encoded, cfg: TrainConfig, rng: np.random.Generator, groups: np.ndarray | None
                   ) -> tuple[list[np.ndarray], np.ndarray | None]:
     """An epoch's length-bucketed batches and, with `groups` and "visitor" positives, each session's partner
@@ -132,10 +141,7 @@ def train_encoder(featurizer: Featurizer, train: Encoded, val: Encoded, cfg: Tra
     encoder = build_encoder(featurizer, cfg).to(device)
     heads = PretrainingHeads(cfg.d_model, cfg.embedding_dim, featurizer.cardinalities[0],
                              featurizer.cardinalities[2]).to(device)
-    params = list(encoder.parameters()) + list(heads.parameters())
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = cfg.epochs * max(1, len(train) // cfg.batch_size + 1)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=steps, pct_start=0.1)
+    optimizer, scheduler = optimizer_and_schedule(encoder, heads, cfg, len(train))
     train_groups = group_codes(train_visitors) if train_visitors is not None else None
     val_groups = group_codes(val_visitors) if val_visitors is not None else None
     history: list[dict] = []
