@@ -335,10 +335,7 @@ def build_report(data_dir: Path, artifacts: Path, cfg: ReportConfig = ReportConf
 
     started = time.perf_counter()
     data_dir, artifacts = Path(data_dir), Path(artifacts)
-    problems = LoadReport()
-    sessions = load_session_table(data_dir, problems)  # columns; each session's events are built once, below
-    if problems.problems:
-        log.warning("%s", problems.summary())
+    sessions = load_session_table(data_dir)  # columns; each session's events are built once, below
     if not sessions:
         raise ValueError(f"{data_dir}: no sessions to report on")
     loaded = time.perf_counter()

@@ -18,6 +18,7 @@ from training.splits import HOLDOUT_PCT, is_holdout
 
 if TYPE_CHECKING:
     from training.columnar import EventColumns, SessionIndex
+    from training.columnar.featurize import Tokens
     from training.core.featurizer import Featurizer
     from training.shards import FlatSessions
 
@@ -70,13 +71,17 @@ def _columnar_sessions(data_dir: Path, report: LoadReport, strict: bool) -> list
             gc.enable()
 
 
-def load_session_table(data_dir: Path | str, report: LoadReport, strict: bool = False) -> SessionTable:
-    """The data directory's sessions as columns (training.columnar); problems go to `report`."""
+def load_session_table(data_dir: Path | str, report: LoadReport | None = None, strict: bool = False) -> SessionTable:
+    """The data directory's sessions as columns (training.columnar). Problems go to `report`; without one they
+    are logged here, as load_sessions logs them."""
     from training.columnar import load_event_columns, sessionize_columns
 
-    events = load_event_columns(data_dir, report)
-    if strict and report.problems:
-        raise DataError(f"{len(report.problems)} invalid rows (--strict):\n{report.summary()}")
+    problems = report if report is not None else LoadReport()
+    events = load_event_columns(data_dir, problems)
+    if strict and problems.problems:
+        raise DataError(f"{len(problems.problems)} invalid rows (--strict):\n{problems.summary()}")
+    if report is None and problems.problems:
+        log.warning("%s", problems.summary())
     return SessionTable(events, sessionize_columns(events))
 
 
@@ -99,6 +104,7 @@ class SessionTable(Sequence[Session]):
         self.end_ms: np.ndarray = np.asarray(index.end_ms, dtype=np.int64)
         self._documents: list[str] | None = None
         self._encoded: dict[str, FlatSessions] = {}
+        self._tokens: Tokens | None = None
 
     def __len__(self) -> int:
         return len(self.session_ids)
@@ -155,13 +161,20 @@ class SessionTable(Sequence[Session]):
             if collecting:
                 gc.enable()
 
+    def tokens(self) -> Tokens:
+        """The columns' token tables (normalize_url and the rest once per distinct value), shared by
+        `documents` and `encoded`."""
+        if self._tokens is None:
+            from training.columnar.featurize import Tokens
+
+            self._tokens = Tokens(self.events)
+        return self._tokens
+
     def documents(self) -> list[str]:
         """training.probe.page_document of every session (its normalized pages, space-separated), from the
         URL column: normalize_url runs once per distinct URL."""
         if self._documents is None:
-            from training.columnar.featurize import Tokens
-
-            pages = np.array(Tokens(self.events).url, dtype=object)
+            pages = np.array(self.tokens().url, dtype=object)
             codes = self.events.codes["url"][self.index.order]
             bounds = self.index.offsets.tolist()
             self._documents = [" ".join(pages[codes[bounds[i]:bounds[i + 1]]]) for i in range(len(self))]
@@ -174,7 +187,7 @@ class SessionTable(Sequence[Session]):
         from training.shards import FlatSessions
 
         if featurizer.version not in self._encoded:
-            lengths, cat, cont = SessionEncoder(featurizer, self.events)(self.index)
+            lengths, cat, cont = SessionEncoder(featurizer, self.events, self.tokens())(self.index)
             self._encoded[featurizer.version] = FlatSessions(lengths, cat, cont)
         return self._encoded[featurizer.version]
 

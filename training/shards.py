@@ -228,7 +228,8 @@ def shard_splits(shards: Path | str, validation_pct: int = VALIDATION_PCT) -> Sp
     ids = pa.concat_tables(list(read_shards(shards, ["anonymous_id", "holdout"])))
     keep = ~_bools(ids.column("holdout"))
     visitors = [v for v, k in zip(ids.column("anonymous_id").to_pylist(), keep, strict=True) if k]
-    val = np.array([bucket(v) < validation_pct for v in visitors], dtype=bool)
+    buckets = {v: bucket(v) for v in set(visitors)}  # hashed once per visitor, not per session
+    val = np.array([buckets[v] < validation_pct for v in visitors], dtype=bool)
     tr_i, va_i = np.flatnonzero(~val), np.flatnonzero(val)
     return Splits(data.featurizer, Subset(data, tr_i), Subset(data, va_i), [visitors[i] for i in tr_i],
                   [visitors[i] for i in va_i])

@@ -56,6 +56,16 @@ def _fit(events: EventColumns, sessions: SessionIndex, buckets: np.ndarray,
     return fit_featurizer(events, sessions, train, config, tokens)
 
 
+def _prepare_encoder(data_dir: Path | str, featurizer: Featurizer | None, config: FeaturizerConfig | None,
+                     strict: bool) -> tuple[EventColumns, SessionIndex, np.ndarray, LoadReport, SessionEncoder]:
+    """_prepare, then the encoder of `featurizer` (fitted on the training visitors when None): with the
+    sessions' hold-out flags."""
+    events, sessions, buckets, report = _prepare(data_dir, strict)
+    tokens = Tokens(events)
+    featurizer = featurizer or _fit(events, sessions, buckets, config, tokens)
+    return events, sessions, buckets < HOLDOUT_PCT, report, SessionEncoder(featurizer, events, tokens)
+
+
 def _encode(encoder: SessionEncoder, sessions: SessionIndex, holdout: np.ndarray) -> SessionColumns:
     lengths, cat, cont = encoder(sessions)
     return SessionColumns(sessions.session_id, sessions.anonymous_id, sessions.start_ms, sessions.end_ms,
@@ -65,27 +75,19 @@ def _encode(encoder: SessionEncoder, sessions: SessionIndex, holdout: np.ndarray
 def featurize_events(data_dir: Path | str, featurizer: Featurizer | None = None,
                      config: FeaturizerConfig | None = None, strict: bool = False) -> Featurized:
     """Load, validate, sessionize and featurize in memory; fit the featurizer on training visitors unless given."""
-    events, sessions, buckets, report = _prepare(data_dir, strict)
-    holdout = buckets < HOLDOUT_PCT
-    tokens = Tokens(events)
-    featurizer = featurizer or _fit(events, sessions, buckets, config, tokens)
-    columns = _encode(SessionEncoder(featurizer, events, tokens), sessions, holdout)
-    return Featurized(events, sessions, holdout, featurizer, columns, report)
+    events, sessions, holdout, report, encoder = _prepare_encoder(data_dir, featurizer, config, strict)
+    return Featurized(events, sessions, holdout, encoder.featurizer, _encode(encoder, sessions, holdout), report)
 
 
 def featurize_dir(data_dir: Path | str, out_dir: Path | str, featurizer: Featurizer | None = None,
                   config: FeaturizerConfig | None = None, strict: bool = False,
                   part_sessions: int = PART_SESSIONS) -> dict:
     """featurize_events written as shards (training.shards), one part encoded at a time; returns _SUCCESS.json."""
-    events, sessions, buckets, report = _prepare(data_dir, strict)
-    holdout = buckets < HOLDOUT_PCT
-    tokens = Tokens(events)
-    featurizer = featurizer or _fit(events, sessions, buckets, config, tokens)
-    encoder = SessionEncoder(featurizer, events, tokens)
+    events, sessions, holdout, report, encoder = _prepare_encoder(data_dir, featurizer, config, strict)
 
     def parts():
         for start in range(0, len(sessions), part_sessions):
             stop = min(start + part_sessions, len(sessions))
             yield to_table(_encode(encoder, sessions.slice(start, stop), holdout[start:stop]))
 
-    return write_featurized(out_dir, parts(), featurizer, report, len(events), part_sessions)
+    return write_featurized(out_dir, parts(), encoder.featurizer, report, len(events), part_sessions)

@@ -227,6 +227,12 @@ def load_events(data_dir: Path, report: LoadReport | None = None, strict: bool =
     return events
 
 
+def read_optional(data_dir: Path, name: str, model: type[M], report: LoadReport) -> list[M]:
+    """read_rows of an optional file of the data directory; absent, no rows."""
+    path = data_dir / name
+    return read_rows(path, model, report) if path.exists() else []
+
+
 def load_dataset(data_dir: Path | str, strict: bool = False) -> Dataset:
     """Load and validate a whole data directory."""
     data_dir = Path(data_dir)
@@ -234,17 +240,12 @@ def load_dataset(data_dir: Path | str, strict: bool = False) -> Dataset:
         raise DataError(f"data directory {data_dir} does not exist")
     report = LoadReport()
     events = read_rows(events_path(data_dir), Event, report)
-
-    def optional(name: str, model: type[M]) -> list[M]:
-        path = data_dir / name
-        return read_rows(path, model, report) if path.exists() else []
-
     dataset = Dataset(
         events=events,
-        customers=optional("customers.jsonl", Customer),
-        tiles=optional("tiles.jsonl", Tile),
-        impressions=optional("impressions.jsonl", Impression),
-        conversions=optional("conversions.jsonl", Conversion),
+        customers=read_optional(data_dir, "customers.jsonl", Customer, report),
+        tiles=read_optional(data_dir, "tiles.jsonl", Tile, report),
+        impressions=read_optional(data_dir, "impressions.jsonl", Impression, report),
+        conversions=read_optional(data_dir, "conversions.jsonl", Conversion, report),
         report=report,
     )
     _check_strict(report, strict)

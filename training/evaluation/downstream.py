@@ -28,7 +28,6 @@ import numpy as np
 import torch
 from sklearn.metrics import f1_score
 
-from training.core.contract import LoadReport
 from training.encoder.inference import embed_encoded
 from training.encoder.train import TrainConfig, build_encoder
 from training.evaluation.conversion import conversion_predictions
@@ -165,7 +164,7 @@ def downstream_report(data_dir: Path, artifacts: Path, n_boot: int = 200, seed: 
     except ValueError as exc:
         log.warning("ranking and conversion tasks skipped: %s", exc)
         data = None
-    sessions = data.sessions if data is not None else load_session_table(data_dir, LoadReport())
+    sessions = data.sessions if data is not None else load_session_table(data_dir)
     holdout = [is_holdout(visitor) for visitor in sessions.anonymous_ids]
     vectors = session_vectors(sessions, [not h for h in holdout], featurizer, encoder, seed)
     out: dict = {}

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from training.core.contract import Conversion, Customer, DataError, Impression, LoadReport, M, Tile, read_rows
+from training.core.contract import Conversion, Customer, DataError, Impression, LoadReport, Tile, read_optional
 from training.core.ranker import RECENCY_FEATURES, FeatureSpec, plain_mean, pool_sessions
 from training.sessions import SessionTable, load_session_table
 
@@ -65,13 +65,10 @@ class EvalData:
             raise DataError(f"data directory {data_dir} does not exist")
         report = LoadReport()
         sessions = load_session_table(data_dir, report)
-
-        def optional(name: str, model: type[M]) -> list[M]:
-            path = data_dir / name
-            return read_rows(path, model, report) if path.exists() else []
-
-        customers, tiles = optional("customers.jsonl", Customer), optional("tiles.jsonl", Tile)
-        impressions, conversions = optional("impressions.jsonl", Impression), optional("conversions.jsonl", Conversion)
+        customers = read_optional(data_dir, "customers.jsonl", Customer, report)
+        tiles = read_optional(data_dir, "tiles.jsonl", Tile, report)
+        impressions = read_optional(data_dir, "impressions.jsonl", Impression, report)
+        conversions = read_optional(data_dir, "conversions.jsonl", Conversion, report)
         if report.problems:
             log.warning("%s", report.summary())
         if not impressions or not customers:

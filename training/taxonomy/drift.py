@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-from training.core.contract import LoadReport
 from training.core.featurizer import normalize_url
 from training.core.manifest import sha256_file
 from training.core.sessionize import Session
@@ -384,7 +383,7 @@ def baseline_from_data(data_dir: Path, artifacts: Path, taxonomy: Taxonomy, head
     from training.encoder.inference import embed_rows  # torch: only when a baseline is computed here
     from training.sessions import load_session_table
 
-    table = load_session_table(data_dir, LoadReport())
+    table = load_session_table(data_dir)
     held_out = np.flatnonzero(table.holdout())
     meta = {"recorded": datetime.now(UTC).isoformat(timespec="seconds"), "data": str(data_dir),
             "sessions": "held-out visitors", "computed_by": "taxonomy-drift --baseline-data",
@@ -439,10 +438,7 @@ def run_drift(data_dir: Path, artifacts: Path, report_path: Path, taxonomy_path:
     featurizer, encoder, _ = load_artifacts(artifacts)
     baseline, source = resolve_baseline(baseline_path, baseline_data, artifacts, taxonomy, head, featurizer, encoder)
 
-    report = LoadReport()
-    table = load_session_table(data_dir, report)  # columns; only the sessions compared become objects
-    if report.problems:
-        log.warning("%s", report.summary())
+    table = load_session_table(data_dir)  # columns; only the sessions compared become objects
     pick = np.arange(len(table))
     if len(table) > cfg.max_sessions:
         pick = np.sort(np.random.default_rng(cfg.seed).permutation(len(table))[: cfg.max_sessions])

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import adjusted_rand_score, f1_score, normalized_mutual_info_score
 
-from training.core.contract import LoadReport
 from training.core.featurizer import Featurizer
 from training.core.sessionize import Session
 from training.encoder.inference import embed_rows, embed_sessions
@@ -143,10 +142,7 @@ def run_taxonomy(data_dir: Path, artifacts: Path, report_path: Path, cfg: StageC
                  client: LLMClient | None = None, progress: bool = True) -> dict:
     """Build (or load) the taxonomy, label a sample with the LLM, distill the head; write artifacts + report."""
     rng = np.random.default_rng(cfg.seed)
-    report_rows = LoadReport()
-    table = load_session_table(data_dir, report_rows)  # columns: only the sampled sessions become objects
-    if report_rows.problems:
-        log.warning("%s", report_rows.summary())
+    table = load_session_table(data_dir)  # columns: only the sampled sessions become objects
     truth = load_truth_intents(data_dir)
     featurizer, encoder, _ = load_artifacts(artifacts)
     holdout = table.holdout()
